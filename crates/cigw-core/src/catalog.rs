@@ -1,0 +1,68 @@
+//! The configured accounts and targets, built through the adapters' factories.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{Problems, Settings};
+use crate::provider::{ProviderAccount, ProviderFactory, ProviderKind};
+use crate::{CiTarget, TargetSpec};
+
+/// One configured target with its adapter.
+#[derive(Debug, Clone)]
+pub struct ConfiguredTarget {
+    /// The provider-independent declaration.
+    pub spec: TargetSpec,
+    /// The adapter value driving it.
+    pub target: Arc<dyn CiTarget>,
+}
+
+/// Every account and target the configuration declares.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Accounts by (kind, name).
+    pub accounts: BTreeMap<(ProviderKind, String), Arc<dyn ProviderAccount>>,
+    /// Targets by name.
+    pub targets: BTreeMap<String, ConfiguredTarget>,
+}
+
+impl Catalog {
+    /// Build accounts and targets, recording every problem (with its key path) instead of
+    /// stopping at the first.
+    pub fn build(settings: &Settings, factories: &[Arc<dyn ProviderFactory>], problems: &mut Problems) -> Catalog {
+        let mut catalog = Catalog::default();
+        for (kind, accounts) in &settings.providers {
+            let Some(factory) = factories.iter().find(|f| f.kind() == *kind) else {
+                problems.error(format!("providers.{kind}"), "this build of cigw has no adapter for this provider");
+                continue;
+            };
+            for (name, table) in accounts {
+                let path = format!("providers.{kind}.{name}");
+                if let Some(account) = factory.account(name, &path, table, problems) {
+                    catalog.accounts.insert((*kind, name.clone()), account);
+                }
+            }
+        }
+        for (name, settings) in &settings.targets {
+            let path = format!("targets.{name}");
+            let spec = settings.to_spec(name, &path, problems);
+            let Some(account) = catalog.accounts.get(&(spec.provider, spec.account.clone())) else {
+                let known: Vec<&str> =
+                    catalog.accounts.keys().filter(|(k, _)| *k == spec.provider).map(|(_, n)| n.as_str()).collect();
+                let hint = if known.is_empty() {
+                    format!("no [providers.{}.*] account is configured", spec.provider)
+                } else {
+                    format!("configured {} accounts: {}", spec.provider, known.join(", "))
+                };
+                problems.error(
+                    format!("{path}.account"),
+                    format!("no account `{}` under [providers.{}] ({hint})", spec.account, spec.provider),
+                );
+                continue;
+            };
+            if let Some(target) = account.target(&spec, &path, &settings.provider_fields, problems) {
+                catalog.targets.insert(name.clone(), ConfiguredTarget { spec, target });
+            }
+        }
+        catalog
+    }
+}

@@ -1,0 +1,617 @@
+//! Layered configuration (DESIGN.md §6): the embedded `config/default.toml`, then a file
+//! (`--config` / `CIGW_CONFIG`), then `CIGW__SECTION__KEY` environment variables.
+//!
+//! Sections are parsed one at a time so that one mistake never hides another: every unknown key
+//! (collected with `serde_ignored`) and every type error (located with `serde_path_to_error`) is
+//! reported with its key path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::params::{ParamType, ParamValue, ParameterSpec};
+use crate::provider::ProviderKind;
+use crate::secret::SecretSetting;
+use crate::target::{ConcurrencyPolicy, TargetSpec};
+
+/// The defaults every configuration starts from.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The configuration cannot be used.
+    Error,
+    /// Usable, but worth changing.
+    Warning,
+}
+
+/// One problem, at a key path such as `targets.web.account`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Dotted key path.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Problems collected while loading and checking a configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Problems {
+    items: Vec<Problem>,
+}
+
+impl Problems {
+    /// Record an error.
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.items.push(Problem { severity: Severity::Error, path: path.into(), message: message.into() });
+    }
+
+    /// Record a warning.
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.items.push(Problem { severity: Severity::Warning, path: path.into(), message: message.into() });
+    }
+
+    /// The errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.items.iter().filter(|p| p.severity == Severity::Error)
+    }
+
+    /// The warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Problem> {
+        self.items.iter().filter(|p| p.severity == Severity::Warning)
+    }
+
+    /// Whether any error was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+
+    /// Every problem, in the order found.
+    pub fn all(&self) -> &[Problem] {
+        &self.items
+    }
+
+    /// Parse `value` (at `path`) as `T`, recording unknown keys and the first type error.
+    pub fn parse<T: DeserializeOwned>(&mut self, path: &str, value: &serde_json::Value) -> Option<T> {
+        let mut unknown = Vec::new();
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(value.clone(), &mut track);
+        let result: Result<T, _> = serde_ignored::deserialize(de, |p| unknown.push(p.to_string()));
+        for key in unknown {
+            self.error(join(path, &key), "unknown key");
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = track.path().to_string();
+                let at = if at == "." { String::new() } else { at };
+                self.error(join(path, &at), e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Join two dotted key paths.
+pub fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a.to_string(),
+        (true, false) => b.to_string(),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+/// Errors that stop loading before any section can be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is missing or is not valid TOML, or an environment override is malformed.
+    #[error("{0}")]
+    Source(#[from] config::ConfigError),
+}
+
+/// Merge the layers into one JSON tree.
+pub fn load_raw(file: Option<&Path>) -> Result<serde_json::Value, LoadError> {
+    let mut builder =
+        config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+    if let Some(path) = file {
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+    }
+    builder = builder
+        .add_source(config::Environment::with_prefix("CIGW").prefix_separator("__").separator("__").try_parsing(true));
+    Ok(builder.build()?.try_deserialize::<serde_json::Value>()?)
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    /// Address the API listens on.
+    pub listen: String,
+    /// Separate address for `/metrics`, when set.
+    pub metrics_listen: Option<String>,
+    /// The URL users reach the gateway at (links in events and notifications).
+    pub public_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Time limit of one API request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight provider calls.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            metrics_listen: None,
+            public_url: None,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// How hard SQLite flushes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: survives process crashes.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: survives power loss.
+    Fsync,
+}
+
+/// `[database]`.
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://…`.
+    pub url: String,
+    /// SQLite flush policy.
+    pub durability: Durability,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// Statement timeout (PostgreSQL) and busy timeout (SQLite).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://cigw.db".into(),
+            durability: Durability::Normal,
+            max_connections: 10,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("durability", &self.durability)
+            .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// A bootstrap admin token (`cigw_…`), accepted in addition to stored tokens.
+    pub admin_token: Option<SecretSetting>,
+    /// Lifetime of a web UI session cookie.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { admin_token: None, session_ttl: Duration::from_secs(12 * 3600) }
+    }
+}
+
+/// `[retention]`: how long finished things are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetentionSettings {
+    /// Terminal runs (and their events).
+    #[serde(with = "humantime_serde")]
+    pub runs: Duration,
+    /// Idempotency keys.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_keys: Duration,
+    /// Hook and callback delivery ids (replay protection).
+    #[serde(with = "humantime_serde")]
+    pub deliveries: Duration,
+    /// Delivered or abandoned notification outbox rows.
+    #[serde(with = "humantime_serde")]
+    pub outbox: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let day = Duration::from_secs(86_400);
+        Self { runs: day * 90, idempotency_keys: day, deliveries: day * 7, outbox: day * 7 }
+    }
+}
+
+/// `[timings]`: every gateway timing, so tests can run fast.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Timings {
+    /// First poll after dispatch.
+    #[serde(with = "humantime_serde")]
+    pub poll_initial: Duration,
+    /// Largest gap between polls of one run.
+    #[serde(with = "humantime_serde")]
+    pub poll_max: Duration,
+    /// Lease on a run being dispatched or polled.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long reconciliation looks for an ambiguous trigger's build before triggering again.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_grace: Duration,
+    /// A run accepted without an id that no build matched by then ends in `error`.
+    #[serde(with = "humantime_serde")]
+    pub unconfirmed_deadline: Duration,
+    /// Periodic sweep for work missed by wake-ups (other replicas, restarts).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Time limit of one provider call.
+    #[serde(with = "humantime_serde")]
+    pub provider_timeout: Duration,
+    /// Largest backoff between retries of one provider call.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// A call is not retried past this.
+    #[serde(with = "humantime_serde")]
+    pub retry_deadline: Duration,
+    /// How long a CircleCI pipeline may show no workflows before it counts as skipped.
+    #[serde(with = "humantime_serde")]
+    pub setup_grace: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            poll_initial: Duration::from_secs(2),
+            poll_max: Duration::from_secs(60),
+            lease: Duration::from_secs(60),
+            reconcile_grace: Duration::from_secs(30),
+            unconfirmed_deadline: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(5),
+            provider_timeout: Duration::from_secs(30),
+            retry_max_delay: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(120),
+            setup_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One declared parameter as written under `[targets.<name>.parameters.<param>]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ParameterSettings {
+    /// `string`, `boolean` or `integer`.
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    /// Default value.
+    #[serde(default)]
+    pub default: Option<ParamValue>,
+    /// Allowed values.
+    #[serde(default, rename = "enum")]
+    pub allowed: Option<Vec<ParamValue>>,
+    /// Must be given.
+    #[serde(default)]
+    pub required: bool,
+    /// Masked wherever shown.
+    #[serde(default)]
+    pub secret: bool,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The provider-independent keys of `[targets.<name>]`; the rest belong to the adapter.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TargetSettings {
+    /// Provider kind.
+    pub provider: ProviderKind,
+    /// Account name under `[providers.<kind>]`.
+    pub account: String,
+    /// Default branch.
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+    /// Declared parameters, keyed by name.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParameterSettings>,
+    /// Maximum run duration.
+    #[serde(default, with = "humantime_serde")]
+    pub max_duration: Option<Duration>,
+    /// Concurrency policy.
+    #[serde(default)]
+    pub concurrency: ConcurrencyPolicy,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Provider-specific keys (project slug, pipeline, project uuid, …).
+    #[serde(flatten)]
+    pub provider_fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+impl TargetSettings {
+    /// The provider-independent spec, recording declaration problems at `path`.
+    pub fn to_spec(&self, name: &str, path: &str, problems: &mut Problems) -> TargetSpec {
+        let parameters = self
+            .parameters
+            .iter()
+            .map(|(pname, p)| {
+                let spec = ParameterSpec {
+                    name: pname.clone(),
+                    kind: p.kind,
+                    default: p.default.clone(),
+                    allowed: p.allowed.clone(),
+                    required: p.required,
+                    secret: p.secret,
+                    description: p.description.clone(),
+                };
+                for message in spec.problems() {
+                    problems.error(format!("{path}.parameters.{pname}"), message);
+                }
+                spec
+            })
+            .collect();
+        if self.default_branch.trim().is_empty() {
+            problems.error(format!("{path}.default_branch"), "must not be empty");
+        }
+        TargetSpec {
+            name: name.to_string(),
+            provider: self.provider,
+            account: self.account.clone(),
+            default_branch: self.default_branch.clone(),
+            parameters,
+            max_duration: self.max_duration,
+            concurrency: self.concurrency,
+            description: self.description.clone(),
+        }
+    }
+}
+
+/// The whole configuration, section by section.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[database]`.
+    pub database: DatabaseSettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[retention]`.
+    pub retention: RetentionSettings,
+    /// `[timings]`.
+    pub timings: Timings,
+    /// `[providers.<kind>.<account>]`, parsed by the adapters.
+    pub providers: BTreeMap<ProviderKind, BTreeMap<String, serde_json::Value>>,
+    /// `[targets.<name>]`.
+    pub targets: BTreeMap<String, TargetSettings>,
+    /// `[hooks.<name>]`, parsed by the gateway.
+    pub hooks: BTreeMap<String, serde_json::Value>,
+    /// `[chains.<name>]`, parsed by the gateway.
+    pub chains: BTreeMap<String, serde_json::Value>,
+    /// `[notifications.<name>]`, parsed by the gateway.
+    pub notifications: BTreeMap<String, serde_json::Value>,
+}
+
+const SECTIONS: [&str; 10] =
+    ["server", "database", "auth", "retention", "timings", "providers", "targets", "hooks", "chains", "notifications"];
+
+fn section<T: DeserializeOwned + Default>(raw: &serde_json::Value, key: &str, problems: &mut Problems) -> T {
+    match raw.get(key) {
+        Some(v) => problems.parse(key, v).unwrap_or_default(),
+        None => T::default(),
+    }
+}
+
+fn named_tables(raw: &serde_json::Value, key: &str, problems: &mut Problems) -> BTreeMap<String, serde_json::Value> {
+    match raw.get(key) {
+        None => BTreeMap::new(),
+        Some(serde_json::Value::Object(map)) => {
+            let mut out = BTreeMap::new();
+            for (name, v) in map {
+                if v.is_object() {
+                    out.insert(name.clone(), v.clone());
+                } else {
+                    problems.error(format!("{key}.{name}"), "expected a table");
+                }
+            }
+            out
+        }
+        Some(_) => {
+            problems.error(key, "expected a table of named tables");
+            BTreeMap::new()
+        }
+    }
+}
+
+impl Settings {
+    /// Parse a merged tree, recording every problem found.
+    pub fn from_raw(raw: &serde_json::Value, problems: &mut Problems) -> Settings {
+        if let Some(map) = raw.as_object() {
+            for key in map.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+                problems.error(key.clone(), "unknown key");
+            }
+        }
+        let mut providers = BTreeMap::new();
+        for (kind, accounts) in named_tables(raw, "providers", problems) {
+            match kind.parse::<ProviderKind>() {
+                Ok(k) => {
+                    let Some(map) = accounts.as_object() else { continue };
+                    let mut tables = BTreeMap::new();
+                    for (name, v) in map {
+                        if v.is_object() {
+                            tables.insert(name.clone(), v.clone());
+                        } else {
+                            problems.error(format!("providers.{kind}.{name}"), "expected a table");
+                        }
+                    }
+                    providers.insert(k, tables);
+                }
+                Err(e) => problems.error(format!("providers.{kind}"), e),
+            }
+        }
+        let mut targets = BTreeMap::new();
+        for (name, v) in named_tables(raw, "targets", problems) {
+            if let Some(t) = problems.parse::<TargetSettings>(&format!("targets.{name}"), &v) {
+                targets.insert(name, t);
+            }
+        }
+        Settings {
+            server: section(raw, "server", problems),
+            database: section(raw, "database", problems),
+            auth: section(raw, "auth", problems),
+            retention: section(raw, "retention", problems),
+            timings: section(raw, "timings", problems),
+            providers,
+            targets,
+            hooks: named_tables(raw, "hooks", problems),
+            chains: named_tables(raw, "chains", problems),
+            notifications: named_tables(raw, "notifications", problems),
+        }
+    }
+
+    /// Load all layers and parse them.
+    pub fn load(file: Option<&Path>, problems: &mut Problems) -> Result<Settings, LoadError> {
+        let raw = load_raw(file)?;
+        Ok(Self::from_raw(&raw, problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> (Settings, Problems) {
+        let raw: serde_json::Value =
+            toml::from_str::<toml::Value>(toml_text).map(|v| serde_json::to_value(v).unwrap()).unwrap();
+        let mut problems = Problems::default();
+        let s = Settings::from_raw(&raw, &mut problems);
+        (s, problems)
+    }
+
+    #[test]
+    fn defaults_load_cleanly() {
+        let mut problems = Problems::default();
+        let raw = load_raw(None).unwrap();
+        let s = Settings::from_raw(&raw, &mut problems);
+        assert!(problems.all().is_empty(), "{problems:?}");
+        assert_eq!(s.database.url, "sqlite://cigw.db");
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn every_section_reports_its_own_problems() {
+        let (s, problems) = parse(
+            r#"
+            colour = "blue"
+            [server]
+            listen = "127.0.0.1:1"
+            lisen = "typo"
+            [timings]
+            lease = "ten seconds"
+            [targets.web]
+            provider = "circleci"
+            account = "main"
+            default_branch = "dev"
+            max_duration = "30m"
+            [targets.web.parameters.env]
+            type = "string"
+            default = 3
+            [targets.bad]
+            provider = "travis"
+            account = "x"
+            "#,
+        );
+        let shown: Vec<String> = problems.errors().map(ToString::to_string).collect();
+        assert!(shown.contains(&"colour: unknown key".to_string()), "{shown:?}");
+        assert!(shown.contains(&"server.lisen: unknown key".to_string()), "{shown:?}");
+        assert!(shown.iter().any(|p| p.starts_with("timings.lease: ")), "{shown:?}");
+        assert!(shown.iter().any(|p| p.starts_with("targets.bad.provider: ")), "{shown:?}");
+        assert_eq!(s.server.listen, "127.0.0.1:1");
+        let web = &s.targets["web"];
+        assert_eq!(web.max_duration, Some(Duration::from_secs(1800)));
+        let mut p2 = Problems::default();
+        let spec = web.to_spec("web", "targets.web", &mut p2);
+        assert_eq!(spec.default_branch, "dev");
+        assert_eq!(
+            p2.errors().map(ToString::to_string).collect::<Vec<_>>(),
+            ["targets.web.parameters.env: default has type integer, but the parameter is declared string"]
+        );
+    }
+
+    #[test]
+    fn provider_fields_are_left_for_the_adapter() {
+        let (s, problems) = parse(
+            r#"
+            [targets.api]
+            provider = "codefresh"
+            account = "cf"
+            pipeline = "proj/api"
+            "#,
+        );
+        assert!(!problems.has_errors(), "{problems:?}");
+        assert_eq!(s.targets["api"].provider_fields["pipeline"], "proj/api");
+    }
+
+    #[test]
+    fn database_urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:pw@db:5432/x?sslmode=require"),
+            "postgres://u:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redact_url("sqlite://cigw.db"), "sqlite://cigw.db");
+        let d = DatabaseSettings { url: "postgres://u:hunter2@h/d".into(), ..Default::default() };
+        assert!(!format!("{d:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,33 @@
+//! The normalized model of cigw (DESIGN.md §2): what a target is, how a git ref and parameters are
+//! validated, the run state machine, the `CiTarget` trait every provider adapter implements, the error
+//! taxonomy with its retry rule, the layered configuration and telemetry set-up.
+//!
+//! This crate has no HTTP server and no database: adapters, the store and the gateway all build on it.
+
+pub mod capabilities;
+pub mod catalog;
+pub mod ci_target;
+pub mod config;
+pub mod error;
+pub mod git_ref;
+pub mod params;
+pub mod provider;
+pub mod retry;
+pub mod run;
+pub mod secret;
+pub mod state;
+pub mod target;
+pub mod telemetry;
+
+pub use capabilities::Capabilities;
+pub use ci_target::CiTarget;
+pub use error::{CallKind, Error, Result};
+pub use git_ref::GitRef;
+pub use params::{ParamType, ParamValue, ParameterSpec, Parameters};
+pub use provider::ProviderKind;
+pub use run::{
+    Decision, ProviderRunRef, RecentQuery, RerunOptions, RunCandidate, RunStatus, StepDetail, TriggerOutcome,
+    TriggerSpec,
+};
+pub use state::RunState;
+pub use target::{ConcurrencyPolicy, TargetSpec};
