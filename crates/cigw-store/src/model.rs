@@ -1,0 +1,508 @@
+//! The records the store reads and writes. No SQL or driver type appears here.
+
+use chrono::{DateTime, Utc};
+use cigw_core::{GitRef, Parameters, ProviderKind, ProviderRunRef, RunState};
+use serde_json::Value;
+
+/// Event kinds the store itself writes; the gateway may append others (`approved`,
+/// `possible_duplicate`, `notification_failed`, …) with [`crate::Store::append_event`].
+pub mod event_kind {
+    /// A run was stored (by intake or as a rerun).
+    pub const CREATED: &str = "created";
+    /// A dispatch outcome was recorded (data: the outcome).
+    pub const DISPATCHED: &str = "dispatched";
+    /// A dispatch was postponed (data: when and why).
+    pub const DISPATCH_RETRY: &str = "dispatch_retry";
+    /// The run's state moved (data: from, to, the status).
+    pub const STATE_CHANGED: &str = "state_changed";
+    /// A provider build was adopted by the run (data: the provider ref).
+    pub const ADOPTED: &str = "adopted";
+    /// A cancel was requested (state: canceled for a pending run, else canceling).
+    pub const CANCEL_REQUESTED: &str = "cancel_requested";
+    /// A rerun of this run was created (data: the new run id).
+    pub const RERUN: &str = "rerun";
+    /// The gateway could not run it (data: the message).
+    pub const ERROR: &str = "error";
+    /// A second provider build may exist after an unresolved ambiguous trigger.
+    pub const POSSIBLE_DUPLICATE: &str = "possible_duplicate";
+}
+
+/// A trigger request to store with its runs, in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewTrigger {
+    /// Gateway-generated id (UUID v7 text).
+    pub id: String,
+    /// Where it came from: `api`, `hook:<name>`, `chain:<name>`, `ui`, `cli`.
+    pub source: String,
+    /// Token id or name, hook name, or chain name.
+    pub requested_by: String,
+    /// The request as received (secret parameter values already masked by the caller).
+    pub request: Value,
+    /// Free-form labels (a JSON object).
+    pub labels: Value,
+    /// Intake time; also the "now" against which an idempotency key's expiry is checked.
+    pub created_at: DateTime<Utc>,
+    /// One run per target; at least one.
+    pub runs: Vec<NewRun>,
+    /// The `Idempotency-Key`, when the caller sent one.
+    pub idempotency: Option<IdempotencyKey>,
+    /// The chain firing this trigger results from; recorded (or completed) in the same transaction.
+    pub chain_firing: Option<ChainFiring>,
+}
+
+/// One run to create.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Gateway-generated id (UUID v7 text): the correlation id sent to the provider.
+    pub id: String,
+    /// Target name.
+    pub target: String,
+    /// The target's provider.
+    pub provider: ProviderKind,
+    /// The provider account name.
+    pub account: String,
+    /// What to build (default branch already filled in).
+    pub git_ref: GitRef,
+    /// Validated parameters, secrets included (stored, never logged).
+    pub parameters: Parameters,
+    /// The upstream run whose end fired the chain that created this run.
+    pub chain_parent: Option<String>,
+    /// The run this one reruns.
+    pub rerun_of: Option<String>,
+    /// For a rerun: rerun only what failed.
+    pub rerun_failed_only: bool,
+    /// Earliest dispatch time (normally the creation time).
+    pub dispatch_at: DateTime<Utc>,
+}
+
+/// An idempotency key, scoped to the token that sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyKey {
+    /// The scope: the token id.
+    pub scope: String,
+    /// The key as sent.
+    pub key: String,
+    /// The request body as parsed JSON; compared as JSON (key order does not matter).
+    pub fingerprint: Value,
+    /// The response to replay for a repeat.
+    pub response: Value,
+    /// When the key stops counting (an expired key is treated as absent and replaced).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A chain rule firing: chain `chain` fired for the end of `upstream_run_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainFiring {
+    /// The chain's name.
+    pub chain: String,
+    /// The upstream run.
+    pub upstream_run_id: String,
+}
+
+/// What `create_trigger` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// Stored: the trigger, its runs, the key and a `created` event per run.
+    Created(TriggerRecord),
+    /// The same key with an equal body was seen before and has not expired: nothing stored.
+    Replayed {
+        /// The trigger the key belongs to.
+        trigger_id: String,
+        /// The stored response.
+        response: Value,
+    },
+    /// The same key with a different body: nothing stored.
+    KeyConflict {
+        /// The trigger the key belongs to.
+        trigger_id: String,
+    },
+    /// This chain firing already produced a trigger: nothing stored.
+    ChainAlreadyFired {
+        /// The trigger it produced.
+        trigger_id: String,
+    },
+}
+
+/// A stored trigger with its runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerRecord {
+    /// Id.
+    pub id: String,
+    /// Where it came from.
+    pub source: String,
+    /// Who or what asked.
+    pub requested_by: String,
+    /// The request as stored.
+    pub request: Value,
+    /// Labels.
+    pub labels: Value,
+    /// Intake time.
+    pub created_at: DateTime<Utc>,
+    /// Its runs, oldest first (reruns included).
+    pub runs: Vec<RunRecord>,
+}
+
+/// One stored run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Id (the correlation id).
+    pub id: String,
+    /// The trigger it belongs to.
+    pub trigger_id: String,
+    /// Target name.
+    pub target: String,
+    /// Provider kind.
+    pub provider: ProviderKind,
+    /// Provider account name.
+    pub account: String,
+    /// What it builds.
+    pub git_ref: GitRef,
+    /// Parameters, secrets included (`Debug` masks them).
+    pub parameters: Parameters,
+    /// Current state.
+    pub state: RunState,
+    /// The provider's last raw status.
+    pub raw_status: Option<String>,
+    /// Last message (error text, provider explanation).
+    pub message: Option<String>,
+    /// The provider build this run owns, once known.
+    pub provider_ref: Option<ProviderRunRef>,
+    /// Accepted without an id and not yet correlated with a provider build.
+    pub unconfirmed: bool,
+    /// When the accepted-without-id trigger was sent.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When an unconfirmed run gives up ("accepted but no build appeared").
+    pub confirm_deadline: Option<DateTime<Utc>>,
+    /// How many times a dispatcher claimed it; above 1 means an earlier attempt may have sent it.
+    pub dispatch_attempts: u32,
+    /// The dispatcher or tracker holding the run.
+    pub lease_owner: Option<String>,
+    /// Until when the lease holds.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// When the run is due for dispatch; `None` once dispatched (or ended).
+    pub next_dispatch_at: Option<DateTime<Utc>>,
+    /// When the run is due for a status poll; `None` when not tracked.
+    pub next_poll_at: Option<DateTime<Utc>>,
+    /// Observation time of the last applied status.
+    pub observed_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When it was dispatched (reached `queued`).
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When it started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// The upstream run of a chain.
+    pub chain_parent: Option<String>,
+    /// The run this one reruns.
+    pub rerun_of: Option<String>,
+    /// For a rerun: only what failed.
+    pub rerun_failed_only: bool,
+    /// Copied from the trigger.
+    pub requested_by: String,
+    /// A cancel was requested; the gateway cancels at the provider once the build is known.
+    pub cancel_requested: bool,
+}
+
+impl RunRecord {
+    /// Whether a lease is held at `now` by anyone.
+    pub fn is_leased(&self, now: DateTime<Utc>) -> bool {
+        self.lease_owner.is_some() && self.lease_until.is_some_and(|t| t > now)
+    }
+}
+
+/// What the dispatcher learnt from one trigger attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DispatchOutcome {
+    /// The provider started a build → `queued`, tracked from `next_poll_at`.
+    Started {
+        /// The build.
+        run_ref: ProviderRunRef,
+        /// First poll.
+        next_poll_at: DateTime<Utc>,
+    },
+    /// Accepted without an id → `queued` + unconfirmed until matched or past `deadline`.
+    Unconfirmed {
+        /// When the request was sent.
+        sent_at: DateTime<Utc>,
+        /// When to give up.
+        deadline: DateTime<Utc>,
+        /// First correlation attempt.
+        next_poll_at: DateTime<Utc>,
+    },
+    /// The provider had nothing to run → `skipped`.
+    NothingToRun {
+        /// Its explanation.
+        message: String,
+    },
+    /// The provider refused the request → `error`.
+    Refused {
+        /// Its message.
+        message: String,
+    },
+    /// Not sent (or rate limited): stays `pending`, lease released, dispatched again at `at`.
+    /// A run whose cancel was requested meanwhile becomes `canceled` instead.
+    RetryAt {
+        /// Next attempt.
+        at: DateTime<Utc>,
+        /// Why, for the event.
+        reason: String,
+    },
+}
+
+/// The result of an update that goes through the state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunUpdate {
+    /// The run after the update.
+    pub run: RunRecord,
+    /// The state before, when the state moved.
+    pub moved_from: Option<RunState>,
+    /// The update was older than the stored observation and was dropped.
+    pub stale: bool,
+}
+
+/// One entry of the append-only run event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Monotonically increasing in commit order (safe for `Last-Event-ID`).
+    pub id: i64,
+    /// The run.
+    pub run_id: String,
+    /// Its trigger.
+    pub trigger_id: String,
+    /// Its target.
+    pub target: String,
+    /// What happened (see [`event_kind`]).
+    pub kind: String,
+    /// The run's state after it happened.
+    pub state: RunState,
+    /// Details (secrets already masked).
+    pub data: Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event the gateway appends itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The run (its trigger, target and current state are copied into the event).
+    pub run_id: String,
+    /// What happened.
+    pub kind: String,
+    /// Details; the caller masks secret parameter values.
+    pub data: Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this target.
+    pub target: Option<String>,
+    /// Only this trigger.
+    pub trigger_id: Option<String>,
+    /// Only this run.
+    pub run_id: Option<String>,
+    /// Only events leaving the run in this state.
+    pub state: Option<RunState>,
+}
+
+/// Which runs to list (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only this target.
+    pub target: Option<String>,
+    /// Only this state.
+    pub state: Option<RunState>,
+    /// Only this trigger.
+    pub trigger_id: Option<String>,
+    /// Only runs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Page size (1..=1000).
+    pub limit: u32,
+}
+
+impl Default for RunFilter {
+    fn default() -> Self {
+        Self { target: None, state: None, trigger_id: None, since: None, limit: 50 }
+    }
+}
+
+/// One page of runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// Newest first.
+    pub runs: Vec<RunRecord>,
+    /// Pass it back for the next (older) page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An API token to store (the store only ever sees its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// Id.
+    pub id: String,
+    /// Unique name among live tokens.
+    pub name: String,
+    /// Hash of the secret.
+    pub hash: String,
+    /// Scopes (`read`, `trigger:web-*`, `cancel`, `approve`, `admin`).
+    pub scopes: Vec<String>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Browser origins allowed to use it.
+    pub allowed_origins: Vec<String>,
+    /// Requests per minute.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored, live API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Hash of the secret.
+    pub hash: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Allowed browser origins.
+    pub allowed_origins: Vec<String>,
+    /// Requests per minute.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last successful use.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A chain firing as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainFiringRecord {
+    /// The chain.
+    pub chain: String,
+    /// The upstream run.
+    pub upstream_run_id: String,
+    /// When it fired.
+    pub fired_at: DateTime<Utc>,
+    /// The trigger it produced, once created.
+    pub trigger_id: Option<String>,
+}
+
+/// A notification to deliver through the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// The configured notification's name.
+    pub notification: String,
+    /// The run event it is about; (notification, event id) is unique.
+    pub event_id: i64,
+    /// The body to send.
+    pub payload: Value,
+    /// First attempt.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Enqueue time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where an outbox row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Waiting for (another) attempt.
+    Pending,
+    /// Delivered.
+    Delivered,
+    /// Given up.
+    Abandoned,
+}
+
+impl OutboxStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Abandoned].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    /// Id.
+    pub id: i64,
+    /// The notification's name.
+    pub notification: String,
+    /// The event it is about.
+    pub event_id: i64,
+    /// The body to send.
+    pub payload: Value,
+    /// Where it stands.
+    pub status: OutboxStatus,
+    /// Attempts claimed so far (counted at claim time).
+    pub attempts: u32,
+    /// Next attempt.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// The worker holding it.
+    pub lease_owner: Option<String>,
+    /// Until when.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Enqueue time.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered or abandoned.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Terminal runs past the runs retention.
+    pub runs: u64,
+    /// Their events.
+    pub events: u64,
+    /// Triggers left without runs.
+    pub triggers: u64,
+    /// Expired idempotency keys.
+    pub idempotency_keys: u64,
+    /// Expired delivery ids.
+    pub deliveries: u64,
+    /// Delivered or abandoned outbox rows past the outbox retention.
+    pub outbox: u64,
+    /// Chain firings whose upstream run was pruned.
+    pub chain_firings: u64,
+}
+
+/// Which database a store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}

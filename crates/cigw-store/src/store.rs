@@ -1,0 +1,229 @@
+//! The `Store` trait: everything the gateway persists, backend-neutral.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cigw_core::config::RetentionSettings;
+use cigw_core::{ProviderRunRef, RunState, RunStatus};
+use futures::stream::BoxStream;
+
+use crate::error::StoreResult;
+use crate::model::*;
+
+/// The gateway's persistence. Object-safe; held as `Arc<dyn Store>`.
+///
+/// Times are passed in by the caller (the gateway's clock), so tests can drive them. Every
+/// method that changes a run's state goes through [`RunState::apply`] and writes the change and
+/// its event in one transaction. Leases: a run is free when it has no lease owner or its lease
+/// ended at or before `now`; operations that take an `owner` fail with
+/// [`crate::StoreError::Conflict`] and change nothing when that owner no longer holds the run.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // ---- operations ----
+
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Backend and URL with any password redacted, for logs and `/readyz`.
+    fn describe(&self) -> String;
+
+    /// Apply the pending migrations of this backend (`cigw migrate`; the gateway at start).
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// A cheap round trip (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Wake-ups for the dispatcher: one item after new runs (or a `poll_now`) were committed,
+    /// by any replica on PostgreSQL (LISTEN/NOTIFY), by this process on SQLite. Items may be
+    /// coalesced or spurious; the dispatcher keeps its periodic sweep.
+    fn wakeups(&self) -> BoxStream<'static, ()>;
+
+    /// Remove what the retention settings no longer keep.
+    async fn prune(&self, now: DateTime<Utc>, retention: &RetentionSettings) -> StoreResult<PruneReport>;
+
+    /// Release every run and outbox lease held by `owner` (graceful shutdown); returns how many.
+    async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
+
+    // ---- intake ----
+
+    /// Store a trigger, its runs (pending), the idempotency key and a `created` event per run
+    /// in one transaction. See [`CreateOutcome`] for repeats of a key or a chain firing.
+    async fn create_trigger(&self, trigger: NewTrigger) -> StoreResult<CreateOutcome>;
+
+    /// Add a rerun to an existing trigger: a new pending run (its `rerun_of` must be set), its
+    /// `created` event and a `rerun` event on the original run.
+    async fn create_rerun(&self, trigger_id: &str, run: NewRun, now: DateTime<Utc>) -> StoreResult<RunRecord>;
+
+    // ---- dispatch ----
+
+    /// Claim up to `limit` runs due for dispatch (`next_dispatch_at <= now`, lease free),
+    /// oldest due first, skipping runs other claimers hold. Each claimed run gets the lease and
+    /// its `dispatch_attempts` incremented in the same statement: a run seen with
+    /// `dispatch_attempts > 1` may have been sent before and must be reconciled first.
+    async fn claim_dispatch(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RunRecord>>;
+
+    /// Record what a dispatch attempt produced, with a `dispatched` (or `dispatch_retry`) event,
+    /// and release the lease. `Started` enforces the unique provider build like [`Store::adopt`].
+    async fn record_dispatch(
+        &self,
+        run_id: &str,
+        owner: &str,
+        outcome: DispatchOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RunUpdate>;
+
+    // ---- tracking ----
+
+    /// Give the run the provider build `run_ref`, clear `unconfirmed`, and make it due for a poll
+    /// at `now` (a pending run becomes queued). At most one run owns a (target, provider id,
+    /// attempt): the loser gets `Conflict`. Adopting the run's own ref again is a no-op.
+    async fn adopt(&self, run_id: &str, run_ref: ProviderRunRef, now: DateTime<Utc>) -> StoreResult<RunUpdate>;
+
+    /// The run owning a provider build, if any.
+    async fn provider_ref_owner(&self, target: &str, provider_id: &str, attempt: u32) -> StoreResult<Option<String>>;
+
+    /// Claim up to `limit` dispatched, non-terminal runs (with a provider ref, or unconfirmed)
+    /// due for a poll (`next_poll_at <= now`, lease free).
+    async fn claim_poll(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RunRecord>>;
+
+    /// Apply one observation: only forward moves (the core state machine) and never an
+    /// observation older than the stored one. A move writes a `state_changed` event with the
+    /// status. Always stores `next_poll_at` (`None` stops tracking) and releases the lease.
+    async fn apply_status(
+        &self,
+        run_id: &str,
+        owner: &str,
+        status: &RunStatus,
+        next_poll_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<RunUpdate>;
+
+    /// Make a tracked run due for a poll at `now` (callback, refresh) and wake the tracker.
+    async fn poll_now(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    // ---- cancel / gateway-decided ends ----
+
+    /// A pending run that no dispatcher holds becomes `canceled` at once; any other
+    /// non-terminal run becomes `canceling` with `cancel_requested` set (the gateway cancels at
+    /// the provider once the build is known); a `cancel_requested` event either way. A terminal
+    /// run is a `Conflict`; a run already canceling is unchanged.
+    async fn request_cancel(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate>;
+
+    /// Move a run to `state` for a reason the gateway decided (timed out, target removed,
+    /// accepted but never appeared), through the state machine, with an event of `event_kind`.
+    /// A terminal state ends tracking and dispatch and releases the lease. A move the machine
+    /// refuses changes nothing (`moved_from` is `None`).
+    async fn set_state(
+        &self,
+        run_id: &str,
+        state: RunState,
+        message: Option<String>,
+        event_kind: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RunUpdate>;
+
+    // ---- events ----
+
+    /// Append an event to a run's log.
+    async fn append_event(&self, event: NewEvent) -> StoreResult<EventRecord>;
+
+    /// Up to `limit` events with `id > after_id` matching `filter`, in id order.
+    async fn events_after(&self, after_id: i64, filter: &EventFilter, limit: u32) -> StoreResult<Vec<EventRecord>>;
+
+    /// The highest event id (0 when there is none): where a new live tail starts.
+    async fn last_event_id(&self) -> StoreResult<i64>;
+
+    // ---- reads ----
+
+    /// One run.
+    async fn get_run(&self, run_id: &str) -> StoreResult<RunRecord>;
+
+    /// One trigger with its runs.
+    async fn get_trigger(&self, trigger_id: &str) -> StoreResult<TriggerRecord>;
+
+    /// The runs of a trigger, oldest first.
+    async fn runs_of_trigger(&self, trigger_id: &str) -> StoreResult<Vec<RunRecord>>;
+
+    /// Runs matching `filter`, newest first; `cursor` is a `next_cursor` from a previous page.
+    async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage>;
+
+    // ---- tokens ----
+
+    /// Store a token; a live token with the same name is a `Conflict`.
+    async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord>;
+
+    /// The live (not revoked) token with this hash; expiry is the caller's check.
+    async fn find_token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+
+    /// Live tokens, by name.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+
+    /// Revoke a live token by id (kept for the record, never found again).
+    async fn revoke_token(&self, token_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Record a successful use.
+    async fn touch_token(&self, token_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+
+    // ---- hooks, callbacks, chains ----
+
+    /// Remember a hook or callback delivery id until `expires_at`; `true` the first time
+    /// (a remembered id past its expiry counts as new).
+    async fn record_delivery(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Record that `chain` fired for the end of `upstream_run_id`; `true` the first time.
+    /// [`NewTrigger::chain_firing`] stores the resulting trigger id with the trigger.
+    async fn record_chain_firing(&self, chain: &str, upstream_run_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// A chain firing, if recorded.
+    async fn chain_firing(&self, chain: &str, upstream_run_id: &str) -> StoreResult<Option<ChainFiringRecord>>;
+
+    /// A named durable cursor (e.g. the last event id the chain or notification engine handled).
+    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
+
+    /// Store a named cursor.
+    async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()>;
+
+    // ---- notification outbox ----
+
+    /// Queue a notification; `false` when (notification, event id) is already queued.
+    async fn enqueue_notification(&self, notification: NewNotification) -> StoreResult<bool>;
+
+    /// Claim up to `limit` pending rows due at `now` with a lease; counts an attempt each.
+    async fn claim_notifications(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRecord>>;
+
+    /// Mark a claimed row delivered.
+    async fn mark_delivered(&self, id: i64, owner: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Record a failed attempt: retried at `retry_at`, or abandoned when `None` (the caller
+    /// gives up after its maximum number of attempts, see [`OutboxRecord::attempts`]).
+    async fn mark_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+}
