@@ -1,0 +1,12 @@
+//! Simulators of the three provider APIs on one harness (controllable clock, fault injection,
+//! request recording, build counting), the behaviour suite every adapter passes, and an
+//! in-memory fake `CiTarget`. Used by tests, benchmarks and `cigw sandbox`.
+
+pub mod behaviour;
+pub mod fake;
+pub mod harness;
+
+pub use harness::{
+    BuildCounter, Fault, FaultConfig, FaultResponses, Faults, Harness, RecordedRequest, Recorder, ScriptedFault,
+    SimClock, SimServer,
+};
