@@ -1,0 +1,548 @@
+//! Settings of a Codefresh account (`[providers.codefresh.<name>]`) and of a Codefresh target
+//! (the provider keys of `[targets.<name>]`), parsed with every problem reported at its key path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use cigw_core::TargetSpec;
+use cigw_core::config::{Problems, join};
+use cigw_core::retry::RetryPolicy;
+use cigw_core::secret::SecretSetting;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The public Codefresh API.
+pub const DEFAULT_BASE_URL: &str = "https://g.codefresh.io/api";
+/// Default time limit of one HTTP call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default maximum of in-flight requests per account.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The annotation (and `reqId`) carrying the gateway run id.
+pub const RUN_ID_ANNOTATION: &str = "cigw_run_id";
+
+/// A request budget: `count` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub count: NonZeroU32,
+    /// The period (one second or one minute).
+    pub period: Duration,
+}
+
+impl RateLimit {
+    /// Parse `10/s`, `10/sec`, `600/min`, `600/minute` (or a bare number, per second).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expected = "expected `<n>/s` or `<n>/min` (e.g. \"5/s\", \"300/min\")";
+        let (n, unit) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
+        let count: u32 = n.trim().parse().map_err(|_| format!("`{text}`: {expected}"))?;
+        let count = NonZeroU32::new(count).ok_or_else(|| format!("`{text}`: the count must be at least 1"))?;
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            _ => return Err(format!("`{text}`: {expected}")),
+        };
+        Ok(Self { count, period })
+    }
+}
+
+/// Accepts a string or a bare integer for `rate_limit`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RateLimitSetting {
+    PerSecond(u32),
+    Text(String),
+}
+
+/// `[providers.codefresh.<name>]` as written.
+#[derive(Debug, Deserialize)]
+struct RawAccount {
+    api_key: SecretSetting,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    rate_limit: Option<RateLimitSetting>,
+    #[serde(default)]
+    concurrency: Option<usize>,
+    #[serde(default)]
+    max_retries: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    retry_min_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_max_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_deadline: Option<Duration>,
+}
+
+/// A parsed, resolved Codefresh account. `Debug` never shows the API key.
+#[derive(Clone)]
+pub struct AccountSettings {
+    /// API base URL, e.g. `https://g.codefresh.io/api`; its path is kept when paths are joined.
+    pub base_url: Url,
+    /// The API key, sent as `Authorization: <key>` (no `Bearer`).
+    pub api_key: SecretString,
+    /// Time limit of one HTTP call.
+    pub timeout: Duration,
+    /// Requests per period for the whole account, when limited.
+    pub rate_limit: Option<RateLimit>,
+    /// Maximum in-flight requests for the whole account.
+    pub concurrency: usize,
+    /// How provider calls are retried.
+    pub retry: RetryPolicy,
+}
+
+impl fmt::Debug for AccountSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountSettings")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("rate_limit", &self.rate_limit)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl AccountSettings {
+    /// Settings for `base_url` and `api_key` with every other key at its default.
+    pub fn new(base_url: Url, api_key: SecretString) -> Self {
+        Self {
+            base_url,
+            api_key,
+            timeout: DEFAULT_TIMEOUT,
+            rate_limit: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Parse `table` (at key path `path`), recording every problem.
+    pub fn parse(path: &str, table: &serde_json::Value, problems: &mut Problems) -> Option<Self> {
+        let errors_before = problems.errors().count();
+        let raw: RawAccount = problems.parse(path, table)?;
+        let api_key = raw.api_key.resolve_at(&join(path, "api_key"), problems);
+        let base_url = parse_base_url(raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))
+            .map_err(|e| problems.error(join(path, "base_url"), e))
+            .ok();
+        let rate_limit = match raw.rate_limit {
+            None => None,
+            Some(RateLimitSetting::PerSecond(n)) => {
+                RateLimit::parse(&n.to_string()).map_err(|e| problems.error(join(path, "rate_limit"), e)).ok()
+            }
+            Some(RateLimitSetting::Text(t)) => {
+                RateLimit::parse(&t).map_err(|e| problems.error(join(path, "rate_limit"), e)).ok()
+            }
+        };
+        let concurrency = raw.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            problems.error(join(path, "concurrency"), "expected at least 1 in-flight request");
+        }
+        let timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() {
+            problems.error(join(path, "timeout"), "expected a duration above zero, e.g. \"30s\"");
+        }
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            min_delay: raw.retry_min_delay.unwrap_or(defaults.min_delay),
+            max_delay: raw.retry_max_delay.unwrap_or(defaults.max_delay),
+            max_retries: raw.max_retries.unwrap_or(defaults.max_retries),
+            deadline: raw.retry_deadline.unwrap_or(defaults.deadline),
+        };
+        if retry.min_delay > retry.max_delay {
+            problems.error(join(path, "retry_min_delay"), "must not be larger than retry_max_delay");
+        }
+        if problems.errors().count() > errors_before {
+            return None;
+        }
+        Some(Self { base_url: base_url?, api_key: api_key?, timeout, rate_limit, concurrency, retry })
+    }
+}
+
+/// Parse a base URL: http or https, no query or fragment; a trailing slash is dropped.
+pub fn parse_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim())
+        .map_err(|e| format!("`{text}` is not a URL ({e}); expected e.g. \"{DEFAULT_BASE_URL}\""))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}`: expected an http or https URL"));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(format!("`{text}`: expected a URL with a host, e.g. \"{DEFAULT_BASE_URL}\""));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}`: a base URL takes no query or fragment"));
+    }
+    Ok(url)
+}
+
+/// Run options passed through to Codefresh (`options` of the run body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all(serialize = "camelCase"))]
+pub struct RunOptions {
+    /// Ignore the Docker layer cache.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_cache: bool,
+    /// Ignore the Codefresh build cache.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_cf_cache: bool,
+    /// Reset the pipeline's volume.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reset_volume: bool,
+    /// Send notifications (Slack, git status) for this API-started build.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub enable_notifications: bool,
+    /// Steps to skip.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<String>,
+    /// Run only these steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The provider keys of `[targets.<name>]` as written.
+#[derive(Debug, Deserialize)]
+struct RawTarget {
+    #[serde(default)]
+    pipeline: Option<String>,
+    #[serde(default)]
+    service_id: Option<String>,
+    #[serde(default)]
+    trigger: Option<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    #[serde(default)]
+    options: RunOptions,
+    #[serde(default)]
+    contexts: Vec<String>,
+}
+
+/// What a target builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineLocator {
+    /// A pipeline by full name `project/pipeline`.
+    Name(String),
+    /// A pipeline by its 24-hex id.
+    Id(String),
+    /// A pipeline id driven through the legacy `POST /api/builds/{serviceId}`.
+    Service(String),
+}
+
+impl PipelineLocator {
+    /// The name or id, as shown and as sent in paths.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Name(s) | Self::Id(s) | Self::Service(s) => s,
+        }
+    }
+}
+
+/// A parsed Codefresh target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSettings {
+    /// The pipeline it builds.
+    pub pipeline: PipelineLocator,
+    /// The pipeline trigger (id or name) branch and sha resolve against.
+    pub trigger: Option<String>,
+    /// Variables sent on every run (parameters override them).
+    pub variables: BTreeMap<String, String>,
+    /// Run options.
+    pub options: RunOptions,
+    /// Shared configuration contexts to attach.
+    pub contexts: Vec<String>,
+}
+
+/// Whether `s` is a 24-hex ObjectId.
+pub fn is_object_id(s: &str) -> bool {
+    s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_pipeline_name(name: &str) -> Result<PipelineLocator, String> {
+    let name = name.trim();
+    if is_object_id(name) {
+        return Ok(PipelineLocator::Id(name.to_string()));
+    }
+    let bad_char = |s: &str| s.chars().any(|c| c.is_control() || c.is_whitespace() && c != ' ');
+    match name.split_once('/') {
+        Some((project, pipeline))
+            if !project.trim().is_empty()
+                && !pipeline.trim().is_empty()
+                && !pipeline.contains('/')
+                && !bad_char(name) =>
+        {
+            Ok(PipelineLocator::Name(name.to_string()))
+        }
+        _ => Err(format!("`{name}`: expected `project/pipeline` or a 24-hex pipeline id")),
+    }
+}
+
+/// Codefresh variable names (like its annotation names) are identifiers.
+fn is_variable_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl TargetSettings {
+    /// Parse the provider keys of a target (at key path `path`) and check them and the
+    /// target's declared parameters against what Codefresh can take.
+    pub fn parse(
+        spec: &TargetSpec,
+        path: &str,
+        table: &serde_json::Map<String, serde_json::Value>,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        let errors_before = problems.errors().count();
+        let raw: RawTarget = problems.parse(path, &serde_json::Value::Object(table.clone()))?;
+        let pipeline = match (&raw.pipeline, &raw.service_id) {
+            (Some(name), None) => check_pipeline_name(name).map_err(|e| problems.error(join(path, "pipeline"), e)).ok(),
+            (None, Some(id)) if is_object_id(id.trim()) => Some(PipelineLocator::Service(id.trim().to_string())),
+            (None, Some(id)) => {
+                problems.error(join(path, "service_id"), format!("`{id}`: expected a 24-hex pipeline (service) id"));
+                None
+            }
+            (Some(_), Some(_)) => {
+                problems.error(path, "give either `pipeline` or `service_id`, not both");
+                None
+            }
+            (None, None) => {
+                problems.error(
+                    join(path, "pipeline"),
+                    "missing: a Codefresh target needs `pipeline` (\"project/pipeline\" or an id) or a legacy `service_id`",
+                );
+                None
+            }
+        };
+        for key in raw.variables.keys().filter(|k| !is_variable_name(k)) {
+            problems.error(
+                join(path, &format!("variables.{key}")),
+                "expected a variable name: a letter or `_`, then letters, digits, `_` or `-`",
+            );
+        }
+        for p in spec.parameters.iter().filter(|p| !is_variable_name(&p.name)) {
+            problems.error(
+                join(path, &format!("parameters.{}", p.name)),
+                "Codefresh variables need a name of a letter or `_`, then letters, digits, `_` or `-`",
+            );
+        }
+        if let Some(trigger) = &raw.trigger
+            && trigger.trim().is_empty()
+        {
+            problems.error(join(path, "trigger"), "must not be empty");
+        }
+        if matches!(pipeline, Some(PipelineLocator::Service(_))) {
+            // The legacy endpoint takes branch, sha, variables and buildFlags.nocache only.
+            if raw.trigger.is_some() {
+                problems.error(join(path, "trigger"), "not supported with `service_id`; use `pipeline`");
+            }
+            if !raw.contexts.is_empty() {
+                problems.error(join(path, "contexts"), "not supported with `service_id`; use `pipeline`");
+            }
+            let only_no_cache = RunOptions { no_cache: raw.options.no_cache, ..RunOptions::default() };
+            if raw.options != only_no_cache {
+                problems.error(join(path, "options"), "only `no_cache` is supported with `service_id`; use `pipeline`");
+            }
+            for p in spec.parameters.iter().filter(|p| p.secret) {
+                problems.error(
+                    join(path, &format!("parameters.{}", p.name)),
+                    "the legacy `service_id` trigger cannot send encrypted variables; use `pipeline` for secret parameters",
+                );
+            }
+        }
+        if problems.errors().count() > errors_before {
+            return None;
+        }
+        Some(Self {
+            pipeline: pipeline?,
+            trigger: raw.trigger.map(|t| t.trim().to_string()),
+            variables: raw.variables,
+            options: raw.options,
+            contexts: raw.contexts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cigw_core::{ConcurrencyPolicy, ParamType, ParameterSpec, ProviderKind};
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(params: Vec<ParameterSpec>) -> TargetSpec {
+        TargetSpec {
+            name: "api".into(),
+            provider: ProviderKind::Codefresh,
+            account: "cf".into(),
+            default_branch: "main".into(),
+            parameters: params,
+            max_duration: None,
+            concurrency: ConcurrencyPolicy::Queue,
+            description: None,
+        }
+    }
+
+    fn param(name: &str, secret: bool) -> ParameterSpec {
+        ParameterSpec {
+            name: name.into(),
+            kind: ParamType::String,
+            default: None,
+            allowed: None,
+            required: false,
+            secret,
+            description: None,
+        }
+    }
+
+    fn target(v: serde_json::Value, params: Vec<ParameterSpec>) -> (Option<TargetSettings>, Vec<String>) {
+        let mut problems = Problems::default();
+        let t = TargetSettings::parse(&spec(params), "targets.api", v.as_object().unwrap(), &mut problems);
+        (t, problems.errors().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn account_defaults() {
+        let mut problems = Problems::default();
+        let a =
+            AccountSettings::parse("providers.codefresh.cf", &json!({"api_key": "k.secret"}), &mut problems).unwrap();
+        assert_eq!(a.base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(a.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(a.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(a.rate_limit, None);
+        assert_eq!(a.api_key.expose_secret(), "k.secret");
+        assert_eq!(problems.warnings().count(), 1, "a literal key is accepted with a warning");
+    }
+
+    #[test]
+    fn account_every_key() {
+        let mut problems = Problems::default();
+        let a = AccountSettings::parse(
+            "providers.codefresh.cf",
+            &json!({"api_key": "k", "base_url": "https://cf.example.com/api/", "timeout": "5s",
+                    "rate_limit": "300/min", "concurrency": 2, "max_retries": 1, "retry_min_delay": "10ms",
+                    "retry_max_delay": "1s", "retry_deadline": "10s"}),
+            &mut problems,
+        )
+        .unwrap();
+        assert!(!problems.has_errors(), "{problems:?}");
+        assert_eq!(a.base_url.as_str(), "https://cf.example.com/api/");
+        assert_eq!(a.timeout, Duration::from_secs(5));
+        assert_eq!(
+            a.rate_limit,
+            Some(RateLimit { count: NonZeroU32::new(300).unwrap(), period: Duration::from_secs(60) })
+        );
+        assert_eq!(a.concurrency, 2);
+        assert_eq!(a.retry.max_retries, 1);
+        assert_eq!(a.retry.min_delay, Duration::from_millis(10));
+        assert_eq!(a.retry.deadline, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn account_problems_name_their_keys() {
+        let mut problems = Problems::default();
+        let a = AccountSettings::parse(
+            "providers.codefresh.cf",
+            &json!({"api_key": "env:CIGW_TEST_SURELY_UNSET_CF_KEY", "base_url": "ftp://x", "rate_limit": "5/hour",
+                    "concurrency": 0, "tokn": "x"}),
+            &mut problems,
+        );
+        assert!(a.is_none());
+        let shown: Vec<String> = problems.errors().map(ToString::to_string).collect();
+        assert!(shown.contains(&"providers.codefresh.cf.tokn: unknown key".to_string()), "{shown:?}");
+        assert!(
+            shown.iter().any(|p| p.starts_with("providers.codefresh.cf.api_key: environment variable")),
+            "{shown:?}"
+        );
+        assert!(shown.iter().any(|p| p.starts_with("providers.codefresh.cf.base_url: ")), "{shown:?}");
+        assert!(
+            shown.iter().any(|p| p.starts_with("providers.codefresh.cf.rate_limit: `5/hour`: expected")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains(&"providers.codefresh.cf.concurrency: expected at least 1 in-flight request".to_string())
+        );
+        let mut problems = Problems::default();
+        assert!(AccountSettings::parse("p", &json!({}), &mut problems).is_none());
+        assert!(problems.errors().any(|p| p.message.contains("api_key")), "{problems:?}");
+    }
+
+    #[test]
+    fn rate_limit_forms() {
+        assert_eq!(RateLimit::parse("5/s").unwrap().period, Duration::from_secs(1));
+        assert_eq!(RateLimit::parse("5").unwrap().period, Duration::from_secs(1));
+        assert_eq!(RateLimit::parse("120/minute").unwrap().count.get(), 120);
+        assert!(RateLimit::parse("0/s").unwrap_err().contains("at least 1"));
+        assert!(RateLimit::parse("fast").is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let a = AccountSettings::new(Url::parse(DEFAULT_BASE_URL).unwrap(), SecretString::from("hunter2.key"));
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn pipeline_name_id_and_service_targets() {
+        let (t, errs) = target(
+            json!({"pipeline": "demo/api-build", "trigger": "acme/api",
+            "variables": {"LOG_LEVEL": "debug"}, "options": {"no_cache": true, "reset_volume": true}}),
+            vec![],
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let t = t.unwrap();
+        assert_eq!(t.pipeline, PipelineLocator::Name("demo/api-build".into()));
+        assert_eq!(serde_json::to_value(&t.options).unwrap(), json!({"noCache": true, "resetVolume": true}));
+        let (t, _) = target(json!({"pipeline": "65e0aaaabbbbccccddddeeee"}), vec![]);
+        assert_eq!(t.unwrap().pipeline, PipelineLocator::Id("65e0aaaabbbbccccddddeeee".into()));
+        let (t, _) = target(json!({"service_id": "65e0aaaabbbbccccddddeeee", "options": {"no_cache": true}}), vec![]);
+        assert_eq!(t.unwrap().pipeline, PipelineLocator::Service("65e0aaaabbbbccccddddeeee".into()));
+    }
+
+    #[test]
+    fn target_problems_name_their_keys() {
+        for (bad, want) in [
+            (json!({"pipeline": "just-a-name"}), "targets.api.pipeline: `just-a-name`: expected `project/pipeline`"),
+            (json!({"pipeline": "a/b/c"}), "targets.api.pipeline: `a/b/c`: expected"),
+            (json!({"pipeline": "/b"}), "targets.api.pipeline: `/b`: expected"),
+            (json!({}), "targets.api.pipeline: missing"),
+            (json!({"pipeline": "a/b", "service_id": "65e0aaaabbbbccccddddeeee"}), "targets.api: give either"),
+            (json!({"service_id": "nope"}), "targets.api.service_id: `nope`: expected a 24-hex"),
+            (
+                json!({"pipeline": "a/b", "variables": {"1X": "v"}}),
+                "targets.api.variables.1X: expected a variable name",
+            ),
+            (json!({"pipeline": "a/b", "colour": "red"}), "targets.api.colour: unknown key"),
+            (json!({"service_id": "65e0aaaabbbbccccddddeeee", "trigger": "t"}), "targets.api.trigger: not supported"),
+            (
+                json!({"service_id": "65e0aaaabbbbccccddddeeee", "options": {"reset_volume": true}}),
+                "targets.api.options: only `no_cache`",
+            ),
+        ] {
+            let (t, errs) = target(bad.clone(), vec![]);
+            assert!(t.is_none(), "{bad}");
+            assert!(errs.iter().any(|e| e.starts_with(want)), "{bad}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn parameters_are_checked_against_what_codefresh_takes() {
+        let (t, errs) = target(json!({"pipeline": "a/b"}), vec![param("bad name", false)]);
+        assert!(t.is_none());
+        assert!(errs[0].starts_with("targets.api.parameters.bad name: Codefresh variables need"), "{errs:?}");
+        let (t, errs) = target(json!({"service_id": "65e0aaaabbbbccccddddeeee"}), vec![param("TOKEN", true)]);
+        assert!(t.is_none());
+        assert!(errs[0].contains("cannot send encrypted variables"), "{errs:?}");
+        let (t, errs) = target(json!({"pipeline": "a/b"}), vec![param("TOKEN", true), param("ENV", false)]);
+        assert!(t.is_some() && errs.is_empty(), "{errs:?}");
+    }
+}

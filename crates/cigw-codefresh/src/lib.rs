@@ -1,0 +1,27 @@
+//! The Codefresh classic-pipelines adapter of cigw (DESIGN.md §2, providers/codefresh.md).
+//!
+//! - trigger: `POST /api/pipelines/run/{project%2Fpipeline}?reqId=<run id>` with branch, sha,
+//!   variables (secret parameters encrypted) and the run id as the `cigw_run_id` annotation;
+//!   the answer is the build id (`Started`). Legacy targets use `POST /api/builds/{serviceId}`.
+//! - status: `GET /api/builds/{id}`, mapped by [`status::run_state`].
+//! - cancel: read the build's `progress`, then `DELETE /api/progress/{progress}`.
+//! - rerun: `GET /api/builds/rebuild/{id}` → a new build id.
+//! - approve/deny: `GET /api/workflow/{id}/pending-approval/{approve|deny}`.
+//! - find_recent: `GET /api/workflow` by pipeline id, branch and start date, paginated, each
+//!   candidate with its `cigw_run_id` annotation when it has one.
+//!
+//! Configuration keys are listed in `docs/providers/codefresh.md`.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod factory;
+pub mod models;
+pub mod status;
+pub mod target;
+
+pub use client::Client;
+pub use config::{AccountSettings, PipelineLocator, RateLimit, RunOptions, TargetSettings};
+pub use error::parse_error;
+pub use factory::{CodefreshAccount, CodefreshFactory};
+pub use target::{CAPABILITIES, CodefreshTarget};
