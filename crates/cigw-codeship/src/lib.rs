@@ -1,0 +1,25 @@
+//! Codeship API v2 adapter for cigw.
+//!
+//! **Sunset provider:** CloudBees CodeShip reached end of life on 2026-01-31. This adapter is
+//! built from the provider notes and the official Go client's fixtures, and tested against the
+//! simulator in `cigw-sim`.
+//!
+//! What makes Codeship different: an email/password exchange (`POST /v2/auth`) for a short-lived
+//! bearer token, triggers that answer 202 with no build id (the gateway correlates the build
+//! with [`CiTarget::find_recent`](cigw_core::CiTarget::find_recent)), restarts that re-run the
+//! same build on Basic projects, no parameters, and a budget of 60 requests per minute answered
+//! with a bodiless 403 when exceeded.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod factory;
+pub mod models;
+pub mod status;
+pub mod target;
+
+pub use client::{Clock, CodeshipClient};
+pub use config::AccountConfig;
+pub use factory::{CodeshipAccount, CodeshipFactory};
+pub use models::ProjectType;
+pub use target::CodeshipTarget;

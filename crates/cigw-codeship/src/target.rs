@@ -1,0 +1,353 @@
+//! `CiTarget` for one Codeship project.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cigw_core::retry::with_retry;
+use cigw_core::{
+    CallKind, Capabilities, CiTarget, Decision, Error, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, Result,
+    RunCandidate, RunState, RunStatus, TriggerOutcome, TriggerSpec,
+};
+use reqwest::Method;
+use tokio::sync::OnceCell;
+
+use crate::client::CodeshipClient;
+use crate::config::check_uuid_shape;
+use crate::models::{Build, BuildEnvelope, BuildList, CreateBuild, ProjectEnvelope, ProjectType, next_link};
+use crate::status::map_status;
+
+/// Codeship's largest page.
+pub const MAX_PER_PAGE: u32 = 50;
+
+/// Keys of `ProviderRunRef::extra` for a Basic restart: the build still shows its previous run
+/// until Codeship starts the new one, and that must not be read as the new run's result.
+const EXTRA_PREVIOUS_FINISHED_AT: &str = "previous_finished_at";
+const EXTRA_RESTARTED_AT: &str = "restarted_at";
+
+/// One Codeship project, sharing its account's client.
+#[derive(Debug)]
+pub struct CodeshipTarget {
+    name: String,
+    client: Arc<CodeshipClient>,
+    project_uuid: String,
+    project_type: OnceCell<ProjectType>,
+}
+
+/// Strip `refs/heads/`, `refs/` or `heads/` and refuse an empty branch.
+pub fn normalize_branch(branch: &str) -> Result<String> {
+    let trimmed = branch.trim();
+    let name = trimmed
+        .strip_prefix("refs/heads/")
+        .or_else(|| trimmed.strip_prefix("refs/"))
+        .or_else(|| trimmed.strip_prefix("heads/"))
+        .unwrap_or(trimmed)
+        .trim();
+    if name.is_empty() {
+        return Err(Error::InvalidRequest { message: format!("branch `{branch}` is empty once normalized") });
+    }
+    Ok(name.to_string())
+}
+
+fn created_at(build: &Build, now: DateTime<Utc>) -> DateTime<Utc> {
+    // A build without any timestamp has only just been created.
+    build.queued_at.or(build.allocated_at).or(build.finished_at).unwrap_or(now)
+}
+
+impl CodeshipTarget {
+    /// A target for `project_uuid`; `project_type` is discovered with one GET when `None`.
+    pub fn new(
+        name: impl Into<String>,
+        client: Arc<CodeshipClient>,
+        project_uuid: impl Into<String>,
+        project_type: Option<ProjectType>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            client,
+            project_uuid: project_uuid.into(),
+            project_type: OnceCell::new_with(project_type),
+        }
+    }
+
+    /// The project uuid.
+    pub fn project_uuid(&self) -> &str {
+        &self.project_uuid
+    }
+
+    /// Basic or Pro: as configured, or read once from the project.
+    pub async fn project_type(&self) -> Result<ProjectType> {
+        self.project_type
+            .get_or_try_init(|| async {
+                let segments = ["projects", self.project_uuid.as_str()];
+                let answer = with_retry(&self.client.config().retry, CallKind::Idempotent, "codeship.get_project", || {
+                    self.client.request(Method::GET, &segments, &[], None, CallKind::Idempotent)
+                })
+                .await?;
+                let project: ProjectEnvelope = answer.json("project")?;
+                tracing::debug!(provider = "codeship", target = %self.name, project_type = %project.project.project_type, "discovered the project type");
+                Ok(project.project.project_type)
+            })
+            .await
+            .copied()
+    }
+
+    async fn get_build(&self, uuid: &str) -> Result<Build> {
+        let segments = ["projects", self.project_uuid.as_str(), "builds", uuid];
+        let answer = with_retry(&self.client.config().retry, CallKind::Idempotent, "codeship.get_build", || {
+            self.client.request(Method::GET, &segments, &[], None, CallKind::Idempotent)
+        })
+        .await?;
+        Ok(answer.json::<BuildEnvelope>("build")?.build)
+    }
+
+    async fn post_build_action(&self, uuid: &str, action: &str, kind: CallKind) -> Result<()> {
+        let operation = format!("codeship.{action}");
+        let segments = ["projects", self.project_uuid.as_str(), "builds", uuid, action];
+        with_retry(&self.client.config().retry, kind, &operation, || {
+            self.client.request(Method::POST, &segments, &[], None, kind)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn run_status(&self, build: &Build, run: &ProviderRunRef) -> RunStatus {
+        let now = self.client.now();
+        let (mut state, mut message) = map_status(&build.status, build.finished_at);
+        if state.is_terminal() && self.shows_previous_run(build, run) {
+            state = RunState::Queued;
+            message =
+                Some(format!("restart requested; Codeship still shows the previous run ({})", build.status.as_str()));
+        }
+        let mut status = RunStatus::new(state, build.status.as_str());
+        status.observed_at = now;
+        status.created_at = build.queued_at;
+        status.started_at = build.allocated_at;
+        status.finished_at = if state.is_terminal() { build.finished_at } else { None };
+        status.message = message;
+        status
+    }
+
+    /// After a Basic restart the build keeps showing its earlier final run until the new one
+    /// starts; that earlier result belongs to the previous attempt.
+    fn shows_previous_run(&self, build: &Build, run: &ProviderRunRef) -> bool {
+        if run.attempt <= 1 || !run.extra.is_object() {
+            return false;
+        }
+        let read = |key: &str| {
+            run.extra
+                .get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&Utc))
+        };
+        match (read(EXTRA_PREVIOUS_FINISHED_AT), read(EXTRA_RESTARTED_AT)) {
+            (Some(previous), _) => build.finished_at.is_some_and(|f| f <= previous),
+            (None, Some(restarted_at)) => build.finished_at.is_some_and(|f| f < restarted_at),
+            (None, None) => false,
+        }
+    }
+
+    fn check_run_id(run: &ProviderRunRef) -> Result<()> {
+        check_uuid_shape(&run.id).map_err(|e| Error::InvalidRequest { message: format!("build id: {e}") })
+    }
+
+    async fn list_page(&self, page: u32) -> Result<(BuildList, Option<u32>)> {
+        let query = [("page", page.to_string()), ("per_page", MAX_PER_PAGE.to_string())];
+        let segments = ["projects", self.project_uuid.as_str(), "builds"];
+        let answer = with_retry(&self.client.config().retry, CallKind::Idempotent, "codeship.list_builds", || {
+            self.client.request(Method::GET, &segments, &query, None, CallKind::Idempotent)
+        })
+        .await?;
+        let list: BuildList = answer.json("build list")?;
+        // Follow `rel="next"` by its page number on our own base URL: the link's host is the
+        // public API's even behind a proxy.
+        let next = answer
+            .headers
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+            .and_then(|link| url::Url::parse(&link).ok())
+            .and_then(|u| u.query_pairs().find(|(k, _)| k == "page").and_then(|(_, v)| v.parse::<u32>().ok()))
+            .filter(|n| *n > page);
+        Ok((list, next))
+    }
+}
+
+#[async_trait]
+impl CiTarget for CodeshipTarget {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Codeship
+    }
+
+    fn locator(&self) -> String {
+        self.project_uuid.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            cancel: true,
+            rerun: true,
+            rerun_failed_only: false,
+            approve: false,
+            tag: false,
+            pin_sha: true,
+            parameters: false,
+            trigger_returns_id: false,
+            callbacks: false,
+        }
+    }
+
+    #[tracing::instrument(skip(self, spec), fields(provider = "codeship", target = %self.name, run_id = %spec.run_id))]
+    async fn trigger(&self, spec: &TriggerSpec) -> Result<TriggerOutcome> {
+        if !spec.parameters.is_empty() {
+            return Err(Error::InvalidRequest { message: "Codeship builds take no parameters".into() });
+        }
+        if spec.git_ref.tag.is_some() {
+            return Err(Error::Unsupported { operation: "build a tag" });
+        }
+        let branch = spec
+            .git_ref
+            .branch
+            .as_deref()
+            .ok_or_else(|| Error::InvalidRequest { message: "a Codeship build needs a branch".into() })?;
+        let body = CreateBuild {
+            git_ref: format!("heads/{}", normalize_branch(branch)?),
+            commit_sha: spec.git_ref.sha.clone(),
+        };
+        let body = serde_json::to_value(&body).map_err(|e| Error::other(e.to_string()))?;
+        let sent_at = self.client.now();
+        let segments = ["projects", self.project_uuid.as_str(), "builds"];
+        with_retry(&self.client.config().retry, CallKind::StartsBuild, "codeship.create_build", || {
+            self.client.request(Method::POST, &segments, &[], Some(&body), CallKind::StartsBuild)
+        })
+        .await?;
+        tracing::info!(provider = "codeship", target = %self.name, "build accepted (202, no id); correlate with find_recent");
+        Ok(TriggerOutcome::AcceptedWithoutId { sent_at })
+    }
+
+    #[tracing::instrument(skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id, attempt = run.attempt))]
+    async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
+        Self::check_run_id(run)?;
+        let build = self.get_build(&run.id).await?;
+        Ok(self.run_status(&build, run))
+    }
+
+    #[tracing::instrument(skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id))]
+    async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
+        Self::check_run_id(run)?;
+        match self.post_build_action(&run.id, "stop", CallKind::Idempotent).await {
+            Ok(()) => Ok(()),
+            // Stopping a finished build is undocumented; a refusal with `errors` leaves the
+            // outcome to the next status read, like an accepted stop.
+            Err(Error::InvalidRequest { message }) => {
+                tracing::info!(provider = "codeship", target = %self.name, %message, "Codeship refused the stop; the build has probably finished");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[tracing::instrument(skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id, attempt = run.attempt))]
+    async fn rerun(&self, run: &ProviderRunRef, options: RerunOptions) -> Result<TriggerOutcome> {
+        if options.failed_only {
+            return Err(Error::Unsupported { operation: "rerun only the failed parts" });
+        }
+        Self::check_run_id(run)?;
+        let project_type = self.project_type().await?;
+        let build = self.get_build(&run.id).await?;
+        let (state, _) = map_status(&build.status, build.finished_at);
+        if !state.is_terminal() {
+            // Codeship ignores a restart of an unfinished build while answering 202.
+            return Err(Error::Conflict {
+                message: format!("build {} is still {}; Codeship restarts only finished builds", run.id, build.status),
+            });
+        }
+        let sent_at = self.client.now();
+        self.post_build_action(&run.id, "restart", CallKind::StartsBuild).await?;
+        match project_type {
+            ProjectType::Pro => Ok(TriggerOutcome::AcceptedWithoutId { sent_at }),
+            ProjectType::Basic => {
+                let mut next = ProviderRunRef::new(run.id.clone());
+                next.number = run.number;
+                next.url = run.url.clone();
+                next.attempt = run.attempt.saturating_add(1);
+                let mut extra = serde_json::Map::new();
+                extra.insert(EXTRA_RESTARTED_AT.into(), sent_at.to_rfc3339().into());
+                if let Some(f) = build.finished_at {
+                    extra.insert(EXTRA_PREVIOUS_FINISHED_AT.into(), f.to_rfc3339().into());
+                }
+                next.extra = extra.into();
+                Ok(TriggerOutcome::Started(next))
+            }
+        }
+    }
+
+    async fn approve(&self, _run: &ProviderRunRef, _decision: Decision) -> Result<()> {
+        Err(Error::Unsupported { operation: "approve" })
+    }
+
+    #[tracing::instrument(skip(self, query), fields(provider = "codeship", target = %self.name))]
+    async fn find_recent(&self, query: &RecentQuery) -> Result<Vec<RunCandidate>> {
+        if query.tag.is_some() {
+            return Ok(Vec::new());
+        }
+        let branch = query.branch.as_deref().map(normalize_branch).transpose()?;
+        let sha = query.sha.as_deref().map(str::to_ascii_lowercase);
+        let since = query.since - chrono::Duration::from_std(self.client.config().clock_skew).unwrap_or_default();
+        let now = self.client.now();
+        let mut out = Vec::new();
+        let mut page = 1;
+        for _ in 0..self.client.config().find_recent_max_pages {
+            let (list, next) = self.list_page(page).await?;
+            let mut any_recent = false;
+            for build in list.builds {
+                let created = created_at(&build, now);
+                if created < since {
+                    continue;
+                }
+                any_recent = true;
+                let build_branch = build.branch_name();
+                if branch.as_ref().is_some_and(|b| build_branch.as_deref() != Some(b.as_str())) {
+                    continue;
+                }
+                if sha.as_ref().is_some_and(|s| {
+                    !build.commit_sha.as_deref().is_some_and(|c| c.to_ascii_lowercase().starts_with(s.as_str()))
+                }) {
+                    continue;
+                }
+                out.push(RunCandidate {
+                    run_ref: ProviderRunRef::new(build.uuid.clone()),
+                    branch: build_branch,
+                    tag: None,
+                    sha: build.commit_sha.clone(),
+                    created_at: created,
+                    correlation_id: None,
+                });
+            }
+            // Codeship lists newest first: a page with nothing recent ends the search.
+            match next {
+                Some(n) if any_recent => page = n,
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branches_are_normalized() {
+        assert_eq!(normalize_branch("main").unwrap(), "main");
+        assert_eq!(normalize_branch("refs/heads/feature/x").unwrap(), "feature/x");
+        assert_eq!(normalize_branch("heads/dev").unwrap(), "dev");
+        assert_eq!(normalize_branch(" refs/release ").unwrap(), "release");
+        for empty in ["", "  ", "refs/heads/", "heads/"] {
+            assert!(matches!(normalize_branch(empty), Err(Error::InvalidRequest { .. })), "{empty:?}");
+        }
+    }
+}
