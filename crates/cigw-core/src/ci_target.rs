@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::capabilities::Capabilities;
+use crate::git_ref::GitRef;
 use crate::error::Result;
 use crate::provider::ProviderKind;
 use crate::run::{
@@ -23,6 +24,20 @@ pub trait CiTarget: Send + Sync + std::fmt::Debug + 'static {
 
     /// What this target can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// Refuse, before anything is stored, a ref this target cannot build (a tag where the
+    /// provider has none, a sha it cannot pin). Adapters with target options that change this
+    /// (e.g. CircleCI's `ignore_sha`) override it.
+    fn check_ref(&self, git_ref: &GitRef) -> std::result::Result<(), String> {
+        let caps = self.capabilities();
+        if git_ref.tag.is_some() && !caps.tag {
+            return Err(format!("{} targets cannot build a tag; give a branch", self.kind()));
+        }
+        if git_ref.sha.is_some() && !caps.pin_sha {
+            return Err(format!("{} targets cannot pin a commit sha", self.kind()));
+        }
+        Ok(())
+    }
 
     /// Start a run. Adapters retry only errors that prove the request was not processed.
     async fn trigger(&self, spec: &TriggerSpec) -> Result<TriggerOutcome>;
