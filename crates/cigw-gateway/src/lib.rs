@@ -1,0 +1,7 @@
+//! The cigw service as a library (DESIGN.md §3–§4): the HTTP API, the dispatcher and tracker
+//! that drive runs at the providers, provider callbacks and the OpenAPI document.
+//!
+//! `main` stays thin: it loads the configuration, opens the store and calls [`serve::serve`].
+
+pub mod engine;
+pub mod state;
