@@ -4,6 +4,7 @@
 
 pub mod behaviour;
 pub mod codefresh;
+pub mod codeship;
 pub mod fake;
 pub mod harness;
 

@@ -1,0 +1,521 @@
+//! The HTTP surface of the Codeship simulator.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::CodeshipSim;
+use super::ORGANIZATION_UUID;
+use super::model::{SimBuild, SimProjectType, SimToken, State, View, ts};
+use crate::harness::FaultResponses;
+
+const DEFAULT_PER_PAGE: u64 = 30;
+const MAX_PER_PAGE: u64 = 50;
+const TWO_FACTOR_MESSAGE: &str =
+    "Your account has two-factor authentication enabled, which is not possible to support with the API.";
+
+pub(crate) fn router(sim: CodeshipSim) -> Router {
+    let builds = "/v2/organizations/{org}/projects/{project}/builds";
+    Router::new()
+        .route("/v2/auth", post(auth))
+        .route("/v2/organizations/{org}/projects", get(list_projects))
+        .route("/v2/organizations/{org}/projects/{project}", get(get_project))
+        .route(builds, get(list_builds).post(create_build))
+        .route(&format!("{builds}/{{build}}"), get(get_build))
+        .route(&format!("{builds}/{{build}}/stop"), post(stop_build))
+        .route(&format!("{builds}/{{build}}/restart"), post(restart_build))
+        .route(&format!("{builds}/{{build}}/pipelines"), get(build_pipelines))
+        .route(&format!("{builds}/{{build}}/services"), get(build_services))
+        .route(&format!("{builds}/{{build}}/steps"), get(build_steps))
+        .with_state(sim)
+}
+
+/// Codeship's rate-limit answer: `403 Rate Limit Exceeded` with no body and no `Retry-After`.
+fn rate_limited() -> Response {
+    let mut response = StatusCode::FORBIDDEN.into_response();
+    response.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b"Rate Limit Exceeded"));
+    response
+}
+
+/// How the harness shapes injected rate limits and server errors for Codeship.
+pub(crate) fn fault_responses() -> FaultResponses {
+    FaultResponses {
+        rate_limited: Arc::new(|_retry_after| rate_limited()),
+        server_error: Arc::new(|status| errors(status, &["Internal Server Error"])),
+    }
+}
+
+fn errors(status: StatusCode, messages: &[&str]) -> Response {
+    (status, axum::Json(json!({ "errors": messages }))).into_response()
+}
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// Count one request of `email` in its minute; `true` when it is over the budget.
+fn over_budget(state: &mut State, email: &str, now: DateTime<Utc>) -> bool {
+    let minute = now.timestamp().div_euclid(60);
+    let limit = state.config.rate_limit_per_minute;
+    let window = state.windows.entry(email.to_string()).or_insert((minute, 0));
+    if window.0 != minute {
+        *window = (minute, 0);
+    }
+    window.1 += 1;
+    window.1 > limit
+}
+
+/// Check the bearer token, the budget, the organization and the scope; `Ok` holds the state lock.
+fn authorize<'a>(
+    sim: &'a CodeshipSim,
+    headers: &HeaderMap,
+    org: &str,
+    scope: &str,
+) -> Result<parking_lot::MutexGuard<'a, State>, Response> {
+    let now = sim.harness.clock().now();
+    let mut state = sim.state.lock();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(SimToken { email, expires_at }) = token.and_then(|t| state.tokens.get(t)).cloned() else {
+        return Err(errors(StatusCode::UNAUTHORIZED, &["Unauthorized"]));
+    };
+    if now >= expires_at {
+        return Err(errors(StatusCode::UNAUTHORIZED, &["Unauthorized"]));
+    }
+    if over_budget(&mut state, &email, now) {
+        return Err(rate_limited());
+    }
+    if !org.eq_ignore_ascii_case(ORGANIZATION_UUID) {
+        return Err(errors(StatusCode::NOT_FOUND, &["organization not found"]));
+    }
+    let allowed = state.users.get(&email).is_some_and(|u| u.scopes.iter().any(|s| s == scope));
+    if !allowed {
+        return Err(errors(StatusCode::FORBIDDEN, &["You are not authorized to perform this action"]));
+    }
+    Ok(state)
+}
+
+async fn auth(AxumState(sim): AxumState<CodeshipSim>, headers: HeaderMap) -> Response {
+    let now = sim.harness.clock().now();
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(e, p)| (e.to_string(), p.to_string())));
+    let unauthorized = || (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "Unauthorized"}))).into_response();
+    let Some((email, password)) = credentials else { return unauthorized() };
+    let mut state = sim.state.lock();
+    let Some(user) = state.users.get(&email).cloned() else { return unauthorized() };
+    if over_budget(&mut state, &email, now) {
+        return rate_limited();
+    }
+    if user.password != password {
+        return unauthorized();
+    }
+    if user.two_factor {
+        return (StatusCode::OK, axum::Json(json!({"error": TWO_FACTOR_MESSAGE}))).into_response();
+    }
+    let token = format!("{:032x}", rand::random::<u128>());
+    let expires_at = now + chrono::Duration::from_std(state.config.token_lifetime).unwrap_or(chrono::Duration::MAX);
+    state.tokens.insert(token.clone(), SimToken { email, expires_at });
+    axum::Json(json!({
+        "access_token": token,
+        "expires_at": expires_at.timestamp(),
+        "organizations": [{"name": super::ORGANIZATION_NAME, "scopes": user.scopes, "uuid": ORGANIZATION_UUID}],
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<String>,
+    per_page: Option<String>,
+}
+
+impl PageQuery {
+    fn resolve(&self) -> (u64, u64) {
+        let page = self.page.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
+        let per_page = self
+            .per_page
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .filter(|p| *p >= 1)
+            .unwrap_or(DEFAULT_PER_PAGE)
+            .min(MAX_PER_PAGE);
+        (page, per_page)
+    }
+}
+
+/// One page of `items` with the body fields and the `Link` header.
+fn paged(key: &str, items: Vec<Value>, query: &PageQuery, link_base: &str) -> Response {
+    let (page, per_page) = query.resolve();
+    let total = items.len() as u64;
+    let last = total.div_ceil(per_page).max(1);
+    let start = ((page - 1) * per_page) as usize;
+    let slice: Vec<Value> = items.into_iter().skip(start).take(per_page as usize).collect();
+    let link = |p: u64, rel: &str| format!("<{link_base}?page={p}&per_page={per_page}>; rel=\"{rel}\"");
+    let mut links = Vec::new();
+    if page < last {
+        links.push(link(page + 1, "next"));
+        links.push(link(last, "last"));
+    }
+    if page > 1 {
+        links.push(link(1, "first"));
+        links.push(link((page - 1).min(last), "prev"));
+    }
+    let mut response =
+        axum::Json(json!({ key: slice, "page": page, "per_page": per_page, "total": total })).into_response();
+    if !links.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&links.join(", "))
+    {
+        response.headers_mut().insert(header::LINK, v);
+    }
+    response
+}
+
+async fn list_projects(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path(org): Path<String>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let state = match authorize(&sim, &headers, &org, "project.read") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let items = state.projects.values().map(|p| p.to_json()).collect();
+    let base = format!("{}/v2/organizations/{org}/projects", base_url(&headers));
+    paged("projects", items, &query, &base)
+}
+
+async fn get_project(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path((org, project)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let state = match authorize(&sim, &headers, &org, "project.read") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match state.projects.get(&project) {
+        Some(p) => axum::Json(json!({"project": p.to_json()})).into_response(),
+        None => errors(StatusCode::NOT_FOUND, &["project not found"]),
+    }
+}
+
+fn project_type(state: &State, project: &str) -> Result<SimProjectType, Response> {
+    state
+        .projects
+        .get(project)
+        .map(|p| p.project_type)
+        .ok_or_else(|| errors(StatusCode::NOT_FOUND, &["project not found"]))
+}
+
+fn find_build<'s>(state: &'s State, project: &str, build: &str) -> Result<&'s SimBuild, Response> {
+    state
+        .builds
+        .iter()
+        .find(|b| b.uuid == build && b.project_uuid == project)
+        .ok_or_else(|| errors(StatusCode::NOT_FOUND, &["build not found"]))
+}
+
+async fn list_builds(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path((org, project)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let now = sim.harness.clock().now();
+    let state = match authorize(&sim, &headers, &org, "build.read") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let kind = match project_type(&state, &project) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let base = base_url(&headers);
+    let items = state
+        .builds
+        .iter()
+        .rev()
+        .filter(|b| b.project_uuid == project)
+        .map(|b| b.to_json(&b.view(&state.config, kind, now), kind, &base))
+        .collect();
+    paged("builds", items, &query, &format!("{base}/v2/organizations/{org}/projects/{project}/builds"))
+}
+
+async fn get_build(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path((org, project, build)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let now = sim.harness.clock().now();
+    let state = match authorize(&sim, &headers, &org, "build.read") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = project_type(&state, &project).and_then(|kind| {
+        let b = find_build(&state, &project, &build)?;
+        Ok(b.to_json(&b.view(&state.config, kind, now), kind, &base_url(&headers)))
+    });
+    match result {
+        Ok(b) => axum::Json(json!({ "build": b })).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateBuildBody {
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
+    #[serde(default)]
+    commit_sha: Option<String>,
+}
+
+/// Start one more run of `index` (a Basic restart) if its latest run has finished.
+fn restart_in_place(sim: &CodeshipSim, state: &mut State, index: usize, now: DateTime<Utc>) {
+    let view = state.builds[index].view(&state.config, SimProjectType::Basic, now);
+    if view.is_final() {
+        state.builds[index].runs.push(super::model::BuildRun { created_at: now, stopped_at: None });
+        sim.harness.builds().record(&state.builds[index].key);
+    }
+}
+
+async fn create_build(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path((org, project)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = sim.harness.clock().now();
+    let mut state = match authorize(&sim, &headers, &org, "build.write") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (kind, project_id) = match state.projects.get(&project) {
+        Some(p) => (p.project_type, p.id),
+        None => return errors(StatusCode::NOT_FOUND, &["project not found"]),
+    };
+    let request: CreateBuildBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateBuildBody { git_ref: None, commit_sha: None }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return errors(StatusCode::BAD_REQUEST, &[&format!("invalid JSON body: {e}")]),
+        }
+    };
+    let Some(git_ref) = request.git_ref.filter(|r| !r.trim().is_empty()) else {
+        return errors(StatusCode::BAD_REQUEST, &["ref is required"]);
+    };
+    // Codeship answers 202 to any ref, but only `heads/<branch>` builds anything.
+    let Some(branch) = git_ref.strip_prefix("heads/").filter(|b| !b.is_empty()).map(str::to_string) else {
+        return accepted();
+    };
+    let sha = request.commit_sha.filter(|s| !s.is_empty());
+    if kind == SimProjectType::Basic
+        && let Some(sha) = &sha
+        && let Some(index) = state.builds.iter().position(|b| b.project_uuid == project && &b.sha == sha)
+    {
+        // An already-built sha on Basic has the effect of a restart of that build.
+        restart_in_place(&sim, &mut state, index, now);
+        return accepted();
+    }
+    let explicit = sha.is_some();
+    let sha = match sha {
+        Some(s) => s,
+        None => state
+            .branch_heads
+            .entry(format!("{project}/{branch}"))
+            .or_insert_with(|| format!("{:040x}", rand::random::<u128>()))
+            .clone(),
+    };
+    let mut build = SimBuild::new(&project, project_id, &branch, &sha, now);
+    build.key = if explicit { sha.clone() } else { git_ref.clone() };
+    sim.harness.builds().record(&build.key);
+    state.builds.push(build);
+    accepted()
+}
+
+async fn stop_build(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path((org, project, build)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let now = sim.harness.clock().now();
+    let mut state = match authorize(&sim, &headers, &org, "build.write") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let kind = match project_type(&state, &project) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Some(index) = state.builds.iter().position(|b| b.uuid == build && b.project_uuid == project) else {
+        return errors(StatusCode::NOT_FOUND, &["build not found"]);
+    };
+    let view = state.builds[index].view(&state.config, kind, now);
+    if !view.is_final()
+        && let Some(run) = state.builds[index].runs.last_mut()
+    {
+        run.stopped_at = Some(now);
+    }
+    accepted()
+}
+
+async fn restart_build(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path((org, project, build)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let now = sim.harness.clock().now();
+    let mut state = match authorize(&sim, &headers, &org, "build.write") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (kind, project_id) = match state.projects.get(&project) {
+        Some(p) => (p.project_type, p.id),
+        None => return errors(StatusCode::NOT_FOUND, &["project not found"]),
+    };
+    let Some(index) = state.builds.iter().position(|b| b.uuid == build && b.project_uuid == project) else {
+        return errors(StatusCode::NOT_FOUND, &["build not found"]);
+    };
+    // Restarting an unfinished build is ignored, and still answers 202.
+    match kind {
+        SimProjectType::Basic => restart_in_place(&sim, &mut state, index, now),
+        SimProjectType::Pro => {
+            let old = state.builds[index].clone();
+            if old.view(&state.config, kind, now).is_final() {
+                let mut new = SimBuild::new(&project, project_id, &old.branch, &old.sha, now);
+                new.key = old.key.clone();
+                sim.harness.builds().record(&new.key);
+                state.builds.push(new);
+            }
+        }
+    }
+    accepted()
+}
+
+/// The detail endpoints: data for the matching project type, an empty page for the other.
+fn detail(
+    sim: &CodeshipSim,
+    headers: &HeaderMap,
+    (org, project, build): (String, String, String),
+    query: &PageQuery,
+    key: &str,
+    make: impl Fn(&SimBuild, &View, SimProjectType) -> Option<Value>,
+) -> Response {
+    let now = sim.harness.clock().now();
+    let state = match authorize(sim, headers, &org, "build.read") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = project_type(&state, &project).and_then(|kind| {
+        let b = find_build(&state, &project, &build)?;
+        Ok(make(b, &b.view(&state.config, kind, now), kind))
+    });
+    match result {
+        Ok(item) => {
+            let base = format!("{}/v2/organizations/{org}/projects/{project}/builds/{build}/{key}", base_url(headers));
+            paged(key, item.into_iter().collect(), query, &base)
+        }
+        Err(r) => r,
+    }
+}
+
+fn step_status(view: &View) -> &'static str {
+    view.status
+}
+
+async fn build_pipelines(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path(ids): Path<(String, String, String)>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    detail(&sim, &headers, ids, &query, "pipelines", |b, view, kind| {
+        (kind == SimProjectType::Basic).then(|| {
+            let created = b.runs.last().map(|r| r.created_at);
+            json!({
+                "build_uuid": b.uuid,
+                "created_at": ts(created),
+                "finished_at": ts(view.finished_at),
+                "metrics": {"duration": "20", "instance_type": "sim.small"},
+                "status": step_status(view),
+                "type": "build",
+                "updated_at": ts(view.finished_at.or(view.queued_at).or(created)),
+                "uuid": b.detail_uuids[0],
+            })
+        })
+    })
+}
+
+async fn build_services(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path(ids): Path<(String, String, String)>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    detail(&sim, &headers, ids, &query, "services", |b, view, kind| {
+        (kind == SimProjectType::Pro).then(|| {
+            json!({
+                "build_uuid": b.uuid,
+                "building_at": ts(view.allocated_at),
+                "finished_at": ts(view.finished_at),
+                "name": "app",
+                "pulling_at": ts(view.allocated_at),
+                "status": if view.is_final() { "finished" } else { "building" },
+                "updated_at": ts(view.finished_at.or(view.allocated_at).or(view.queued_at)),
+                "uuid": b.detail_uuids[1],
+            })
+        })
+    })
+}
+
+async fn build_steps(
+    AxumState(sim): AxumState<CodeshipSim>,
+    Path(ids): Path<(String, String, String)>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    detail(&sim, &headers, ids, &query, "steps", |b, view, kind| {
+        (kind == SimProjectType::Pro).then(|| {
+            json!({
+                "build_uuid": b.uuid,
+                "building_at": ts(view.allocated_at),
+                "command": "./run-tests.sh",
+                "finished_at": ts(view.finished_at),
+                "image_name": null,
+                "name": "test",
+                "registry": null,
+                "service_uuid": b.detail_uuids[1],
+                "started_at": ts(view.allocated_at),
+                "status": step_status(view),
+                "steps": [],
+                "tag": "",
+                "type": "run",
+                "updated_at": ts(view.finished_at.or(view.allocated_at).or(view.queued_at)),
+                "uuid": b.detail_uuids[2],
+            })
+        })
+    })
+}
