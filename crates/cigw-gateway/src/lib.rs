@@ -3,4 +3,5 @@
 //!
 //! `main` stays thin: it loads the configuration, opens the store and calls [`serve::serve`].
 
+pub mod engine;
 pub mod state;

@@ -40,6 +40,6 @@ impl AppState {
 
     /// Wake the dispatcher and tracker.
     pub fn wake_engine(&self) {
-        self.wake.notify_waiters();
+        self.wake.notify_one();
     }
 }

@@ -1,0 +1,271 @@
+//! Sending pending runs to their providers, and reconciling a dispatch whose outcome is unknown
+//! before ever sending it again (DESIGN.md §3, invariant 2).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cigw_core::catalog::ConfiguredTarget;
+use cigw_core::{ConcurrencyPolicy, Error, RecentQuery, RerunOptions, TriggerOutcome, TriggerSpec};
+use cigw_store::{DispatchOutcome, EventFilter, NewEvent, RunFilter, RunRecord, StoreError, event_kind as store_kind};
+use rand::Rng;
+use serde_json::json;
+
+use super::matching::{CLOCK_SKEW, rank_candidates};
+use super::{Engine, event_kind};
+
+/// After this many attempts that never reached the provider, the run ends in `error`.
+const MAX_UNSENT_ATTEMPTS: u32 = 12;
+
+/// Why an earlier attempt was postponed, written as the prefix of the `dispatch_retry` reason.
+mod retry_reason {
+    /// The request never left (or was rate limited): sending again is safe.
+    pub(super) const NOT_SENT: &str = "not_sent";
+    /// The request may have been processed: reconcile before sending again.
+    pub(super) const MAYBE_SENT: &str = "maybe_sent";
+    /// Looking for the build of an ambiguous attempt.
+    pub(super) const RECONCILING: &str = "reconciling";
+}
+
+/// What reconciliation found.
+enum Reconciled {
+    /// A provider build was adopted.
+    Adopted,
+    /// Nothing yet; look again shortly.
+    KeepLooking(String),
+    /// Nothing within the grace window: send again and report a possible duplicate.
+    GiveUp,
+}
+
+impl Engine {
+    /// Dispatch one claimed run.
+    pub(super) async fn dispatch(&self, run: RunRecord) {
+        let run_id = run.id.clone();
+        if let Err(e) = self.dispatch_inner(run).await {
+            match e {
+                StoreError::Conflict { .. } => tracing::info!(run_id, error = %e, "dispatch lost its lease"),
+                e => tracing::error!(run_id, error = %e, "recording a dispatch failed"),
+            }
+        }
+    }
+
+    async fn dispatch_inner(&self, run: RunRecord) -> Result<(), StoreError> {
+        let now = self.state.now();
+        let Some(target) = self.state.target(&run.target).cloned() else {
+            let message = format!("target `{}` is no longer configured", run.target);
+            self.record(&run, DispatchOutcome::Refused { message }).await?;
+            return Ok(());
+        };
+        let history = self.dispatch_history(&run).await?;
+        if run.cancel_requested && !history.maybe_sent {
+            // Nothing reached the provider: the store completes the cancel without it.
+            let outcome = DispatchOutcome::RetryAt { at: now, reason: "canceled before dispatch".into() };
+            self.record(&run, outcome).await?;
+            return Ok(());
+        }
+        let mut possible_duplicate = false;
+        if history.maybe_sent {
+            match self.reconcile(&run, &target, history.grace_start, now).await? {
+                Reconciled::Adopted => return Ok(()),
+                Reconciled::KeepLooking(why) => {
+                    let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
+                    let reason = format!("{}: {why}", retry_reason::RECONCILING);
+                    self.record(&run, DispatchOutcome::RetryAt { at, reason }).await?;
+                    return Ok(());
+                }
+                Reconciled::GiveUp if run.cancel_requested => {
+                    let outcome = DispatchOutcome::RetryAt { at: now, reason: "canceled; no build was found".into() };
+                    self.record(&run, outcome).await?;
+                    return Ok(());
+                }
+                Reconciled::GiveUp => possible_duplicate = true,
+            }
+        }
+        if target.spec.concurrency == ConcurrencyPolicy::CancelPrevious && run.rerun_of.is_none() {
+            self.cancel_previous(&run).await;
+        }
+
+        let result = self.send(&run, &target).await;
+        let sent = result.as_ref().is_ok_and(|o| !matches!(o, TriggerOutcome::NothingToRun { .. }));
+        let outcome = self.outcome_of(&run, result, now);
+        self.record(&run, outcome).await?;
+        if possible_duplicate && sent {
+            tracing::warn!(run_id = run.id, "sent again after an unresolved ambiguous dispatch");
+            self.state
+                .store
+                .append_event(NewEvent {
+                    run_id: run.id.clone(),
+                    kind: store_kind::POSSIBLE_DUPLICATE.into(),
+                    data: json!({"reason": "an earlier attempt may have started a build that could not be found"}),
+                    created_at: self.state.now(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Call the provider: a trigger, or a rerun of the original run's build.
+    async fn send(&self, run: &RunRecord, target: &ConfiguredTarget) -> cigw_core::Result<TriggerOutcome> {
+        if let Some(original_id) = &run.rerun_of {
+            let original = self.state.store.get_run(original_id).await.map_err(|e| Error::other(e.to_string()))?;
+            let Some(provider_ref) = original.provider_ref else {
+                return Err(Error::InvalidRequest { message: "the original run never reached its provider".into() });
+            };
+            return target.target.rerun(&provider_ref, RerunOptions { failed_only: run.rerun_failed_only }).await;
+        }
+        let spec = TriggerSpec {
+            run_id: run.id.clone(),
+            git_ref: run.git_ref.clone(),
+            parameters: run.parameters.clone(),
+            requested_by: run.requested_by.clone(),
+        };
+        target.target.trigger(&spec).await
+    }
+
+    fn outcome_of(
+        &self,
+        run: &RunRecord,
+        result: cigw_core::Result<TriggerOutcome>,
+        now: DateTime<Utc>,
+    ) -> DispatchOutcome {
+        let timings = &self.state.settings.timings;
+        let first_poll = now + chrono::Duration::from_std(timings.poll_initial).unwrap_or_default();
+        match result {
+            Ok(TriggerOutcome::Started(run_ref)) => DispatchOutcome::Started { run_ref, next_poll_at: first_poll },
+            Ok(TriggerOutcome::AcceptedWithoutId { sent_at }) => DispatchOutcome::Unconfirmed {
+                sent_at,
+                deadline: sent_at + chrono::Duration::from_std(timings.unconfirmed_deadline).unwrap_or_default(),
+                next_poll_at: first_poll,
+            },
+            Ok(TriggerOutcome::NothingToRun { message }) => DispatchOutcome::NothingToRun { message },
+            Err(e @ (Error::NotSent { .. } | Error::RateLimited { .. })) => {
+                if run.dispatch_attempts >= MAX_UNSENT_ATTEMPTS {
+                    return DispatchOutcome::Refused {
+                        message: format!("gave up after {} attempts: {e}", run.dispatch_attempts),
+                    };
+                }
+                let wait = e.retry_after().unwrap_or_else(|| self.backoff(run.dispatch_attempts));
+                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                DispatchOutcome::RetryAt { at, reason: format!("{}: {e}", retry_reason::NOT_SENT) }
+            }
+            Err(e @ (Error::MaybeSent { .. } | Error::Unavailable { .. })) => {
+                let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
+                DispatchOutcome::RetryAt { at, reason: format!("{}: {e}", retry_reason::MAYBE_SENT) }
+            }
+            Err(e) => DispatchOutcome::Refused { message: e.to_string() },
+        }
+    }
+
+    /// Look for the build an ambiguous attempt may have started and adopt it.
+    async fn reconcile(
+        &self,
+        run: &RunRecord,
+        target: &ConfiguredTarget,
+        grace_start: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Reconciled, StoreError> {
+        let query = RecentQuery {
+            since: run.created_at - CLOCK_SKEW,
+            branch: run.git_ref.branch.clone(),
+            tag: run.git_ref.tag.clone(),
+            sha: run.git_ref.sha.clone(),
+        };
+        let candidates = match target.target.find_recent(&query).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Reconciled::KeepLooking(format!("listing recent builds failed: {e}"))),
+        };
+        let first_poll = now + chrono::Duration::from_std(self.state.settings.timings.poll_initial).unwrap_or_default();
+        for candidate in rank_candidates(&run.id, &run.git_ref, run.created_at, candidates) {
+            let found = candidate.run_ref.clone();
+            let outcome = DispatchOutcome::Started { run_ref: found.clone(), next_poll_at: first_poll };
+            match self.record(run, outcome).await {
+                Ok(()) => {
+                    self.state
+                        .store
+                        .append_event(NewEvent {
+                            run_id: run.id.clone(),
+                            kind: event_kind::RECONCILED.into(),
+                            data: json!({"provider_id": found.id, "attempt": found.attempt}),
+                            created_at: now,
+                        })
+                        .await?;
+                    tracing::info!(run_id = run.id, provider_id = found.id, "ambiguous dispatch reconciled");
+                    return Ok(Reconciled::Adopted);
+                }
+                // Another run owns this build, or our lease is gone (then every record fails).
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let grace = chrono::Duration::from_std(self.state.settings.timings.reconcile_grace).unwrap_or_default();
+        match grace_start {
+            Some(start) if now - start >= grace => Ok(Reconciled::GiveUp),
+            _ => Ok(Reconciled::KeepLooking("no matching build yet".into())),
+        }
+    }
+
+    /// Cancel earlier unfinished runs of the same target and branch (`cancel-previous`).
+    async fn cancel_previous(&self, run: &RunRecord) {
+        let filter = RunFilter { target: Some(run.target.clone()), limit: 200, ..RunFilter::default() };
+        let Ok(page) = self.state.store.list_runs(&filter, None).await else { return };
+        let now = self.state.now();
+        for older in page.runs.iter().filter(|o| {
+            o.id != run.id
+                && o.created_at <= run.created_at
+                && !o.state.is_terminal()
+                && !o.cancel_requested
+                && o.git_ref.branch == run.git_ref.branch
+                && o.git_ref.tag == run.git_ref.tag
+        }) {
+            match self.state.store.request_cancel(&older.id, now).await {
+                Ok(_) => tracing::info!(run_id = older.id, superseded_by = run.id, "canceled by a newer run"),
+                Err(e) => tracing::warn!(run_id = older.id, error = %e, "canceling a superseded run failed"),
+            }
+        }
+        self.state.wake_engine();
+    }
+
+    async fn record(&self, run: &RunRecord, outcome: DispatchOutcome) -> Result<(), StoreError> {
+        self.state.store.record_dispatch(&run.id, &self.owner, outcome, self.state.now()).await.map(|_| ())
+    }
+
+    /// What earlier attempts of this run left behind.
+    async fn dispatch_history(&self, run: &RunRecord) -> Result<DispatchHistory, StoreError> {
+        if run.dispatch_attempts <= 1 {
+            return Ok(DispatchHistory::default());
+        }
+        let filter = EventFilter { run_id: Some(run.id.clone()), ..EventFilter::default() };
+        let events = self.state.store.events_after(0, &filter, 10_000).await?;
+        let retries: Vec<_> = events.iter().filter(|e| e.kind == store_kind::DISPATCH_RETRY).collect();
+        let ambiguous = |reason: &str| {
+            reason.starts_with(retry_reason::MAYBE_SENT) || reason.starts_with(retry_reason::RECONCILING)
+        };
+        let grace_start = retries
+            .iter()
+            .find(|e| e.data.get("reason").and_then(|r| r.as_str()).is_some_and(ambiguous))
+            .map(|e| e.created_at);
+        // Every earlier claim records exactly one `dispatch_retry`; a missing one means the
+        // process died while its request was in flight.
+        let crashed = (retries.len() as u32) < run.dispatch_attempts - 1;
+        Ok(DispatchHistory { maybe_sent: crashed || grace_start.is_some(), grace_start })
+    }
+
+    fn reconcile_step(&self) -> Duration {
+        let t = &self.state.settings.timings;
+        (t.reconcile_grace / 6).clamp(Duration::from_millis(50), t.poll_initial.max(Duration::from_millis(50)))
+    }
+
+    /// Exponential backoff with jitter for attempts that never reached the provider.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let cap = self.state.settings.timings.retry_max_delay;
+        let base = Duration::from_millis(500).saturating_mul(1 << attempts.min(10)).min(cap);
+        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+#[derive(Debug, Default)]
+struct DispatchHistory {
+    /// An earlier attempt may have reached the provider.
+    maybe_sent: bool,
+    /// When the search for that attempt's build began.
+    grace_start: Option<DateTime<Utc>>,
+}

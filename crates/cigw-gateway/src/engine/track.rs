@@ -1,0 +1,160 @@
+//! Following dispatched runs: polling status on an adaptive schedule, correlating runs
+//! accepted without an id, sending requested cancels, and ending runs that outlive their
+//! target's maximum duration.
+
+use chrono::{DateTime, Utc};
+use cigw_core::catalog::ConfiguredTarget;
+use cigw_core::{ProviderRunRef, RecentQuery, RunState, RunStatus};
+use cigw_store::{EventFilter, NewEvent, RunRecord, StoreError, event_kind as store_kind};
+use serde_json::json;
+
+use super::matching::{CLOCK_SKEW, rank_candidates};
+use super::schedule::next_poll;
+use super::{Engine, event_kind};
+
+impl Engine {
+    /// Handle one run claimed for polling.
+    pub(super) async fn track(&self, run: RunRecord) {
+        let run_id = run.id.clone();
+        if let Err(e) = self.track_inner(run).await {
+            match e {
+                StoreError::Conflict { .. } => tracing::info!(run_id, error = %e, "tracking lost its lease"),
+                e => tracing::error!(run_id, error = %e, "recording a poll failed"),
+            }
+        }
+    }
+
+    async fn track_inner(&self, run: RunRecord) -> Result<(), StoreError> {
+        let now = self.state.now();
+        let Some(target) = self.state.target(&run.target).cloned() else {
+            let message = format!("target `{}` was removed from the configuration", run.target);
+            self.state.store.set_state(&run.id, RunState::Error, Some(message), store_kind::ERROR, now).await?;
+            return Ok(());
+        };
+        if run.unconfirmed {
+            return self.correlate(&run, &target, now).await;
+        }
+        let Some(run_ref) = run.provider_ref.clone() else {
+            // Claimed without a build to look at: nothing to poll; stop tracking it.
+            return self.reschedule(&run, None).await;
+        };
+        if run.state == RunState::Canceling && run.cancel_requested && !self.cancel_sent(&run).await? {
+            self.send_cancel(&run, &target, &run_ref, now).await?;
+        }
+        if let Some(max) = target.spec.max_duration {
+            let limit = run.queued_at.unwrap_or(run.created_at) + chrono::Duration::from_std(max).unwrap_or_default();
+            if now > limit && !run.state.is_terminal() {
+                if let Err(e) = target.target.cancel(&run_ref).await {
+                    tracing::warn!(run_id = run.id, error = %e, "canceling a timed-out run failed");
+                }
+                let message = format!("timed out after {}", humanize(max));
+                self.state.store.set_state(&run.id, RunState::Error, Some(message), event_kind::TIMED_OUT, now).await?;
+                return Ok(());
+            }
+        }
+        match target.target.status(&run_ref).await {
+            Ok(status) => {
+                let next = (!status.state.is_terminal()).then(|| self.next_poll_for(&run, now));
+                let update = self.state.store.apply_status(&run.id, &self.owner, &status, next).await?;
+                if let Some(from) = update.moved_from {
+                    tracing::info!(run_id = run.id, from = %from, to = %update.run.state, "run state changed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(run_id = run.id, error = %e, "status poll failed; will try again");
+                self.reschedule(&run, Some(self.next_poll_for(&run, now))).await
+            }
+        }
+    }
+
+    /// Match a run accepted without an id with a provider build, or give up at its deadline.
+    async fn correlate(&self, run: &RunRecord, target: &ConfiguredTarget, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let sent_at = run.sent_at.unwrap_or(run.created_at);
+        let query = RecentQuery {
+            since: sent_at - CLOCK_SKEW,
+            branch: run.git_ref.branch.clone(),
+            tag: run.git_ref.tag.clone(),
+            sha: run.git_ref.sha.clone(),
+        };
+        match target.target.find_recent(&query).await {
+            Ok(candidates) => {
+                for candidate in rank_candidates(&run.id, &run.git_ref, sent_at, candidates) {
+                    match self.state.store.adopt(&run.id, candidate.run_ref.clone(), now).await {
+                        Ok(_) => {
+                            tracing::info!(run_id = run.id, provider_id = candidate.run_ref.id, "build correlated");
+                            return self.release(run).await;
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(run_id = run.id, error = %e, "listing recent builds failed"),
+        }
+        if run.confirm_deadline.is_some_and(|d| now >= d) {
+            let waited = (now - sent_at).to_std().unwrap_or_default();
+            let message = format!("accepted by the provider but no build appeared within {}", humanize(waited));
+            self.state.store.set_state(&run.id, RunState::Error, Some(message), store_kind::ERROR, now).await?;
+            return Ok(());
+        }
+        let step = chrono::Duration::from_std(self.state.settings.timings.poll_initial).unwrap_or_default();
+        self.reschedule(run, Some(now + step)).await
+    }
+
+    async fn send_cancel(
+        &self,
+        run: &RunRecord,
+        target: &ConfiguredTarget,
+        run_ref: &ProviderRunRef,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (kind, data) = match target.target.cancel(run_ref).await {
+            Ok(()) => (event_kind::CANCEL_SENT, json!({"provider_id": run_ref.id})),
+            Err(e) => {
+                tracing::warn!(run_id = run.id, error = %e, "cancel at the provider failed");
+                (store_kind::ERROR, json!({"operation": "cancel", "message": e.to_string()}))
+            }
+        };
+        self.state.store.append_event(NewEvent { run_id: run.id.clone(), kind: kind.into(), data, created_at: now }).await?;
+        Ok(())
+    }
+
+    async fn cancel_sent(&self, run: &RunRecord) -> Result<bool, StoreError> {
+        let filter = EventFilter { run_id: Some(run.id.clone()), ..EventFilter::default() };
+        let events = self.state.store.events_after(0, &filter, 10_000).await?;
+        Ok(events.iter().any(|e| e.kind == event_kind::CANCEL_SENT))
+    }
+
+    fn next_poll_for(&self, run: &RunRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+        let t = &self.state.settings.timings;
+        next_poll(now, run.queued_at.unwrap_or(run.created_at), t.poll_initial, t.poll_max)
+    }
+
+    /// Keep the run as it is, due again at `next` (or untracked), and release the lease.
+    async fn reschedule(&self, run: &RunRecord, next: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        let mut unchanged = RunStatus::new(run.state, run.raw_status.clone().unwrap_or_default());
+        unchanged.observed_at = run.observed_at.unwrap_or(run.created_at).max(self.state.now());
+        unchanged.message = run.message.clone();
+        self.state.store.apply_status(&run.id, &self.owner, &unchanged, next).await.map(|_| ())
+    }
+
+    /// Release the lease without touching the schedule the store just set.
+    async fn release(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let fresh = self.state.store.get_run(&run.id).await?;
+        let next = fresh.next_poll_at.or(Some(self.state.now()));
+        let mut unchanged = RunStatus::new(fresh.state, fresh.raw_status.clone().unwrap_or_default());
+        unchanged.observed_at = fresh.observed_at.unwrap_or(fresh.created_at).max(self.state.now());
+        self.state.store.apply_status(&run.id, &self.owner, &unchanged, next).await.map(|_| ())
+    }
+}
+
+/// `90s` → `1m 30s`.
+fn humanize(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m {s}s"),
+    }
+}
