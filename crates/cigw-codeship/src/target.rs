@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cigw_core::retry::with_retry;
 use cigw_core::{
-    CallKind, Capabilities, CiTarget, Decision, Error, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, Result,
-    RunCandidate, RunState, RunStatus, TriggerOutcome, TriggerSpec,
+    CallKind, Capabilities, CiTarget, Decision, Error, GitRef, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions,
+    Result, RunCandidate, RunState, RunStatus, TriggerOutcome, TriggerSpec,
 };
 use reqwest::Method;
 use tokio::sync::OnceCell;
@@ -195,6 +195,16 @@ impl CiTarget for CodeshipTarget {
             parameters: false,
             trigger_returns_id: false,
             callbacks: false,
+        }
+    }
+
+    fn check_ref(&self, git_ref: &GitRef) -> std::result::Result<(), String> {
+        if git_ref.tag.is_some() {
+            return Err("codeship targets cannot build a tag; give a branch".into());
+        }
+        match git_ref.branch.as_deref().map(normalize_branch) {
+            Some(Err(Error::InvalidRequest { message })) => Err(message),
+            _ => Ok(()),
         }
     }
 
