@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cigw_core::{
-    CallKind, Capabilities, CiTarget, Decision, Error, ParamValue, ProviderKind, ProviderRunRef, RecentQuery,
+    CallKind, Capabilities, CiTarget, Decision, Error, GitRef, ParamValue, ProviderKind, ProviderRunRef, RecentQuery,
     RerunOptions, Result, RunCandidate, RunState, RunStatus, StepDetail, TriggerOutcome, TriggerSpec,
 };
 use http::{Method, StatusCode};
@@ -156,17 +156,21 @@ impl CiTarget for CircleciTarget {
         }
     }
 
+    /// A sha is refused unless the target sets `ignore_sha` (CircleCI builds the branch head).
+    fn check_ref(&self, git_ref: &GitRef) -> std::result::Result<(), String> {
+        if git_ref.sha.is_some() && !self.ignore_sha {
+            return Err("CircleCI cannot build a given commit; leave out `sha`, or set `ignore_sha = true` on the \
+                        target to build the branch head instead"
+                .into());
+        }
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %spec.run_id))]
     async fn trigger(&self, spec: &TriggerSpec) -> Result<TriggerOutcome> {
         let git_ref = &spec.git_ref;
         git_ref.validate().map_err(|message| Error::InvalidRequest { message })?;
-        if git_ref.sha.is_some() && !self.ignore_sha {
-            return Err(Error::InvalidRequest {
-                message: "CircleCI cannot build a given commit; leave out `sha`, or set `ignore_sha = true` on the \
-                          target to build the branch head instead"
-                    .into(),
-            });
-        }
+        self.check_ref(git_ref).map_err(|message| Error::InvalidRequest { message })?;
         // Never both, never empty: CircleCI answers 400 to an empty branch.
         let (ref_key, ref_value) = match (&git_ref.branch, &git_ref.tag) {
             (Some(b), None) => ("branch", b.clone()),

@@ -286,6 +286,8 @@ async fn a_sha_is_refused_unless_the_target_ignores_it() {
         .await;
     let t = s.target(json!({"project_slug": "gh/acme/web", "ignore_sha": true}));
     assert!(t.ignore_sha());
+    assert_eq!(t.check_ref(&pinned), Ok(()));
+    assert!(s.gh().check_ref(&pinned).unwrap_err().contains("ignore_sha"));
     t.trigger(&spec(pinned)).await.unwrap();
 }
 

@@ -3,6 +3,7 @@
 //! in-memory fake `CiTarget`. Used by tests, benchmarks and `cigw sandbox`.
 
 pub mod behaviour;
+pub mod circleci;
 pub mod codefresh;
 pub mod codeship;
 pub mod fake;
