@@ -1,0 +1,145 @@
+//! Column lists and conversions both backends share.
+
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use cigw_core::{GitRef, Parameters, ProviderKind, ProviderRunRef, RunState};
+use serde_json::Value;
+
+use crate::error::{StoreError, StoreResult};
+
+/// The `runs` columns in bind order (`id` first).
+pub(crate) const RUN_COLUMNS: [&str; 36] = [
+    "id",
+    "trigger_id",
+    "target",
+    "provider",
+    "account",
+    "branch",
+    "tag",
+    "sha",
+    "parameters",
+    "state",
+    "raw_status",
+    "message",
+    "provider_run_id",
+    "provider_number",
+    "provider_attempt",
+    "provider_url",
+    "provider_extra",
+    "unconfirmed",
+    "sent_at",
+    "confirm_deadline",
+    "dispatch_attempts",
+    "lease_owner",
+    "lease_until",
+    "next_dispatch_at",
+    "next_poll_at",
+    "observed_at",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "chain_parent",
+    "rerun_of",
+    "rerun_failed_only",
+    "requested_by",
+    "cancel_requested",
+];
+
+fn insert_run_sql(placeholder: char) -> String {
+    let values: Vec<String> = (1..=RUN_COLUMNS.len()).map(|i| format!("{placeholder}{i}")).collect();
+    format!("INSERT INTO runs ({}) VALUES ({})", RUN_COLUMNS.join(", "), values.join(", "))
+}
+
+fn update_run_sql(placeholder: char) -> String {
+    let sets: Vec<String> =
+        RUN_COLUMNS.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = {placeholder}{}", i + 1)).collect();
+    format!("UPDATE runs SET {} WHERE id = {placeholder}1", sets.join(", "))
+}
+
+/// `INSERT INTO runs (...) VALUES (?1, ...)` for SQLite.
+pub(crate) static SQLITE_INSERT_RUN: LazyLock<String> = LazyLock::new(|| insert_run_sql('?'));
+/// `UPDATE runs SET col = ?n, ... WHERE id = ?1` for SQLite, binding in the insert's order.
+pub(crate) static SQLITE_UPDATE_RUN: LazyLock<String> = LazyLock::new(|| update_run_sql('?'));
+/// The insert for PostgreSQL.
+pub(crate) static PG_INSERT_RUN: LazyLock<String> = LazyLock::new(|| insert_run_sql('$'));
+/// The update for PostgreSQL.
+pub(crate) static PG_UPDATE_RUN: LazyLock<String> = LazyLock::new(|| update_run_sql('$'));
+
+/// Terminal states as an SQL list, for claim queries.
+pub(crate) const TERMINAL_SQL: &str = "('succeeded', 'failed', 'canceled', 'skipped', 'error')";
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { message: what.to_string() }
+}
+
+pub(crate) fn parse_state(s: &str) -> StoreResult<RunState> {
+    RunState::from_str(s).map_err(corrupt)
+}
+
+pub(crate) fn parse_provider(s: &str) -> StoreResult<ProviderKind> {
+    ProviderKind::from_str(s).map_err(corrupt)
+}
+
+pub(crate) fn parse_parameters(v: &Value, run_id: &str) -> StoreResult<Parameters> {
+    Parameters::from_storage_json(v).map_err(|e| corrupt(format!("run {run_id}: {e}")))
+}
+
+pub(crate) fn git_ref(branch: Option<String>, tag: Option<String>, sha: Option<String>) -> GitRef {
+    GitRef { branch, tag, sha }
+}
+
+/// Rebuild a provider ref from its columns.
+pub(crate) fn provider_ref(
+    id: Option<String>,
+    number: Option<i64>,
+    attempt: Option<i64>,
+    url: Option<String>,
+    extra: Option<Value>,
+) -> Option<ProviderRunRef> {
+    id.map(|id| ProviderRunRef {
+        id,
+        number: number.and_then(|n| u64::try_from(n).ok()),
+        attempt: attempt.and_then(|a| u32::try_from(a).ok()).unwrap_or(1),
+        url,
+        extra: extra.unwrap_or(Value::Null),
+    })
+}
+
+/// Microseconds since the epoch (SQLite's time representation).
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The inverse of [`micros`].
+pub(crate) fn from_micros(v: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| corrupt(format!("time {v} is out of range")))
+}
+
+/// A time truncated to the microsecond precision both backends store.
+pub(crate) fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Map a unique-constraint violation to `Conflict`, anything else through `From<sqlx::Error>`.
+pub(crate) fn unique_to_conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict { what: what() };
+    }
+    e.into()
+}
+
+/// Serialize a list of strings to JSON text.
+pub(crate) fn string_list(v: &[String]) -> Value {
+    Value::Array(v.iter().cloned().map(Value::String).collect())
+}
+
+/// Parse a JSON list of strings.
+pub(crate) fn parse_string_list(v: &Value, what: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_value(v.clone()).map_err(|e| corrupt(format!("{what}: {e}")))
+}

@@ -1,0 +1,509 @@
+//! The transactional operations, written once over [`Tx`], the few row-level primitives each
+//! backend provides inside one of its transactions.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cigw_core::{ProviderRunRef, RunState, RunStatus};
+use serde_json::{Value, json};
+
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+
+/// A stored idempotency key.
+pub(crate) struct StoredKey {
+    pub(crate) fingerprint: Value,
+    pub(crate) response: Value,
+    pub(crate) trigger_id: String,
+    pub(crate) expires_at: DateTime<Utc>,
+}
+
+/// An event about to be inserted.
+pub(crate) struct EventRow<'a> {
+    pub(crate) run: &'a RunRecord,
+    pub(crate) kind: &'a str,
+    pub(crate) data: Value,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// Row-level primitives inside one open transaction.
+#[async_trait]
+pub(crate) trait Tx: Send {
+    /// Read a run and hold it against concurrent writers until commit.
+    async fn lock_run(&mut self, id: &str) -> StoreResult<Option<RunRecord>>;
+    /// Insert a trigger row (not its runs).
+    async fn insert_trigger(&mut self, t: &NewTrigger) -> StoreResult<()>;
+    /// Whether a trigger exists.
+    async fn trigger_exists(&mut self, id: &str) -> StoreResult<bool>;
+    /// Insert a run row.
+    async fn insert_run(&mut self, r: &RunRecord) -> StoreResult<()>;
+    /// Write every mutable column of a run; a provider ref owned by another run is a `Conflict`.
+    async fn update_run(&mut self, r: &RunRecord) -> StoreResult<()>;
+    /// Append an event (in commit order).
+    async fn insert_event(&mut self, e: EventRow<'_>) -> StoreResult<EventRecord>;
+    /// An idempotency key.
+    async fn get_key(&mut self, scope: &str, key: &str) -> StoreResult<Option<StoredKey>>;
+    /// Remove an idempotency key.
+    async fn delete_key(&mut self, scope: &str, key: &str) -> StoreResult<()>;
+    /// Insert an idempotency key.
+    async fn insert_key(&mut self, k: &IdempotencyKey, trigger_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// A chain firing.
+    async fn get_chain_firing(&mut self, chain: &str, upstream: &str) -> StoreResult<Option<ChainFiringRecord>>;
+    /// Insert or complete a chain firing with its trigger.
+    async fn put_chain_firing(&mut self, f: &ChainFiring, now: DateTime<Utc>, trigger_id: &str) -> StoreResult<()>;
+    /// The run owning a provider build.
+    async fn ref_owner(&mut self, target: &str, id: &str, attempt: u32) -> StoreResult<Option<String>>;
+    /// Tell other replicas new work exists (PostgreSQL NOTIFY; no-op on SQLite).
+    async fn notify_wakeup(&mut self) -> StoreResult<()>;
+}
+
+fn run_from_new(n: &NewRun, trigger_id: &str, requested_by: &str, now: DateTime<Utc>) -> RunRecord {
+    RunRecord {
+        id: n.id.clone(),
+        trigger_id: trigger_id.to_string(),
+        target: n.target.clone(),
+        provider: n.provider,
+        account: n.account.clone(),
+        git_ref: n.git_ref.clone(),
+        parameters: n.parameters.clone(),
+        state: RunState::Pending,
+        raw_status: None,
+        message: None,
+        provider_ref: None,
+        unconfirmed: false,
+        sent_at: None,
+        confirm_deadline: None,
+        dispatch_attempts: 0,
+        lease_owner: None,
+        lease_until: None,
+        next_dispatch_at: Some(n.dispatch_at),
+        next_poll_at: None,
+        observed_at: None,
+        created_at: now,
+        queued_at: None,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        chain_parent: n.chain_parent.clone(),
+        rerun_of: n.rerun_of.clone(),
+        rerun_failed_only: n.rerun_failed_only,
+        requested_by: requested_by.to_string(),
+        cancel_requested: false,
+    }
+}
+
+fn created_data(r: &RunRecord) -> Value {
+    json!({
+        "target": r.target,
+        "provider": r.provider.as_str(),
+        "git_ref": r.git_ref,
+        "parameters": r.parameters.masked_json(),
+        "requested_by": r.requested_by,
+        "chain_parent": r.chain_parent,
+        "rerun_of": r.rerun_of,
+    })
+}
+
+fn validate_new_run(n: &NewRun) -> StoreResult<()> {
+    if n.id.is_empty() {
+        return Err(StoreError::Invalid { field: "runs[].id", message: "must not be empty".into() });
+    }
+    if n.target.is_empty() {
+        return Err(StoreError::Invalid { field: "runs[].target", message: "must not be empty".into() });
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResult<CreateOutcome> {
+    if t.id.is_empty() {
+        return Err(StoreError::Invalid { field: "id", message: "must not be empty".into() });
+    }
+    if t.runs.is_empty() {
+        return Err(StoreError::Invalid { field: "runs", message: "a trigger needs at least one run".into() });
+    }
+    for r in &t.runs {
+        validate_new_run(r)?;
+    }
+    let now = crate::columns::trunc(t.created_at);
+    if let Some(k) = &t.idempotency
+        && let Some(stored) = tx.get_key(&k.scope, &k.key).await?
+    {
+        if stored.expires_at > now {
+            return Ok(if stored.fingerprint == k.fingerprint {
+                CreateOutcome::Replayed { trigger_id: stored.trigger_id, response: stored.response }
+            } else {
+                CreateOutcome::KeyConflict { trigger_id: stored.trigger_id }
+            });
+        }
+        tx.delete_key(&k.scope, &k.key).await?;
+    }
+    if let Some(f) = &t.chain_firing
+        && let Some(ChainFiringRecord { trigger_id: Some(trigger_id), .. }) =
+            tx.get_chain_firing(&f.chain, &f.upstream_run_id).await?
+    {
+        return Ok(CreateOutcome::ChainAlreadyFired { trigger_id });
+    }
+    tx.insert_trigger(t).await?;
+    let mut runs = Vec::with_capacity(t.runs.len());
+    for n in &t.runs {
+        let run = run_from_new(n, &t.id, &t.requested_by, now);
+        tx.insert_run(&run).await?;
+        runs.push(run);
+    }
+    for run in &runs {
+        tx.insert_event(EventRow { run, kind: event_kind::CREATED, data: created_data(run), created_at: now }).await?;
+    }
+    if let Some(k) = &t.idempotency {
+        tx.insert_key(k, &t.id, now).await?;
+    }
+    if let Some(f) = &t.chain_firing {
+        tx.put_chain_firing(f, now, &t.id).await?;
+    }
+    tx.notify_wakeup().await?;
+    Ok(CreateOutcome::Created(TriggerRecord {
+        id: t.id.clone(),
+        source: t.source.clone(),
+        requested_by: t.requested_by.clone(),
+        request: t.request.clone(),
+        labels: t.labels.clone(),
+        created_at: now,
+        runs,
+    }))
+}
+
+pub(crate) async fn create_rerun(
+    tx: &mut dyn Tx,
+    trigger_id: &str,
+    n: &NewRun,
+    now: DateTime<Utc>,
+) -> StoreResult<RunRecord> {
+    validate_new_run(n)?;
+    let Some(original_id) = &n.rerun_of else {
+        return Err(StoreError::Invalid { field: "rerun_of", message: "a rerun must name the run it reruns".into() });
+    };
+    if !tx.trigger_exists(trigger_id).await? {
+        return Err(StoreError::NotFound { what: format!("trigger {trigger_id}") });
+    }
+    let original = tx.lock_run(original_id).await?.ok_or_else(|| StoreError::run_not_found(original_id))?;
+    if original.trigger_id != trigger_id {
+        return Err(StoreError::Invalid {
+            field: "trigger_id",
+            message: format!("run {original_id} belongs to trigger {}", original.trigger_id),
+        });
+    }
+    let run = run_from_new(n, trigger_id, &original.requested_by, now);
+    tx.insert_run(&run).await?;
+    tx.insert_event(EventRow {
+        run: &original,
+        kind: event_kind::RERUN,
+        data: json!({"rerun_id": run.id}),
+        created_at: now,
+    })
+    .await?;
+    tx.insert_event(EventRow { run: &run, kind: event_kind::CREATED, data: created_data(&run), created_at: now })
+        .await?;
+    tx.notify_wakeup().await?;
+    Ok(run)
+}
+
+async fn locked(tx: &mut dyn Tx, run_id: &str) -> StoreResult<RunRecord> {
+    tx.lock_run(run_id).await?.ok_or_else(|| StoreError::run_not_found(run_id))
+}
+
+fn check_owner(run: &RunRecord, owner: &str) -> StoreResult<()> {
+    if run.lease_owner.as_deref() != Some(owner) {
+        return Err(StoreError::Conflict { what: format!("run {} is not leased by `{owner}`", run.id) });
+    }
+    Ok(())
+}
+
+/// Move `run` to `to` if the machine allows it, stamping the phase times; returns the old state.
+fn move_state(run: &mut RunRecord, to: RunState, at: DateTime<Utc>) -> Option<RunState> {
+    let next = RunState::apply(run.state, to)?;
+    let from = run.state;
+    run.state = next;
+    match next {
+        RunState::Queued => {
+            run.queued_at.get_or_insert(at);
+        }
+        RunState::Running | RunState::Blocked => {
+            run.queued_at.get_or_insert(at);
+            run.started_at.get_or_insert(at);
+        }
+        s if s.is_terminal() => {
+            run.finished_at = Some(at);
+            run.next_dispatch_at = None;
+            run.next_poll_at = None;
+            run.lease_owner = None;
+            run.lease_until = None;
+        }
+        _ => {}
+    }
+    Some(from)
+}
+
+async fn check_ref_free(tx: &mut dyn Tx, run: &RunRecord, r: &ProviderRunRef) -> StoreResult<()> {
+    if let Some(owner) = tx.ref_owner(&run.target, &r.id, r.attempt).await?
+        && owner != run.id
+    {
+        return Err(StoreError::Conflict {
+            what: format!(
+                "provider build {} (attempt {}) of target {} belongs to run {owner}",
+                r.id, r.attempt, run.target
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn state_event(from: RunState, run: &RunRecord, extra: Value) -> Value {
+    json!({"from": from.as_str(), "to": run.state.as_str(), "detail": extra})
+}
+
+pub(crate) async fn record_dispatch(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    owner: &str,
+    outcome: &DispatchOutcome,
+    now: DateTime<Utc>,
+) -> StoreResult<RunUpdate> {
+    let mut run = locked(tx, run_id).await?;
+    check_owner(&run, owner)?;
+    if run.state.is_terminal() {
+        return Err(StoreError::Conflict { what: format!("run {run_id} is already {}", run.state) });
+    }
+    run.lease_owner = None;
+    run.lease_until = None;
+    run.updated_at = now;
+    let (kind, data, moved_from) = match outcome {
+        DispatchOutcome::Started { run_ref, next_poll_at } => {
+            check_ref_free(tx, &run, run_ref).await?;
+            run.provider_ref = Some(run_ref.clone());
+            run.unconfirmed = false;
+            run.next_dispatch_at = None;
+            run.next_poll_at = Some(*next_poll_at);
+            let from = move_state(&mut run, RunState::Queued, now);
+            (event_kind::DISPATCHED, json!({"outcome": "started", "provider_ref": run_ref}), from)
+        }
+        DispatchOutcome::Unconfirmed { sent_at, deadline, next_poll_at } => {
+            run.unconfirmed = true;
+            run.sent_at = Some(*sent_at);
+            run.confirm_deadline = Some(*deadline);
+            run.next_dispatch_at = None;
+            run.next_poll_at = Some(*next_poll_at);
+            let from = move_state(&mut run, RunState::Queued, now);
+            (event_kind::DISPATCHED, json!({"outcome": "unconfirmed", "sent_at": sent_at, "deadline": deadline}), from)
+        }
+        DispatchOutcome::NothingToRun { message } => {
+            run.message = Some(message.clone());
+            let from = move_state(&mut run, RunState::Skipped, now);
+            (event_kind::DISPATCHED, json!({"outcome": "nothing_to_run", "message": message}), from)
+        }
+        DispatchOutcome::Refused { message } => {
+            run.message = Some(message.clone());
+            let from = move_state(&mut run, RunState::Error, now);
+            (event_kind::DISPATCHED, json!({"outcome": "refused", "message": message}), from)
+        }
+        DispatchOutcome::RetryAt { at, reason } => {
+            if run.cancel_requested && run.provider_ref.is_none() && !run.unconfirmed {
+                // Nothing was sent, so the requested cancel can complete without the provider.
+                run.message = Some("canceled before dispatch".into());
+                let from = move_state(&mut run, RunState::Canceled, now);
+                (event_kind::STATE_CHANGED, json!({"reason": "canceled before dispatch", "retry_reason": reason}), from)
+            } else {
+                run.next_dispatch_at = Some(*at);
+                (event_kind::DISPATCH_RETRY, json!({"at": at, "reason": reason}), None)
+            }
+        }
+    };
+    tx.update_run(&run).await?;
+    let data = match moved_from {
+        Some(from) => state_event(from, &run, data),
+        None => data,
+    };
+    tx.insert_event(EventRow { run: &run, kind, data, created_at: now }).await?;
+    Ok(RunUpdate { run, moved_from, stale: false })
+}
+
+pub(crate) async fn adopt(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    run_ref: &ProviderRunRef,
+    now: DateTime<Utc>,
+) -> StoreResult<RunUpdate> {
+    let mut run = locked(tx, run_id).await?;
+    if let Some(existing) = &run.provider_ref {
+        if existing.id == run_ref.id && existing.attempt == run_ref.attempt {
+            return Ok(RunUpdate { run, moved_from: None, stale: false });
+        }
+        return Err(StoreError::Conflict {
+            what: format!("run {run_id} already owns provider build {} (attempt {})", existing.id, existing.attempt),
+        });
+    }
+    if run.state.is_terminal() {
+        return Err(StoreError::Conflict { what: format!("run {run_id} is already {}", run.state) });
+    }
+    check_ref_free(tx, &run, run_ref).await?;
+    run.provider_ref = Some(run_ref.clone());
+    run.unconfirmed = false;
+    run.next_dispatch_at = None;
+    run.next_poll_at = Some(now);
+    run.updated_at = now;
+    let moved_from = move_state(&mut run, RunState::Queued, now);
+    tx.update_run(&run).await?;
+    tx.insert_event(EventRow {
+        run: &run,
+        kind: event_kind::ADOPTED,
+        data: json!({"provider_ref": run_ref}),
+        created_at: now,
+    })
+    .await?;
+    Ok(RunUpdate { run, moved_from, stale: false })
+}
+
+pub(crate) async fn apply_status(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    owner: &str,
+    status: &RunStatus,
+    next_poll_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> StoreResult<RunUpdate> {
+    let mut run = locked(tx, run_id).await?;
+    check_owner(&run, owner)?;
+    run.lease_owner = None;
+    run.lease_until = None;
+    run.updated_at = run.updated_at.max(now);
+    let stale = run.observed_at.is_some_and(|seen| status.observed_at < seen);
+    let mut moved_from = None;
+    if !stale && !run.state.is_terminal() {
+        run.observed_at = Some(status.observed_at);
+        run.raw_status = Some(status.raw_status.clone());
+        if status.message.is_some() {
+            run.message = status.message.clone();
+        }
+        if let (Some(url), Some(r)) = (&status.url, run.provider_ref.as_mut()) {
+            r.url = Some(url.clone());
+        }
+        let at = status.observed_at;
+        moved_from = move_state(&mut run, status.state, at);
+        if moved_from.is_some() {
+            if let Some(t) = status.started_at
+                && matches!(run.state, RunState::Running | RunState::Blocked)
+            {
+                run.started_at = Some(t);
+            }
+            if let Some(t) = status.finished_at
+                && run.state.is_terminal()
+            {
+                run.finished_at = Some(t);
+            }
+        }
+    }
+    if !run.state.is_terminal() {
+        run.next_poll_at = next_poll_at;
+    }
+    tx.update_run(&run).await?;
+    if let Some(from) = moved_from {
+        let status_json = serde_json::to_value(status).unwrap_or(Value::Null);
+        tx.insert_event(EventRow {
+            run: &run,
+            kind: event_kind::STATE_CHANGED,
+            data: state_event(from, &run, status_json),
+            created_at: now,
+        })
+        .await?;
+    }
+    Ok(RunUpdate { run, moved_from, stale })
+}
+
+pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate> {
+    let mut run = locked(tx, run_id).await?;
+    if run.state.is_terminal() {
+        return Err(StoreError::Conflict { what: format!("run {run_id} is already {}", run.state) });
+    }
+    if run.state == RunState::Canceling {
+        return Ok(RunUpdate { run, moved_from: None, stale: false });
+    }
+    run.cancel_requested = true;
+    run.updated_at = now;
+    let target = if run.state == RunState::Pending && !run.is_leased(now) && run.provider_ref.is_none() {
+        run.message = Some("canceled before dispatch".into());
+        RunState::Canceled
+    } else {
+        if run.next_dispatch_at.is_none() {
+            run.next_poll_at = Some(now);
+        }
+        RunState::Canceling
+    };
+    let moved_from = move_state(&mut run, target, now);
+    tx.update_run(&run).await?;
+    if let Some(from) = moved_from {
+        tx.insert_event(EventRow {
+            run: &run,
+            kind: event_kind::CANCEL_REQUESTED,
+            data: state_event(from, &run, Value::Null),
+            created_at: now,
+        })
+        .await?;
+    }
+    Ok(RunUpdate { run, moved_from, stale: false })
+}
+
+pub(crate) async fn set_state(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    state: RunState,
+    message: Option<&str>,
+    kind: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<RunUpdate> {
+    let mut run = locked(tx, run_id).await?;
+    let moved_from = move_state(&mut run, state, now);
+    if let Some(from) = moved_from {
+        if let Some(m) = message {
+            run.message = Some(m.to_string());
+        }
+        run.updated_at = now;
+        tx.update_run(&run).await?;
+        tx.insert_event(EventRow {
+            run: &run,
+            kind,
+            data: state_event(from, &run, json!({"message": message})),
+            created_at: now,
+        })
+        .await?;
+    }
+    Ok(RunUpdate { run, moved_from, stale: false })
+}
+
+pub(crate) async fn append_event(tx: &mut dyn Tx, e: &NewEvent) -> StoreResult<EventRecord> {
+    if e.kind.is_empty() {
+        return Err(StoreError::Invalid { field: "kind", message: "must not be empty".into() });
+    }
+    let run = locked(tx, &e.run_id).await?;
+    tx.insert_event(EventRow { run: &run, kind: &e.kind, data: e.data.clone(), created_at: e.created_at }).await
+}
+
+/// Cursor of `list_runs`: the last row's creation time (µs) and id.
+pub(crate) fn encode_cursor(run: &RunRecord) -> String {
+    format!("{}.{}", run.created_at.timestamp_micros(), run.id)
+}
+
+/// The inverse of [`encode_cursor`].
+pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<(DateTime<Utc>, String)> {
+    let bad = || StoreError::Invalid { field: "cursor", message: "not a cursor returned by a previous page".into() };
+    let (micros, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    if id.is_empty() {
+        return Err(bad());
+    }
+    Ok((DateTime::from_timestamp_micros(micros).ok_or_else(bad)?, id.to_string()))
+}
+
+/// Check a page size.
+pub(crate) fn check_limit(limit: u32) -> StoreResult<i64> {
+    if !(1..=1000).contains(&limit) {
+        return Err(StoreError::Invalid { field: "limit", message: format!("must be 1 to 1000, got {limit}") });
+    }
+    Ok(i64::from(limit))
+}

@@ -1,0 +1,919 @@
+//! The behaviour suite, written once against `Arc<dyn Store>` and instantiated per backend in
+//! `tests/store.rs`.
+
+#![allow(unreachable_pub)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use cigw_core::config::{DatabaseSettings, RetentionSettings};
+use cigw_core::{GitRef, ParamValue, Parameters, ProviderKind, ProviderRunRef, RunState, RunStatus};
+use cigw_store::*;
+use futures::StreamExt;
+use serde_json::json;
+
+/// What a suite test gets: a migrated, empty store, and the settings to open another handle
+/// on the same database (a second replica or process).
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub settings: DatabaseSettings,
+}
+
+impl Ctx {
+    pub async fn another(&self) -> Arc<dyn Store> {
+        cigw_store::open(&self.settings).await.expect("open a second handle")
+    }
+}
+
+pub fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+pub fn id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub fn params() -> Parameters {
+    let mut p = Parameters::new();
+    p.insert("env", ParamValue::String("staging".into()), false);
+    p.insert("deploy_key", ParamValue::String("s3cr3t-value".into()), true);
+    p.insert("retries", ParamValue::Int(3), false);
+    p
+}
+
+pub fn new_run(target: &str, at: DateTime<Utc>) -> NewRun {
+    NewRun {
+        id: id(),
+        target: target.into(),
+        provider: ProviderKind::Circleci,
+        account: "main".into(),
+        git_ref: GitRef::branch("main").with_sha("abcdef1"),
+        parameters: params(),
+        chain_parent: None,
+        rerun_of: None,
+        rerun_failed_only: false,
+        dispatch_at: at,
+    }
+}
+
+pub fn new_trigger(targets: &[&str], at: DateTime<Utc>) -> NewTrigger {
+    NewTrigger {
+        id: id(),
+        source: "api".into(),
+        requested_by: "token-ci".into(),
+        request: json!({"targets": targets, "ref": {"branch": "main"}}),
+        labels: json!({"team": "web"}),
+        created_at: at,
+        runs: targets.iter().map(|tg| new_run(tg, at)).collect(),
+        idempotency: None,
+        chain_firing: None,
+    }
+}
+
+pub async fn create(store: &Arc<dyn Store>, trigger: NewTrigger) -> TriggerRecord {
+    match store.create_trigger(trigger).await.expect("create_trigger") {
+        CreateOutcome::Created(t) => t,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+/// One pending run of target `a`, created at `t(0)`.
+async fn one_run(store: &Arc<dyn Store>) -> RunRecord {
+    create(store, new_trigger(&["a"], t(0))).await.runs.remove(0)
+}
+
+/// A run dispatched (queued, provider build `build`) and not leased.
+async fn dispatched(store: &Arc<dyn Store>, build: &str) -> RunRecord {
+    let run = one_run(store).await;
+    let claimed = store.claim_dispatch("d", t(1), t(61), 10).await.unwrap();
+    assert!(claimed.iter().any(|r| r.id == run.id));
+    let outcome = DispatchOutcome::Started { run_ref: ProviderRunRef::new(build), next_poll_at: t(5) };
+    store.record_dispatch(&run.id, "d", outcome, t(2)).await.unwrap().run
+}
+
+fn status(state: RunState, raw: &str, at: DateTime<Utc>) -> RunStatus {
+    let mut s = RunStatus::new(state, raw);
+    s.observed_at = at;
+    s
+}
+
+async fn events_of(store: &Arc<dyn Store>, run_id: &str) -> Vec<EventRecord> {
+    let filter = EventFilter { run_id: Some(run_id.into()), ..Default::default() };
+    store.events_after(0, &filter, 1000).await.unwrap()
+}
+
+fn is_conflict(e: &StoreError) -> bool {
+    matches!(e, StoreError::Conflict { .. })
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub async fn create_trigger_stores_everything(ctx: Ctx) {
+    let s = &ctx.store;
+    let trig = new_trigger(&["a", "b"], t(0));
+    let created = create(s, trig.clone()).await;
+    assert_eq!(created.runs.len(), 2);
+    let stored = s.get_trigger(&trig.id).await.unwrap();
+    assert_eq!(stored, created, "what create_trigger returns is what is stored");
+    assert_eq!(stored.source, "api");
+    assert_eq!(stored.request, trig.request);
+    assert_eq!(stored.labels, json!({"team": "web"}));
+    for (run, new) in stored.runs.iter().zip(&trig.runs) {
+        assert_eq!(run.id, new.id);
+        assert_eq!(run.trigger_id, trig.id);
+        assert_eq!(run.state, RunState::Pending);
+        assert_eq!(run.provider, ProviderKind::Circleci);
+        assert_eq!(run.git_ref, GitRef::branch("main").with_sha("abcdef1"));
+        assert_eq!(run.parameters, params(), "secrets are stored so the run can be dispatched");
+        assert_eq!(run.requested_by, "token-ci");
+        assert_eq!(run.next_dispatch_at, Some(t(0)));
+        assert_eq!(run.dispatch_attempts, 0);
+        assert!(!format!("{run:?}").contains("s3cr3t-value"), "Debug masks secret parameters");
+        let events = events_of(s, &run.id).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, event_kind::CREATED);
+        assert_eq!(events[0].state, RunState::Pending);
+        assert_eq!(events[0].trigger_id, trig.id);
+        assert_eq!(events[0].data["parameters"]["deploy_key"], "***", "events carry masked parameters");
+        assert_eq!(events[0].data["parameters"]["env"], "staging");
+    }
+    assert_eq!(s.runs_of_trigger(&trig.id).await.unwrap(), stored.runs);
+    assert_eq!(s.get_run(&trig.runs[1].id).await.unwrap(), stored.runs[1]);
+}
+
+pub async fn bad_input_and_missing_rows(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut empty = new_trigger(&["a"], t(0));
+    empty.runs.clear();
+    match s.create_trigger(empty).await {
+        Err(StoreError::Invalid { field: "runs", .. }) => {}
+        other => panic!("expected Invalid runs, got {other:?}"),
+    }
+    assert!(matches!(s.get_run("nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(s.get_trigger("nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(s.request_cancel("nope", t(0)).await, Err(StoreError::NotFound { .. })));
+    let page = s.list_runs(&RunFilter { limit: 0, ..Default::default() }, None).await;
+    assert!(matches!(page, Err(StoreError::Invalid { field: "limit", .. })));
+    let page = s.list_runs(&RunFilter::default(), Some("garbage")).await;
+    assert!(matches!(page, Err(StoreError::Invalid { field: "cursor", .. })));
+    // A duplicate trigger id is a conflict and leaves nothing half-written.
+    let trig = new_trigger(&["a"], t(0));
+    create(s, trig.clone()).await;
+    let mut dup = new_trigger(&["b"], t(1));
+    dup.id = trig.id.clone();
+    let run_id = dup.runs[0].id.clone();
+    assert!(is_conflict(&s.create_trigger(dup).await.unwrap_err()));
+    assert!(matches!(s.get_run(&run_id).await, Err(StoreError::NotFound { .. })));
+    s.ping().await.unwrap();
+    assert!(s.describe().starts_with(s.backend().as_str()));
+}
+
+pub async fn idempotency_keys(ctx: Ctx) {
+    let s = &ctx.store;
+    let key = |fingerprint: serde_json::Value, expires: DateTime<Utc>| IdempotencyKey {
+        scope: "token-1".into(),
+        key: "k-1".into(),
+        fingerprint,
+        response: json!({"answer": 1}),
+        expires_at: expires,
+    };
+    let mut first = new_trigger(&["a"], t(0));
+    first.idempotency = Some(key(json!({"a": 1, "b": [1, 2]}), t(100)));
+    let first = create(s, first).await;
+
+    // Equal body (as JSON: key order does not matter) → replay, nothing stored.
+    let mut again = new_trigger(&["a"], t(10));
+    again.idempotency = Some(key(json!({"b": [1, 2], "a": 1}), t(110)));
+    let again_run = again.runs[0].id.clone();
+    assert_eq!(
+        s.create_trigger(again).await.unwrap(),
+        CreateOutcome::Replayed { trigger_id: first.id.clone(), response: json!({"answer": 1}) }
+    );
+    assert!(matches!(s.get_run(&again_run).await, Err(StoreError::NotFound { .. })));
+
+    // Different body → conflict.
+    let mut other = new_trigger(&["a"], t(20));
+    other.idempotency = Some(key(json!({"a": 2}), t(120)));
+    assert_eq!(s.create_trigger(other).await.unwrap(), CreateOutcome::KeyConflict { trigger_id: first.id.clone() });
+
+    // Same key under another token's scope is independent.
+    let mut scoped = new_trigger(&["a"], t(30));
+    scoped.idempotency = Some(IdempotencyKey { scope: "token-2".into(), ..key(json!({"a": 2}), t(130)) });
+    create(s, scoped).await;
+
+    // Expired (at t(100)) → treated as absent and replaced by the new one.
+    let mut late = new_trigger(&["a"], t(100));
+    late.idempotency = Some(key(json!({"a": 3}), t(200)));
+    let late = create(s, late).await;
+    let mut replay_late = new_trigger(&["a"], t(150));
+    replay_late.idempotency = Some(key(json!({"a": 3}), t(250)));
+    assert_eq!(
+        s.create_trigger(replay_late).await.unwrap(),
+        CreateOutcome::Replayed { trigger_id: late.id, response: json!({"answer": 1}) }
+    );
+}
+
+pub async fn concurrent_same_key_creates_once(ctx: Ctx) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = ctx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut trig = new_trigger(&["a"], t(0));
+            trig.idempotency = Some(IdempotencyKey {
+                scope: "tok".into(),
+                key: "same".into(),
+                fingerprint: json!({"x": 1}),
+                response: json!({"trigger": trig.id}),
+                expires_at: t(1000),
+            });
+            s.create_trigger(trig).await.unwrap()
+        }));
+    }
+    let mut created = 0;
+    let mut replayed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            CreateOutcome::Created(_) => created += 1,
+            CreateOutcome::Replayed { .. } => replayed += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((created, replayed), (1, 7));
+    let page = ctx.store.list_runs(&RunFilter::default(), None).await.unwrap();
+    assert_eq!(page.runs.len(), 1);
+}
+
+pub async fn claim_dispatch_leases(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = one_run(s).await;
+    let mut later = new_trigger(&["b"], t(0));
+    later.runs[0].dispatch_at = t(50);
+    let later = create(s, later).await.runs.remove(0);
+
+    let claimed = s.claim_dispatch("d1", t(1), t(31), 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![run.id.clone()], "not yet due runs wait");
+    assert_eq!(claimed[0].dispatch_attempts, 1);
+    assert_eq!(claimed[0].lease_owner.as_deref(), Some("d1"));
+    assert_eq!(claimed[0].lease_until, Some(t(31)));
+
+    assert!(s.claim_dispatch("d2", t(10), t(40), 10).await.unwrap().is_empty(), "a held lease is skipped");
+    // d1 crashed: after its lease ends, d2 gets the run and sees a second attempt.
+    let reclaimed = s.claim_dispatch("d2", t(60), t(90), 10).await.unwrap();
+    let ids: Vec<_> = reclaimed.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, vec![run.id.clone(), later.id.clone()], "oldest due first");
+    assert_eq!(reclaimed[0].dispatch_attempts, 2);
+    // The crashed owner can no longer record anything.
+    let stale = s.record_dispatch(&run.id, "d1", DispatchOutcome::Refused { message: "x".into() }, t(61)).await;
+    assert!(is_conflict(&stale.unwrap_err()));
+    assert_eq!(s.get_run(&run.id).await.unwrap().state, RunState::Pending);
+    assert_eq!(s.release_leases("d2").await.unwrap(), 2);
+    assert!(s.get_run(&run.id).await.unwrap().lease_owner.is_none());
+    assert_eq!(s.claim_dispatch("d3", t(61), t(91), 1).await.unwrap().len(), 1, "limit is honoured");
+}
+
+pub async fn concurrent_claimers_never_share(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut all = BTreeSet::new();
+    for i in 0..12 {
+        let trig = create(s, new_trigger(&["a", "b", "c", "d", "e"], t(i))).await;
+        all.extend(trig.runs.into_iter().map(|r| r.id));
+    }
+    let other = ctx.another().await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = if w % 2 == 0 { s.clone() } else { other.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim_dispatch(&format!("w{w}"), t(100), t(400), 3).await.unwrap();
+                if got.is_empty() {
+                    break mine;
+                }
+                mine.extend(got.into_iter().map(|r| r.id));
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.extend(task.await.unwrap());
+    }
+    let unique: BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), unique.len(), "a run was claimed twice");
+    assert_eq!(unique, all, "every due run was claimed");
+}
+
+pub async fn record_dispatch_outcomes(ctx: Ctx) {
+    let s = &ctx.store;
+    let trig = create(s, new_trigger(&["a", "b", "c", "d", "e"], t(0))).await;
+    let ids: Vec<String> = trig.runs.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(s.claim_dispatch("d", t(1), t(60), 10).await.unwrap().len(), 5);
+
+    let run_ref =
+        ProviderRunRef { number: Some(42), url: Some("https://ci/p/42".into()), ..ProviderRunRef::new("p-1") };
+    let started = s
+        .record_dispatch(&ids[0], "d", DispatchOutcome::Started { run_ref: run_ref.clone(), next_poll_at: t(10) }, t(2))
+        .await
+        .unwrap();
+    assert_eq!(started.moved_from, Some(RunState::Pending));
+    let r = s.get_run(&ids[0]).await.unwrap();
+    assert_eq!(r, started.run);
+    assert_eq!(
+        (r.state, r.provider_ref.clone(), r.next_poll_at, r.queued_at),
+        (RunState::Queued, Some(run_ref), Some(t(10)), Some(t(2)))
+    );
+    assert!(r.lease_owner.is_none() && r.next_dispatch_at.is_none());
+
+    let unconfirmed = DispatchOutcome::Unconfirmed { sent_at: t(2), deadline: t(300), next_poll_at: t(20) };
+    let r = s.record_dispatch(&ids[1], "d", unconfirmed, t(3)).await.unwrap().run;
+    assert_eq!(
+        (r.state, r.unconfirmed, r.sent_at, r.confirm_deadline),
+        (RunState::Queued, true, Some(t(2)), Some(t(300)))
+    );
+
+    let r = s
+        .record_dispatch(&ids[2], "d", DispatchOutcome::NothingToRun { message: "no workflows".into() }, t(3))
+        .await
+        .unwrap()
+        .run;
+    assert_eq!((r.state, r.message.as_deref(), r.finished_at), (RunState::Skipped, Some("no workflows"), Some(t(3))));
+
+    let r = s
+        .record_dispatch(&ids[3], "d", DispatchOutcome::Refused { message: "bad branch".into() }, t(3))
+        .await
+        .unwrap()
+        .run;
+    assert_eq!((r.state, r.message.as_deref()), (RunState::Error, Some("bad branch")));
+
+    let retry = DispatchOutcome::RetryAt { at: t(30), reason: "rate limited".into() };
+    let u = s.record_dispatch(&ids[4], "d", retry, t(3)).await.unwrap();
+    assert_eq!((u.run.state, u.moved_from, u.run.next_dispatch_at), (RunState::Pending, None, Some(t(30))));
+    assert!(u.run.lease_owner.is_none());
+    assert!(s.claim_dispatch("d", t(29), t(60), 10).await.unwrap().is_empty());
+    let again = s.claim_dispatch("d", t(30), t(60), 10).await.unwrap();
+    assert_eq!((again.len(), again[0].dispatch_attempts), (1, 2));
+
+    // Each outcome wrote exactly one event after `created`.
+    let kinds: Vec<Vec<String>> = futures::future::join_all(ids.iter().map(|id| events_of(s, id)))
+        .await
+        .into_iter()
+        .map(|evs| evs.into_iter().map(|e| e.kind).collect())
+        .collect();
+    for k in &kinds[..4] {
+        assert_eq!(k, &vec!["created".to_string(), "dispatched".to_string()]);
+    }
+    assert_eq!(kinds[4], vec!["created".to_string(), "dispatch_retry".to_string()]);
+    let ev = events_of(s, &ids[0]).await.pop().unwrap();
+    assert_eq!(
+        (ev.state, ev.data["from"].as_str(), ev.data["to"].as_str()),
+        (RunState::Queued, Some("pending"), Some("queued"))
+    );
+    // A terminal run cannot be dispatched again.
+    assert!(s.record_dispatch(&ids[2], "d", DispatchOutcome::Refused { message: "x".into() }, t(4)).await.is_err());
+}
+
+pub async fn adoption_is_unique(ctx: Ctx) {
+    let s = &ctx.store;
+    let first = dispatched(s, "build-1").await;
+    assert_eq!(s.provider_ref_owner("a", "build-1", 1).await.unwrap(), Some(first.id.clone()));
+    assert_eq!(s.provider_ref_owner("a", "build-1", 2).await.unwrap(), None);
+    assert_eq!(s.provider_ref_owner("other", "build-1", 1).await.unwrap(), None);
+
+    // An unconfirmed run cannot adopt a build another run owns; it can adopt a free one.
+    let trig = create(s, new_trigger(&["a"], t(0))).await;
+    let run = &trig.runs[0];
+    s.claim_dispatch("d", t(1), t(60), 10).await.unwrap();
+    let unconfirmed = DispatchOutcome::Unconfirmed { sent_at: t(1), deadline: t(300), next_poll_at: t(20) };
+    s.record_dispatch(&run.id, "d", unconfirmed, t(2)).await.unwrap();
+    assert!(is_conflict(&s.adopt(&run.id, ProviderRunRef::new("build-1"), t(3)).await.unwrap_err()));
+    let adopted = s.adopt(&run.id, ProviderRunRef::new("build-2"), t(3)).await.unwrap().run;
+    assert!(!adopted.unconfirmed);
+    assert_eq!(adopted.next_poll_at, Some(t(3)));
+    assert_eq!(
+        s.adopt(&run.id, ProviderRunRef::new("build-2"), t(4)).await.unwrap().run.provider_ref,
+        adopted.provider_ref
+    );
+    assert!(is_conflict(&s.adopt(&run.id, ProviderRunRef::new("build-3"), t(4)).await.unwrap_err()));
+    assert_eq!(events_of(s, &run.id).await.last().unwrap().kind, event_kind::ADOPTED);
+    // A second attempt of the same build is a different key (a Codeship restart).
+    let third = one_run(s).await;
+    let attempt2 = ProviderRunRef { attempt: 2, ..ProviderRunRef::new("build-1") };
+    s.adopt(&third.id, attempt2, t(5)).await.unwrap();
+
+    // Two adopters of one build at once: exactly one conflict, from any handle.
+    let other = ctx.another().await;
+    let a = one_run(s).await;
+    let b = one_run(s).await;
+    let (ra, rb) = tokio::join!(
+        s.adopt(&a.id, ProviderRunRef::new("build-9"), t(6)),
+        other.adopt(&b.id, ProviderRunRef::new("build-9"), t(6)),
+    );
+    let conflicts = [&ra, &rb].iter().filter(|r| r.as_ref().is_err_and(is_conflict)).count();
+    let oks = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+    assert_eq!((oks, conflicts), (1, 1), "{ra:?} / {rb:?}");
+    let owner = s.provider_ref_owner("a", "build-9", 1).await.unwrap().unwrap();
+    assert!(owner == a.id || owner == b.id);
+
+    // record_dispatch(Started) with an owned build is refused the same way.
+    let c = one_run(s).await;
+    s.claim_dispatch("d", t(7), t(60), 10).await.unwrap();
+    let taken = DispatchOutcome::Started { run_ref: ProviderRunRef::new("build-9"), next_poll_at: t(8) };
+    assert!(is_conflict(&s.record_dispatch(&c.id, "d", taken, t(7)).await.unwrap_err()));
+    assert_eq!(s.get_run(&c.id).await.unwrap().state, RunState::Pending);
+}
+
+pub async fn tracking_applies_forward_only(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = dispatched(s, "b-1").await;
+    assert!(s.claim_poll("t", t(4), t(34), 10).await.unwrap().is_empty(), "not due before next_poll_at");
+    let pending = one_run(s).await;
+    let claimed = s.claim_poll("t", t(5), t(35), 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![run.id.clone()],
+        "only dispatched runs are polled"
+    );
+    assert!(s.claim_poll("t2", t(6), t(36), 10).await.unwrap().is_empty(), "leased");
+    assert!(is_conflict(
+        &s.apply_status(&run.id, "t2", &status(RunState::Running, "running", t(6)), Some(t(9))).await.unwrap_err()
+    ));
+
+    let mut running = status(RunState::Running, "running", t(6));
+    running.started_at = Some(t(5));
+    let u = s.apply_status(&run.id, "t", &running, Some(t(16))).await.unwrap();
+    assert_eq!(u.moved_from, Some(RunState::Queued));
+    assert!(!u.stale);
+    let r = s.get_run(&run.id).await.unwrap();
+    assert_eq!(r, u.run);
+    assert_eq!(
+        (r.state, r.raw_status.as_deref(), r.started_at, r.observed_at),
+        (RunState::Running, Some("running"), Some(t(5)), Some(t(6)))
+    );
+    assert_eq!((r.next_poll_at, r.lease_owner.clone()), (Some(t(16)), None));
+    let ev = events_of(s, &run.id).await.pop().unwrap();
+    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::STATE_CHANGED, RunState::Running));
+    assert_eq!(ev.data["detail"]["raw_status"], "running");
+
+    // An older observation is dropped; a backward move is not a move; both keep polling.
+    s.claim_poll("t", t(16), t(46), 10).await.unwrap();
+    let old = s.apply_status(&run.id, "t", &status(RunState::Succeeded, "success", t(4)), Some(t(20))).await.unwrap();
+    assert!(old.stale);
+    assert_eq!((old.run.state, old.moved_from), (RunState::Running, None));
+    s.claim_poll("t", t(20), t(50), 10).await.unwrap();
+    let back = s.apply_status(&run.id, "t", &status(RunState::Queued, "queued", t(20)), Some(t(30))).await.unwrap();
+    assert_eq!((back.run.state, back.moved_from, back.stale), (RunState::Running, None, false));
+    assert_eq!(events_of(s, &run.id).await.len(), 3, "created, dispatched, one state change");
+
+    s.claim_poll("t", t(30), t(60), 10).await.unwrap();
+    let mut done = status(RunState::Failed, "failed", t(31));
+    done.finished_at = Some(t(29));
+    done.message = Some("tests failed".into());
+    let u = s.apply_status(&run.id, "t", &done, Some(t(40))).await.unwrap();
+    assert_eq!(u.moved_from, Some(RunState::Running));
+    assert_eq!((u.run.state, u.run.finished_at, u.run.next_poll_at), (RunState::Failed, Some(t(29)), None));
+    assert_eq!(u.run.message.as_deref(), Some("tests failed"));
+    assert!(s.claim_poll("t", t(100), t(130), 10).await.unwrap().is_empty(), "terminal runs are not polled");
+    s.poll_now(&run.id, t(101)).await.unwrap();
+    assert_eq!(s.get_run(&run.id).await.unwrap().next_poll_at, None, "poll_now leaves ended runs alone");
+    assert_eq!(s.get_run(&pending.id).await.unwrap().next_poll_at, None);
+}
+
+pub async fn poll_now_and_unconfirmed_runs(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = dispatched(s, "b-1").await;
+    s.poll_now(&run.id, t(3)).await.unwrap();
+    assert_eq!(s.claim_poll("t", t(3), t(33), 10).await.unwrap().len(), 1);
+    assert!(matches!(s.poll_now("missing", t(3)).await, Err(StoreError::NotFound { .. })));
+
+    let un = one_run(s).await;
+    s.claim_dispatch("d", t(4), t(60), 10).await.unwrap();
+    s.record_dispatch(
+        &un.id,
+        "d",
+        DispatchOutcome::Unconfirmed { sent_at: t(4), deadline: t(10), next_poll_at: t(5) },
+        t(4),
+    )
+    .await
+    .unwrap();
+    let due = s.claim_poll("t", t(5), t(35), 10).await.unwrap();
+    assert_eq!(due.iter().filter(|r| r.id == un.id).count(), 1, "unconfirmed runs are tracked for correlation");
+    // Past its deadline the gateway ends it.
+    let u = s
+        .set_state(&un.id, RunState::Error, Some("accepted but no build appeared".into()), event_kind::ERROR, t(11))
+        .await
+        .unwrap();
+    assert_eq!((u.run.state, u.moved_from), (RunState::Error, Some(RunState::Queued)));
+    assert!(u.run.lease_owner.is_none() && u.run.next_poll_at.is_none());
+    assert_eq!(u.run.message.as_deref(), Some("accepted but no build appeared"));
+    let ev = events_of(s, &un.id).await.pop().unwrap();
+    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::ERROR, RunState::Error));
+    // The machine refuses moves out of a terminal state: nothing changes, no event.
+    let refused = s.set_state(&un.id, RunState::Running, None, event_kind::STATE_CHANGED, t(12)).await.unwrap();
+    assert_eq!((refused.run.state, refused.moved_from), (RunState::Error, None));
+    assert_eq!(events_of(s, &un.id).await.len(), 3);
+}
+
+pub async fn cancel_requests(ctx: Ctx) {
+    let s = &ctx.store;
+    // Pending, not being dispatched: canceled at once, never dispatched.
+    let pending = one_run(s).await;
+    let u = s.request_cancel(&pending.id, t(1)).await.unwrap();
+    assert_eq!(
+        (u.run.state, u.moved_from, u.run.cancel_requested),
+        (RunState::Canceled, Some(RunState::Pending), true)
+    );
+    assert!(s.claim_dispatch("d", t(2), t(60), 10).await.unwrap().is_empty());
+    let ev = events_of(s, &pending.id).await.pop().unwrap();
+    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::CANCEL_REQUESTED, RunState::Canceled));
+    assert!(is_conflict(&s.request_cancel(&pending.id, t(3)).await.unwrap_err()), "terminal");
+
+    // Queued at the provider: canceling, due for a poll so the gateway cancels there.
+    let queued = dispatched(s, "b-1").await;
+    let u = s.request_cancel(&queued.id, t(3)).await.unwrap();
+    assert_eq!((u.run.state, u.run.cancel_requested, u.run.next_poll_at), (RunState::Canceling, true, Some(t(3))));
+    let again = s.request_cancel(&queued.id, t(4)).await.unwrap();
+    assert_eq!((again.run.state, again.moved_from), (RunState::Canceling, None));
+    s.claim_poll("t", t(4), t(34), 10).await.unwrap();
+    let u = s.apply_status(&queued.id, "t", &status(RunState::Canceled, "canceled", t(5)), Some(t(9))).await.unwrap();
+    assert_eq!(u.run.state, RunState::Canceled);
+
+    // Pending but being dispatched: canceling; a dispatch that did not send ends it canceled,
+    // one that did send keeps it canceling with the build recorded.
+    let racing = one_run(s).await;
+    let other = one_run(s).await;
+    s.claim_dispatch("d", t(6), t(60), 10).await.unwrap();
+    assert_eq!(s.request_cancel(&racing.id, t(7)).await.unwrap().run.state, RunState::Canceling);
+    assert_eq!(s.request_cancel(&other.id, t(7)).await.unwrap().run.state, RunState::Canceling);
+    let u = s
+        .record_dispatch(&racing.id, "d", DispatchOutcome::RetryAt { at: t(20), reason: "429".into() }, t(8))
+        .await
+        .unwrap();
+    assert_eq!((u.run.state, u.run.next_dispatch_at), (RunState::Canceled, None));
+    let started = DispatchOutcome::Started { run_ref: ProviderRunRef::new("b-2"), next_poll_at: t(9) };
+    let u = s.record_dispatch(&other.id, "d", started, t(8)).await.unwrap();
+    assert_eq!((u.run.state, u.run.cancel_requested), (RunState::Canceling, true));
+    assert_eq!(u.run.provider_ref.map(|r| r.id).as_deref(), Some("b-2"));
+}
+
+pub async fn reruns(ctx: Ctx) {
+    let s = &ctx.store;
+    let original = dispatched(s, "b-1").await;
+    let mut rerun = new_run("a", t(10));
+    rerun.rerun_of = Some(original.id.clone());
+    rerun.rerun_failed_only = true;
+    let created = s.create_rerun(&original.trigger_id, rerun.clone(), t(10)).await.unwrap();
+    assert_eq!(
+        (created.state, created.rerun_of.as_deref(), created.rerun_failed_only),
+        (RunState::Pending, Some(original.id.as_str()), true)
+    );
+    assert_eq!(created.requested_by, original.requested_by);
+    let runs = s.runs_of_trigger(&original.trigger_id).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![original.id.clone(), created.id.clone()]);
+    let ev = events_of(s, &original.id).await.pop().unwrap();
+    assert_eq!((ev.kind.as_str(), ev.data["rerun_id"].as_str()), (event_kind::RERUN, Some(created.id.as_str())));
+    assert_eq!(events_of(s, &created.id).await[0].kind, event_kind::CREATED);
+
+    let mut orphan = new_run("a", t(11));
+    assert!(matches!(
+        s.create_rerun(&original.trigger_id, orphan.clone(), t(11)).await,
+        Err(StoreError::Invalid { field: "rerun_of", .. })
+    ));
+    orphan.rerun_of = Some(original.id.clone());
+    assert!(matches!(s.create_rerun("no-trigger", orphan, t(11)).await, Err(StoreError::NotFound { .. })));
+}
+
+pub async fn events_read_and_append(ctx: Ctx) {
+    let s = &ctx.store;
+    let t1 = create(s, new_trigger(&["a", "b"], t(0))).await;
+    let t2 = create(s, new_trigger(&["a"], t(1))).await;
+    let all = s.events_after(0, &EventFilter::default(), 100).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(s.last_event_id().await.unwrap(), all[2].id);
+    let by_target =
+        s.events_after(0, &EventFilter { target: Some("a".into()), ..Default::default() }, 100).await.unwrap();
+    assert_eq!(by_target.len(), 2);
+    let by_trigger =
+        s.events_after(0, &EventFilter { trigger_id: Some(t1.id.clone()), ..Default::default() }, 100).await.unwrap();
+    assert_eq!(by_trigger.len(), 2);
+    let after = s.events_after(all[0].id, &EventFilter::default(), 1).await.unwrap();
+    assert_eq!(after, vec![all[1].clone()], "after_id and limit");
+
+    let run = &t2.runs[0];
+    let appended = s
+        .append_event(NewEvent {
+            run_id: run.id.clone(),
+            kind: "approved".into(),
+            data: json!({"by": "qa"}),
+            created_at: t(5),
+        })
+        .await
+        .unwrap();
+    assert!(appended.id > all[2].id);
+    assert_eq!(
+        (appended.state, appended.target.as_str(), appended.trigger_id.as_str()),
+        (RunState::Pending, "a", t2.id.as_str())
+    );
+    assert_eq!(appended.created_at, t(5));
+    let by_state = s
+        .events_after(
+            0,
+            &EventFilter { state: Some(RunState::Pending), run_id: Some(run.id.clone()), ..Default::default() },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_state.last(), Some(&appended));
+    let missing =
+        s.append_event(NewEvent { run_id: "nope".into(), kind: "x".into(), data: json!(null), created_at: t(5) }).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+pub async fn events_never_skip_under_concurrent_writers(ctx: Ctx) {
+    let done_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader_store = ctx.store.clone();
+    let flag = done_flag.clone();
+    let reader = tokio::spawn(async move {
+        let mut last = 0;
+        let mut seen = Vec::new();
+        loop {
+            let finished = flag.load(std::sync::atomic::Ordering::SeqCst);
+            let batch = reader_store.events_after(last, &EventFilter::default(), 1000).await.unwrap();
+            for e in &batch {
+                seen.push(e.id);
+                last = e.id;
+            }
+            if finished && batch.is_empty() {
+                break seen;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let other = ctx.another().await;
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let store = if w % 2 == 0 { ctx.store.clone() } else { other.clone() };
+        writers.push(tokio::spawn(async move {
+            for i in 0..15 {
+                let trig = create(&store, new_trigger(&["a", "b"], t(i))).await;
+                store
+                    .append_event(NewEvent {
+                        run_id: trig.runs[0].id.clone(),
+                        kind: "note".into(),
+                        data: json!({"w": w}),
+                        created_at: t(i),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    done_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    let all: Vec<i64> =
+        ctx.store.events_after(0, &EventFilter::default(), 1000).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(all.len(), 6 * 15 * 3);
+    assert_eq!(seen, all, "the tailing reader saw every event id, in order");
+}
+
+pub async fn list_runs_pages(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let target = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(create(s, new_trigger(&[target], t(i))).await.runs.remove(0).id);
+    }
+    // Two runs created at the same instant still page without loss.
+    let twins = create(s, new_trigger(&["even", "odd"], t(7))).await;
+    ids.extend(twins.runs.iter().map(|r| r.id.clone()));
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s.list_runs(&RunFilter { limit: 3, ..Default::default() }, cursor.as_deref()).await.unwrap();
+        seen.extend(page.runs.iter().map(|r| (r.created_at, r.id.clone())));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 9);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, strictly");
+    assert_eq!(seen.iter().map(|(_, id)| id.clone()).collect::<HashSet<_>>(), ids.iter().cloned().collect());
+
+    let even = s.list_runs(&RunFilter { target: Some("even".into()), ..Default::default() }, None).await.unwrap();
+    assert_eq!(even.runs.len(), 5);
+    assert!(even.next_cursor.is_none());
+    let since = s.list_runs(&RunFilter { since: Some(t(5)), ..Default::default() }, None).await.unwrap();
+    assert_eq!(since.runs.len(), 4);
+    let of_trigger =
+        s.list_runs(&RunFilter { trigger_id: Some(twins.id.clone()), ..Default::default() }, None).await.unwrap();
+    assert_eq!(of_trigger.runs.len(), 2);
+    s.request_cancel(&ids[0], t(8)).await.unwrap();
+    let canceled =
+        s.list_runs(&RunFilter { state: Some(RunState::Canceled), ..Default::default() }, None).await.unwrap();
+    assert_eq!(canceled.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone()]);
+}
+
+pub async fn tokens(ctx: Ctx) {
+    let s = &ctx.store;
+    let token = |id: &str, name: &str, hash: &str| NewToken {
+        id: id.into(),
+        name: name.into(),
+        hash: hash.into(),
+        scopes: vec!["read".into(), "trigger:web-*".into()],
+        expires_at: Some(t(1000)),
+        allowed_origins: vec!["https://qa.example".into()],
+        rate_limit_per_minute: Some(60),
+        created_at: t(0),
+    };
+    let created = s.create_token(token("t1", "ci", "h1")).await.unwrap();
+    assert_eq!(s.find_token_by_hash("h1").await.unwrap(), Some(created.clone()));
+    assert_eq!(created.scopes, vec!["read".to_string(), "trigger:web-*".to_string()]);
+    assert!(is_conflict(&s.create_token(token("t2", "ci", "h2")).await.unwrap_err()), "live names are unique");
+    s.create_token(token("t3", "alpha", "h3")).await.unwrap();
+    assert_eq!(s.list_tokens().await.unwrap().iter().map(|t| t.name.clone()).collect::<Vec<_>>(), vec!["alpha", "ci"]);
+    s.touch_token("t1", t(50)).await.unwrap();
+    assert_eq!(s.find_token_by_hash("h1").await.unwrap().unwrap().last_used_at, Some(t(50)));
+    s.revoke_token("t1", t(60)).await.unwrap();
+    assert_eq!(s.find_token_by_hash("h1").await.unwrap(), None);
+    assert!(matches!(s.revoke_token("t1", t(61)).await, Err(StoreError::NotFound { .. })));
+    s.create_token(token("t4", "ci", "h4")).await.expect("a revoked token's name is free again");
+    assert_eq!(s.list_tokens().await.unwrap().len(), 2);
+}
+
+pub async fn deliveries_chains_and_cursors(ctx: Ctx) {
+    let s = &ctx.store;
+    assert!(s.record_delivery("hook:github", "d-1", t(0), t(100)).await.unwrap());
+    assert!(!s.record_delivery("hook:github", "d-1", t(50), t(150)).await.unwrap(), "a repeat");
+    assert!(s.record_delivery("hook:gitlab", "d-1", t(50), t(150)).await.unwrap(), "per source");
+    assert!(s.record_delivery("hook:github", "d-1", t(100), t(200)).await.unwrap(), "expired counts as new");
+    assert!(!s.record_delivery("hook:github", "d-1", t(150), t(250)).await.unwrap());
+
+    let upstream = one_run(s).await;
+    assert!(s.record_chain_firing("deploy", &upstream.id, t(1)).await.unwrap());
+    assert!(!s.record_chain_firing("deploy", &upstream.id, t(2)).await.unwrap());
+    let firing = s.chain_firing("deploy", &upstream.id).await.unwrap().unwrap();
+    assert_eq!((firing.fired_at, firing.trigger_id), (t(1), None));
+    let firing_of = ChainFiring { chain: "deploy".into(), upstream_run_id: upstream.id.clone() };
+    let mut downstream = new_trigger(&["deploy-staging"], t(3));
+    downstream.source = "chain:deploy".into();
+    downstream.runs[0].chain_parent = Some(upstream.id.clone());
+    downstream.chain_firing = Some(firing_of.clone());
+    let down = create(s, downstream).await;
+    assert_eq!(down.runs[0].chain_parent.as_deref(), Some(upstream.id.as_str()));
+    assert_eq!(s.chain_firing("deploy", &upstream.id).await.unwrap().unwrap().trigger_id, Some(down.id.clone()));
+    let mut repeat = new_trigger(&["deploy-staging"], t(4));
+    repeat.chain_firing = Some(firing_of);
+    assert_eq!(s.create_trigger(repeat).await.unwrap(), CreateOutcome::ChainAlreadyFired { trigger_id: down.id });
+    assert_eq!(s.chain_firing("other", &upstream.id).await.unwrap(), None);
+
+    assert_eq!(s.load_cursor("chains").await.unwrap(), None);
+    s.save_cursor("chains", 17).await.unwrap();
+    s.save_cursor("chains", 42).await.unwrap();
+    assert_eq!(s.load_cursor("chains").await.unwrap(), Some(42));
+}
+
+pub async fn notification_outbox(ctx: Ctx) {
+    let s = &ctx.store;
+    let n = |event_id: i64, at: i64| NewNotification {
+        notification: "cdevents".into(),
+        event_id,
+        payload: json!({"event": event_id}),
+        next_attempt_at: t(at),
+        created_at: t(0),
+    };
+    assert!(s.enqueue_notification(n(1, 0)).await.unwrap());
+    assert!(!s.enqueue_notification(n(1, 0)).await.unwrap(), "once per (notification, event)");
+    assert!(s.enqueue_notification(n(2, 10)).await.unwrap());
+    let claimed = s.claim_notifications("w1", t(1), t(31), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let row = &claimed[0];
+    assert_eq!(
+        (row.event_id, row.attempts, row.status, row.payload.clone()),
+        (1, 1, OutboxStatus::Pending, json!({"event": 1}))
+    );
+    assert!(s.claim_notifications("w2", t(2), t(32), 10).await.unwrap().is_empty(), "leased");
+    assert!(is_conflict(&s.mark_delivered(row.id, "w2", t(3)).await.unwrap_err()));
+    s.mark_failed(row.id, "w1", "HTTP 503", Some(t(20)), t(3)).await.unwrap();
+    let due = s.claim_notifications("w2", t(20), t(50), 10).await.unwrap();
+    assert_eq!(due.iter().map(|r| (r.event_id, r.attempts)).collect::<Vec<_>>(), vec![(2, 1), (1, 2)]);
+    assert_eq!(due[1].last_error.as_deref(), Some("HTTP 503"));
+    s.mark_delivered(due[1].id, "w2", t(21)).await.unwrap();
+    s.mark_failed(due[0].id, "w2", "HTTP 400", None, t(21)).await.unwrap();
+    assert!(
+        s.claim_notifications("w3", t(1000), t(1030), 10).await.unwrap().is_empty(),
+        "delivered and abandoned rows stay done"
+    );
+    assert!(matches!(s.mark_delivered(9999, "w2", t(22)).await, Err(StoreError::NotFound { .. })));
+    assert!(is_conflict(&s.mark_delivered(due[1].id, "w2", t(22)).await.unwrap_err()), "already delivered");
+    // release_leases frees outbox rows too.
+    s.enqueue_notification(n(3, 0)).await.unwrap();
+    assert_eq!(s.claim_notifications("w4", t(30), t(1000), 10).await.unwrap().len(), 1);
+    assert_eq!(s.release_leases("w4").await.unwrap(), 1);
+    assert_eq!(s.claim_notifications("w5", t(31), t(60), 10).await.unwrap().len(), 1);
+}
+
+pub async fn prune_by_retention(ctx: Ctx) {
+    let s = &ctx.store;
+    let day = 86_400;
+    let retention = RetentionSettings {
+        runs: Duration::from_secs(10 * day as u64),
+        idempotency_keys: Duration::from_secs(day as u64),
+        deliveries: Duration::from_secs(2 * day as u64),
+        outbox: Duration::from_secs(3 * day as u64),
+    };
+    // An old finished trigger (both runs terminal), an old trigger with one run still active,
+    // and a recent finished one.
+    let mut old = new_trigger(&["a", "b"], t(0));
+    old.idempotency = Some(IdempotencyKey {
+        scope: "tok".into(),
+        key: "k".into(),
+        fingerprint: json!(1),
+        response: json!(1),
+        expires_at: t(day),
+    });
+    let old = create(s, old).await;
+    for r in &old.runs {
+        s.request_cancel(&r.id, t(10)).await.unwrap();
+    }
+    let mixed = create(s, new_trigger(&["a", "b"], t(0))).await;
+    s.request_cancel(&mixed.runs[0].id, t(10)).await.unwrap();
+    let recent = create(s, new_trigger(&["a"], t(9 * day))).await;
+    s.request_cancel(&recent.runs[0].id, t(9 * day)).await.unwrap();
+    s.record_chain_firing("deploy", &old.runs[0].id, t(11)).await.unwrap();
+    s.record_delivery("hook", "old", t(0), t(day)).await.unwrap();
+    s.record_delivery("hook", "new", t(11 * day), t(12 * day)).await.unwrap();
+    s.enqueue_notification(NewNotification {
+        notification: "n".into(),
+        event_id: 1,
+        payload: json!({}),
+        next_attempt_at: t(0),
+        created_at: t(0),
+    })
+    .await
+    .unwrap();
+    let row = s.claim_notifications("w", t(0), t(30), 1).await.unwrap().remove(0);
+    s.mark_delivered(row.id, "w", t(1)).await.unwrap();
+    let events_before = s.events_after(0, &EventFilter::default(), 1000).await.unwrap().len();
+
+    let report = s.prune(t(11 * day), &retention).await.unwrap();
+    assert_eq!(
+        report,
+        PruneReport {
+            runs: 3,
+            events: 6,
+            triggers: 1,
+            idempotency_keys: 1,
+            deliveries: 1,
+            outbox: 1,
+            chain_firings: 1
+        }
+    );
+    assert!(matches!(s.get_trigger(&old.id).await, Err(StoreError::NotFound { .. })));
+    let mixed_left = s.get_trigger(&mixed.id).await.unwrap();
+    assert_eq!(mixed_left.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![mixed.runs[1].id.clone()]);
+    assert_eq!(s.get_trigger(&recent.id).await.unwrap().runs.len(), 1);
+    assert_eq!(s.events_after(0, &EventFilter::default(), 1000).await.unwrap().len(), events_before - 6);
+    assert!(s.record_delivery("hook", "old", t(11 * day), t(12 * day)).await.unwrap());
+    assert!(!s.record_delivery("hook", "new", t(11 * day), t(12 * day)).await.unwrap());
+    assert_eq!(s.prune(t(11 * day), &retention).await.unwrap(), PruneReport::default(), "idempotent");
+    // Event ids keep growing after pruning (Last-Event-ID stays meaningful).
+    let before = s.last_event_id().await.unwrap();
+    create(s, new_trigger(&["a"], t(11 * day))).await;
+    assert!(s.last_event_id().await.unwrap() > before);
+}
+
+async fn next(w: &mut futures::stream::BoxStream<'static, ()>) -> Result<Option<()>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(5), w.next()).await
+}
+
+pub async fn wakeups_follow_commits(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut wakes = s.wakeups();
+    assert_eq!(next(&mut wakes).await.expect("listening"), Some(()));
+    create(s, new_trigger(&["a"], t(0))).await;
+    assert_eq!(next(&mut wakes).await.expect("a wake-up after create_trigger"), Some(()));
+    let run = dispatched(s, "b").await;
+    while tokio::time::timeout(Duration::from_millis(200), wakes.next()).await.is_ok() {}
+    s.poll_now(&run.id, t(3)).await.unwrap();
+    assert_eq!(next(&mut wakes).await.expect("a wake-up after poll_now"), Some(()));
+}
+
+pub async fn secrets_stay_out_of_errors_and_debug(ctx: Ctx) {
+    let s = &ctx.store;
+    let trig = create(s, new_trigger(&["a"], t(0))).await;
+    let run = s.get_run(&trig.runs[0].id).await.unwrap();
+    assert_eq!(run.parameters.get("deploy_key").unwrap().value, ParamValue::String("s3cr3t-value".into()));
+    for text in [format!("{run:?}"), format!("{trig:?}"), format!("{s:?}")] {
+        assert!(!text.contains("s3cr3t-value"), "{text}");
+    }
+    let mut dup = new_trigger(&["a"], t(1));
+    dup.runs[0].id = run.id.clone();
+    let err = s.create_trigger(dup).await.unwrap_err();
+    assert!(!err.to_string().contains("s3cr3t-value"));
+}
