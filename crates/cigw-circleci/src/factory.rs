@@ -23,6 +23,16 @@ impl ProviderFactory for CircleciFactory {
         ProviderKind::Circleci
     }
 
+    fn check_target(
+        &self,
+        spec: &TargetSpec,
+        path: &str,
+        table: &serde_json::Map<String, serde_json::Value>,
+        problems: &mut Problems,
+    ) {
+        TargetConfig::parse(spec, path, table, problems);
+    }
+
     fn account(
         &self,
         name: &str,

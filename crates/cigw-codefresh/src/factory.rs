@@ -20,6 +20,16 @@ impl ProviderFactory for CodefreshFactory {
         ProviderKind::Codefresh
     }
 
+    fn check_target(
+        &self,
+        spec: &TargetSpec,
+        path: &str,
+        table: &serde_json::Map<String, serde_json::Value>,
+        problems: &mut Problems,
+    ) {
+        TargetSettings::parse(spec, path, table, problems);
+    }
+
     fn account(
         &self,
         name: &str,

@@ -21,6 +21,16 @@ impl cigw_core::provider::ProviderFactory for CodeshipFactory {
         ProviderKind::Codeship
     }
 
+    fn check_target(
+        &self,
+        spec: &TargetSpec,
+        path: &str,
+        table: &serde_json::Map<String, serde_json::Value>,
+        problems: &mut Problems,
+    ) {
+        parse_target(spec, path, table, problems);
+    }
+
     fn account(
         &self,
         name: &str,
@@ -102,19 +112,7 @@ impl cigw_core::provider::ProviderAccount for CodeshipAccount {
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) -> Option<Arc<dyn CiTarget>> {
-        let settings = TargetSettings::parse(path, table, problems);
-        if !spec.parameters.is_empty() {
-            let names: Vec<&str> = spec.parameters.iter().map(|p| p.name.as_str()).collect();
-            problems.error(
-                join(path, "parameters"),
-                format!(
-                    "a Codeship target cannot declare parameters (Codeship builds take none); remove: {}",
-                    names.join(", ")
-                ),
-            );
-            return None;
-        }
-        let settings = settings?;
+        let settings = parse_target(spec, path, table, problems)?;
         Some(self.project(spec.name.clone(), settings.project_uuid, settings.project_type))
     }
 
@@ -130,4 +128,26 @@ impl cigw_core::provider::ProviderAccount for CodeshipAccount {
         .await
         .map(|_| ())
     }
+}
+
+/// The Codeship keys of a target, refusing declared parameters (Codeship builds take none).
+fn parse_target(
+    spec: &TargetSpec,
+    path: &str,
+    table: &serde_json::Map<String, serde_json::Value>,
+    problems: &mut Problems,
+) -> Option<TargetSettings> {
+    let settings = TargetSettings::parse(path, table, problems);
+    if !spec.parameters.is_empty() {
+        let names: Vec<&str> = spec.parameters.iter().map(|p| p.name.as_str()).collect();
+        problems.error(
+            join(path, "parameters"),
+            format!(
+                "a Codeship target cannot declare parameters (Codeship builds take none); remove: {}",
+                names.join(", ")
+            ),
+        );
+        return None;
+    }
+    settings
 }

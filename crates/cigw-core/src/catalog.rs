@@ -42,27 +42,38 @@ impl Catalog {
                 }
             }
         }
-        for (name, settings) in &settings.targets {
+        for (name, target_settings) in &settings.targets {
             let path = format!("targets.{name}");
-            let spec = settings.to_spec(name, &path, problems);
+            let spec = target_settings.to_spec(name, &path, problems);
             let Some(account) = catalog.accounts.get(&(spec.provider, spec.account.clone())) else {
-                let known: Vec<&str> =
-                    catalog.accounts.keys().filter(|(k, _)| *k == spec.provider).map(|(_, n)| n.as_str()).collect();
-                let hint = if known.is_empty() {
-                    format!("no [providers.{}.*] account is configured", spec.provider)
-                } else {
-                    format!("configured {} accounts: {}", spec.provider, known.join(", "))
-                };
-                problems.error(
-                    format!("{path}.account"),
-                    format!("no account `{}` under [providers.{}] ({hint})", spec.account, spec.provider),
-                );
+                let configured = settings_accounts(settings, spec.provider).any(|n| n == spec.account);
+                if !configured {
+                    let known: Vec<&str> = settings_accounts(settings, spec.provider).collect();
+                    let hint = if known.is_empty() {
+                        format!("no [providers.{}.*] account is configured", spec.provider)
+                    } else {
+                        format!("configured {} accounts: {}", spec.provider, known.join(", "))
+                    };
+                    problems.error(
+                        format!("{path}.account"),
+                        format!("no account `{}` under [providers.{}] ({hint})", spec.account, spec.provider),
+                    );
+                }
+                // The account's own problems are reported at its path; still check the target's keys.
+                if let Some(factory) = factories.iter().find(|f| f.kind() == spec.provider) {
+                    factory.check_target(&spec, &path, &target_settings.provider_fields, problems);
+                }
                 continue;
             };
-            if let Some(target) = account.target(&spec, &path, &settings.provider_fields, problems) {
+            if let Some(target) = account.target(&spec, &path, &target_settings.provider_fields, problems) {
                 catalog.targets.insert(name.clone(), ConfiguredTarget { spec, target });
             }
         }
         catalog
     }
+}
+
+/// The account names configured for `kind`, whether or not they built.
+fn settings_accounts(settings: &Settings, kind: ProviderKind) -> impl Iterator<Item = &str> {
+    settings.providers.get(&kind).into_iter().flat_map(|m| m.keys().map(String::as_str))
 }

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use crate::capabilities::Capabilities;
-use crate::git_ref::GitRef;
 use crate::error::Result;
+use crate::git_ref::GitRef;
 use crate::provider::ProviderKind;
 use crate::run::{
     Decision, ProviderRunRef, RecentQuery, RerunOptions, RunCandidate, RunStatus, TriggerOutcome, TriggerSpec,

@@ -83,6 +83,16 @@ pub trait ProviderFactory: Send + Sync + 'static {
         table: &serde_json::Value,
         problems: &mut Problems,
     ) -> Option<Arc<dyn ProviderAccount>>;
+
+    /// Check the provider-specific keys of a target whose account could not be built (missing
+    /// or broken), so the target's own mistakes are reported too.
+    fn check_target(
+        &self,
+        spec: &TargetSpec,
+        path: &str,
+        table: &serde_json::Map<String, serde_json::Value>,
+        problems: &mut Problems,
+    );
 }
 
 /// One configured provider account: credentials, base URL, HTTP client, token cache and rate

@@ -1,0 +1,92 @@
+//! `cigw check-config`: load the layered configuration, build every account and target, and
+//! report every problem with its key path.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use cigw_core::catalog::Catalog;
+use cigw_core::config::{Problems, Settings, redact_url};
+
+use crate::providers::factories;
+
+/// Run the check and print the report; exit 0 when there are no errors.
+pub(crate) async fn run(file: Option<&Path>, online: bool) -> ExitCode {
+    let (report, ok) = check(file, online).await;
+    print!("{report}");
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// The report text and whether the configuration is usable.
+pub(crate) async fn check(file: Option<&Path>, online: bool) -> (String, bool) {
+    let mut out = String::new();
+    let mut problems = Problems::default();
+    let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults only".into());
+    let _ = writeln!(out, "configuration: {source}");
+    let settings = match Settings::load(file, &mut problems) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+            return (out, false);
+        }
+    };
+    let catalog = Catalog::build(&settings, &factories(), &mut problems);
+    let _ = writeln!(out, "database: {}", redact_url(&settings.database.url));
+    let _ = writeln!(out, "listen: {}", settings.server.listen);
+
+    let _ = writeln!(out, "accounts ({}):", catalog.accounts.len());
+    for ((kind, name), account) in &catalog.accounts {
+        let _ = writeln!(out, "  {kind}/{name}: {}", account.describe());
+        if online {
+            match account.check_online().await {
+                Ok(()) => {
+                    let _ = writeln!(out, "    online check: ok");
+                }
+                Err(e) => problems.error(format!("providers.{kind}.{name}"), format!("online check failed: {e}")),
+            }
+        }
+    }
+    let _ = writeln!(out, "targets ({}):", catalog.targets.len());
+    for (name, t) in &catalog.targets {
+        let spec = &t.spec;
+        let _ = writeln!(
+            out,
+            "  {name}: {}/{} {} (default branch {}, concurrency {:?})",
+            spec.provider,
+            spec.account,
+            t.target.locator(),
+            spec.default_branch,
+            spec.concurrency
+        );
+        for p in &spec.parameters {
+            let mut traits = vec![p.kind.to_string()];
+            if p.required {
+                traits.push("required".into());
+            }
+            if p.secret {
+                traits.push("secret".into());
+            }
+            if let Some(d) = &p.default {
+                traits.push(if p.secret { "default ***".into() } else { format!("default {}", d.to_json()) });
+            }
+            if let Some(a) = &p.allowed {
+                let values: Vec<String> = a.iter().map(|v| v.to_json().to_string()).collect();
+                traits.push(format!("one of {}", values.join(", ")));
+            }
+            let _ = writeln!(out, "    parameter {}: {}", p.name, traits.join(", "));
+        }
+    }
+    for w in problems.warnings() {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let errors: Vec<_> = problems.errors().collect();
+    for e in &errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    if errors.is_empty() {
+        let _ = writeln!(out, "configuration OK");
+    } else {
+        let _ = writeln!(out, "{} problem(s) found", errors.len());
+    }
+    (out, errors.is_empty())
+}

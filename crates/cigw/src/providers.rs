@@ -1,0 +1,14 @@
+//! The provider adapters compiled into this binary.
+
+use std::sync::Arc;
+
+use cigw_core::provider::ProviderFactory;
+
+/// Every adapter's factory.
+pub(crate) fn factories() -> Vec<Arc<dyn ProviderFactory>> {
+    vec![
+        Arc::new(cigw_circleci::CircleciFactory),
+        Arc::new(cigw_codefresh::CodefreshFactory),
+        Arc::new(cigw_codeship::CodeshipFactory),
+    ]
+}
