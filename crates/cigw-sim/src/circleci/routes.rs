@@ -24,7 +24,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/me", get(me))
         // `/project/{project-slug}/…` takes the slug as three segments or as one with `%2F`.
         .route("/project/{vcs}/pipeline", get(list_pipelines_one).post(trigger_one))
-        .route("/project/{vcs}/{org}/{repo}", get(get_project))
+        // Other methods here are paths CircleCI does not have (e.g. `/pipeline/run` after a
+        // one-segment `%2F` slug): 404, not 405.
+        .route(
+            "/project/{vcs}/{org}/{repo}",
+            get(get_project).fallback(|| async { message(StatusCode::NOT_FOUND, "Not found.") }),
+        )
         .route("/project/{vcs}/{org}/{repo}/pipeline", get(list_pipelines).post(trigger_classic))
         .route("/project/{vcs}/{org}/{repo}/pipeline/run", post(trigger_run))
         .route("/pipeline/{id}", get(get_pipeline))
