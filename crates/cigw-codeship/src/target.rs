@@ -341,7 +341,7 @@ impl CiTarget for CodeshipTarget {
                 _ => break,
             }
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         Ok(out)
     }
 }

@@ -163,7 +163,9 @@ impl CodeshipSim {
     /// Every build uuid of a project, newest first.
     pub fn build_uuids(&self, project_uuid: &str) -> Vec<String> {
         let state = self.state.lock();
-        state.builds.iter().rev().filter(|b| b.project_uuid == project_uuid).map(|b| b.uuid.clone()).collect()
+        let mut builds: Vec<&SimBuild> = state.builds.iter().rev().filter(|b| b.project_uuid == project_uuid).collect();
+        builds.sort_by_key(|b| std::cmp::Reverse(b.runs[0].created_at));
+        builds.into_iter().map(|b| b.uuid.clone()).collect()
     }
 
     /// How many times a build has run (1, plus one per Basic restart).

@@ -198,14 +198,25 @@ impl SimProject {
             "created_at": created,
             "id": self.id,
             "name": self.name,
-            "notification_rules": [{
-                "branch": null,
-                "branch_match": "exact",
-                "build_statuses": ["failed", "recovered"],
-                "notifier": "email",
-                "options": {},
-                "target": "all"
-            }],
+            "notification_rules": match self.project_type {
+                // Options depend on the notifier: a chat notifier carries its room and key.
+                SimProjectType::Pro => json!([{
+                    "branch": null,
+                    "branch_match": "exact",
+                    "build_statuses": ["failed", "recovered"],
+                    "notifier": "hipchat",
+                    "options": {"key": "sim-key", "room": "builds", "url": "https://chat.example.com"},
+                    "target": "all"
+                }]),
+                SimProjectType::Basic => json!([{
+                    "branch": null,
+                    "branch_match": "exact",
+                    "build_statuses": ["failed", "recovered"],
+                    "notifier": "email",
+                    "options": {},
+                    "target": "all"
+                }]),
+            },
             "organization_uuid": ORGANIZATION_UUID,
             "repository_provider": "github",
             "repository_url": format!("https://github.com/{}", self.name),

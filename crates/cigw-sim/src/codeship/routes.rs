@@ -1,5 +1,8 @@
 //! The HTTP surface of the Codeship simulator.
 
+// Checks return the finished error answer so handlers can return it as is.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -254,13 +257,10 @@ async fn list_builds(
         Err(r) => return r,
     };
     let base = base_url(&headers);
-    let items = state
-        .builds
-        .iter()
-        .rev()
-        .filter(|b| b.project_uuid == project)
-        .map(|b| b.to_json(&b.view(&state.config, kind, now), kind, &base))
-        .collect();
+    // Newest first, by when each build was created (a Basic restart does not move it).
+    let mut builds: Vec<&SimBuild> = state.builds.iter().rev().filter(|b| b.project_uuid == project).collect();
+    builds.sort_by_key(|b| std::cmp::Reverse(b.runs[0].created_at));
+    let items = builds.into_iter().map(|b| b.to_json(&b.view(&state.config, kind, now), kind, &base)).collect();
     paged("builds", items, &query, &format!("{base}/v2/organizations/{org}/projects/{project}/builds"))
 }
 
@@ -459,7 +459,13 @@ async fn build_pipelines(
                 "build_uuid": b.uuid,
                 "created_at": ts(created),
                 "finished_at": ts(view.finished_at),
-                "metrics": {"duration": "20", "instance_type": "sim.small"},
+                "metrics": {
+                    "ami_id": "ami-sim", "architecture": "trusty_64", "cpu_per_second": "100", "cpu_system": "400",
+                    "cpu_user": "1000", "disk_free_bytes": "128536784896", "disk_used_bytes": "362098688",
+                    "duration": "20", "instance_id": "i-sim", "instance_type": "sim.small",
+                    "max_used_connections": "1", "memory_max_usage_in_bytes": "665427968",
+                    "network_rx_bytes": "32221720", "network_tx_bytes": "310269", "queries": "112"
+                },
                 "status": step_status(view),
                 "type": "build",
                 "updated_at": ts(view.finished_at.or(view.queued_at).or(created)),
