@@ -234,7 +234,7 @@ impl Engine {
             return Ok(DispatchHistory::default());
         }
         let filter = EventFilter { run_id: Some(run.id.clone()), ..EventFilter::default() };
-        let events = self.state.store.events_after(0, &filter, 10_000).await?;
+        let events = self.state.store.events_after(0, &filter, 1000).await?;
         let retries: Vec<_> = events.iter().filter(|e| e.kind == store_kind::DISPATCH_RETRY).collect();
         let ambiguous = |reason: &str| {
             reason.starts_with(retry_reason::MAYBE_SENT) || reason.starts_with(retry_reason::RECONCILING)

@@ -79,7 +79,8 @@ mod tests {
             vec![cand("a", "main", None, 5, Some("run-2")), cand("b", "main", None, 6, Some("run-1"))],
         );
         assert_eq!(ids(got), ["b"]);
-        let none = rank_candidates("run-3", &GitRef::branch("main"), at(0), vec![cand("a", "main", None, 5, Some("x"))]);
+        let none =
+            rank_candidates("run-3", &GitRef::branch("main"), at(0), vec![cand("a", "main", None, 5, Some("x"))]);
         assert!(none.is_empty(), "never adopt another run's build");
     }
 

@@ -69,7 +69,12 @@ impl Engine {
     }
 
     /// Match a run accepted without an id with a provider build, or give up at its deadline.
-    async fn correlate(&self, run: &RunRecord, target: &ConfiguredTarget, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn correlate(
+        &self,
+        run: &RunRecord,
+        target: &ConfiguredTarget,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let sent_at = run.sent_at.unwrap_or(run.created_at);
         let query = RecentQuery {
             since: sent_at - CLOCK_SKEW,
@@ -116,13 +121,16 @@ impl Engine {
                 (store_kind::ERROR, json!({"operation": "cancel", "message": e.to_string()}))
             }
         };
-        self.state.store.append_event(NewEvent { run_id: run.id.clone(), kind: kind.into(), data, created_at: now }).await?;
+        self.state
+            .store
+            .append_event(NewEvent { run_id: run.id.clone(), kind: kind.into(), data, created_at: now })
+            .await?;
         Ok(())
     }
 
     async fn cancel_sent(&self, run: &RunRecord) -> Result<bool, StoreError> {
         let filter = EventFilter { run_id: Some(run.id.clone()), ..EventFilter::default() };
-        let events = self.state.store.events_after(0, &filter, 10_000).await?;
+        let events = self.state.store.events_after(0, &filter, 1000).await?;
         Ok(events.iter().any(|e| e.kind == event_kind::CANCEL_SENT))
     }
 

@@ -1,0 +1,356 @@
+//! The engine against the in-memory fake target and a real SQLite store: every dispatch
+//! outcome, reconciliation of ambiguous dispatches and crashes, correlation, cancel, rerun,
+//! timeouts and the `cancel-previous` policy — always ending with one provider build per run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use cigw_core::catalog::{Catalog, ConfiguredTarget};
+use cigw_core::config::{DatabaseSettings, Settings};
+use cigw_core::{ConcurrencyPolicy, Error, GitRef, Parameters, ProviderKind, RunState, TargetSpec};
+use cigw_gateway::engine::Engine;
+use cigw_gateway::state::AppState;
+use cigw_sim::fake::{FakeConfig, FakeTarget, ScriptedTrigger};
+use cigw_sim::{Fault, Harness, ScriptedFault};
+use cigw_store::{CreateOutcome, EventFilter, NewRun, NewTrigger, RunRecord, Store};
+use http::Method;
+
+struct World {
+    harness: Harness,
+    fake: Arc<FakeTarget>,
+    state: AppState,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+fn spec(name: &str, max_duration: Option<Duration>, concurrency: ConcurrencyPolicy) -> TargetSpec {
+    TargetSpec {
+        name: name.into(),
+        provider: ProviderKind::Circleci,
+        account: "main".into(),
+        default_branch: "main".into(),
+        parameters: vec![],
+        max_duration,
+        concurrency,
+        description: None,
+    }
+}
+
+async fn world_with(config: FakeConfig, max_duration: Option<Duration>, concurrency: ConcurrencyPolicy) -> World {
+    cigw_core::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let db = DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join("engine.db").display()),
+        ..DatabaseSettings::default()
+    };
+    let store = cigw_store::open(&db).await.unwrap();
+    store.migrate().await.unwrap();
+    let harness = Harness::new();
+    let fake = Arc::new(FakeTarget::new(harness.clone(), config));
+    let mut catalog = Catalog::default();
+    catalog
+        .targets
+        .insert("app".into(), ConfiguredTarget { spec: spec("app", max_duration, concurrency), target: fake.clone() });
+    let mut settings = Settings::default();
+    let t = &mut settings.timings;
+    t.poll_initial = Duration::from_millis(10);
+    t.poll_max = Duration::from_millis(30);
+    t.lease = Duration::from_secs(5);
+    t.reconcile_grace = Duration::from_millis(300);
+    t.unconfirmed_deadline = Duration::from_millis(400);
+    t.sweep_interval = Duration::from_millis(10);
+    t.retry_max_delay = Duration::from_millis(20);
+    let state = AppState::new(store, catalog, settings);
+    let engine = Engine::new(state.clone());
+    World { harness, fake, state, engine, _dir: dir }
+}
+
+async fn world(config: FakeConfig) -> World {
+    world_with(config, None, ConcurrencyPolicy::Queue).await
+}
+
+impl World {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.state.store
+    }
+
+    async fn submit(&self, git_ref: GitRef) -> RunRecord {
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let trigger = NewTrigger {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: "api".into(),
+            requested_by: "test".into(),
+            request: serde_json::json!({}),
+            labels: serde_json::json!({}),
+            created_at: Utc::now(),
+            runs: vec![NewRun {
+                id: run_id.clone(),
+                target: "app".into(),
+                provider: ProviderKind::Circleci,
+                account: "main".into(),
+                git_ref,
+                parameters: Parameters::new(),
+                chain_parent: None,
+                rerun_of: None,
+                rerun_failed_only: false,
+                dispatch_at: Utc::now(),
+            }],
+            idempotency: None,
+            chain_firing: None,
+        };
+        match self.store().create_trigger(trigger).await.unwrap() {
+            CreateOutcome::Created(t) => t.runs.into_iter().next().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Tick the engine, moving simulated provider time along, until `done` holds.
+    async fn drive(&self, run_id: &str, what: &str, done: impl Fn(&RunRecord) -> bool) -> RunRecord {
+        for _ in 0..600 {
+            self.engine.tick().await;
+            let run = self.store().get_run(run_id).await.unwrap();
+            if done(&run) {
+                return run;
+            }
+            self.harness.clock().advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let run = self.store().get_run(run_id).await.unwrap();
+        panic!("run never became {what}: {run:?}");
+    }
+
+    async fn finish(&self, run_id: &str) -> RunRecord {
+        self.drive(run_id, "terminal", |r| r.state.is_terminal()).await
+    }
+
+    async fn event_kinds(&self, run_id: &str) -> Vec<String> {
+        let filter = EventFilter { run_id: Some(run_id.into()), ..EventFilter::default() };
+        self.store().events_after(0, &filter, 1000).await.unwrap().into_iter().map(|e| e.kind).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_run_is_dispatched_once_and_followed_to_success() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+    assert_eq!(w.harness.builds().count(&run.id), 1);
+    assert!(done.provider_ref.is_some() && done.queued_at.is_some() && done.finished_at.is_some());
+    let kinds = w.event_kinds(&run.id).await;
+    assert_eq!(kinds.first().map(String::as_str), Some("created"));
+    assert!(kinds.contains(&"dispatched".to_string()), "{kinds:?}");
+    assert!(kinds.iter().filter(|k| *k == "state_changed").count() >= 2, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_failing_build_fails_and_nothing_to_run_is_skipped() {
+    let w = world(FakeConfig::default()).await;
+    let failing = w.submit(GitRef::branch("fail-lint")).await;
+    assert_eq!(w.finish(&failing.id).await.state, RunState::Failed);
+    w.fake.push_trigger(ScriptedTrigger::NothingToRun("ci skip".into()));
+    let skipped = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&skipped.id).await;
+    assert_eq!((done.state, done.message.as_deref()), (RunState::Skipped, Some("ci skip")));
+}
+
+#[tokio::test]
+async fn a_refused_trigger_ends_in_error_with_the_providers_message() {
+    let w = world(FakeConfig::default()).await;
+    w.fake.push_trigger(ScriptedTrigger::Fail(Error::InvalidRequest { message: "Unexpected argument(s): x".into() }));
+    let run = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Error);
+    assert!(done.message.unwrap().contains("Unexpected argument(s): x"));
+    assert_eq!(w.harness.builds().count(&run.id), 0);
+}
+
+#[tokio::test]
+async fn a_trigger_that_was_not_sent_is_sent_again() {
+    let w = world(FakeConfig::default()).await;
+    // More refusals than the adapter's own retries absorb, so the dispatcher must send again.
+    for _ in 0..7 {
+        w.fake.push_trigger(ScriptedTrigger::Fail(Error::not_sent("connection refused")));
+    }
+    let run = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Succeeded);
+    assert_eq!(w.harness.builds().count(&run.id), 1);
+    assert!(done.dispatch_attempts >= 2);
+    assert!(!w.event_kinds(&run.id).await.contains(&"possible_duplicate".to_string()));
+}
+
+#[tokio::test]
+async fn an_ambiguous_trigger_is_reconciled_not_resent() {
+    // Codeship-like (no correlation id echoed) so matching relies on ref and time.
+    for returns_id in [true, false] {
+        let w = world(FakeConfig { returns_id, ..FakeConfig::default() }).await;
+        w.fake.push_trigger(ScriptedTrigger::StartThenLose);
+        let run = w.submit(GitRef::branch("main")).await;
+        let done = w.finish(&run.id).await;
+        assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+        assert_eq!(w.harness.builds().count(&run.id), 1, "exactly one build (returns_id {returns_id})");
+        let kinds = w.event_kinds(&run.id).await;
+        assert!(kinds.contains(&"reconciled".to_string()), "{kinds:?}");
+        assert!(!kinds.contains(&"possible_duplicate".to_string()), "{kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_ambiguous_trigger_with_no_build_is_sent_once_more_and_reported() {
+    let w = world(FakeConfig::default()).await;
+    // The connection drops before the provider processed anything: no build exists.
+    w.harness
+        .faults()
+        .push(ScriptedFault::new(Fault::ResetBeforeProcessing).method(Method::POST).path_contains("/trigger"));
+    let run = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Succeeded);
+    assert_eq!(w.harness.builds().count(&run.id), 1);
+    assert!(w.event_kinds(&run.id).await.contains(&"possible_duplicate".to_string()));
+}
+
+#[tokio::test]
+async fn a_crash_during_dispatch_is_reconciled_after_the_lease_expires() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    // A dispatcher claims the run, sends the trigger and dies before recording the answer.
+    let now = Utc::now();
+    let claimed =
+        w.store().claim_dispatch("dead-process", now, now + chrono::Duration::milliseconds(50), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let spec = cigw_core::TriggerSpec {
+        run_id: run.id.clone(),
+        git_ref: run.git_ref.clone(),
+        parameters: Parameters::new(),
+        requested_by: "test".into(),
+    };
+    cigw_core::CiTarget::trigger(w.fake.as_ref(), &spec).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Succeeded);
+    assert_eq!(w.harness.builds().count(&run.id), 1, "the crashed attempt's build was adopted");
+    assert!(w.event_kinds(&run.id).await.contains(&"reconciled".to_string()));
+}
+
+#[tokio::test]
+async fn accepted_without_id_is_correlated_then_followed() {
+    let w = world(FakeConfig { returns_id: false, ..FakeConfig::default() }).await;
+    let first = w.submit(GitRef::branch("main")).await;
+    let second = w.submit(GitRef::branch("main")).await;
+    let a = w.finish(&first.id).await;
+    let b = w.finish(&second.id).await;
+    assert_eq!((a.state, b.state), (RunState::Succeeded, RunState::Succeeded));
+    assert_ne!(a.provider_ref.unwrap().id, b.provider_ref.unwrap().id, "each run owns its own build");
+    assert!(!a.unconfirmed && !b.unconfirmed);
+}
+
+#[tokio::test]
+async fn accepted_without_a_build_ever_appearing_ends_in_error() {
+    let w = world(FakeConfig { returns_id: false, ..FakeConfig::default() }).await;
+    w.harness.faults().push(
+        ScriptedFault::new(Fault::RateLimit { retry_after: Some(0) })
+            .method(Method::GET)
+            .path_contains("/recent")
+            .times(100_000),
+    );
+    let run = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Error);
+    assert!(done.message.unwrap().contains("no build appeared"), "{:?}", w.store().get_run(&run.id).await);
+}
+
+#[tokio::test]
+async fn cancel_before_dispatch_sends_nothing() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    w.store().request_cancel(&run.id, Utc::now()).await.unwrap();
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Canceled);
+    assert_eq!(w.fake.started(), 0);
+}
+
+#[tokio::test]
+async fn cancel_of_a_running_run_reaches_the_provider() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    w.drive(&run.id, "running", |r| r.state == RunState::Running).await;
+    w.store().request_cancel(&run.id, Utc::now()).await.unwrap();
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Canceled);
+    let kinds = w.event_kinds(&run.id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "cancel_sent").count(), 1, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_rerun_starts_a_new_build_from_the_original() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("fail-x")).await;
+    let original = w.finish(&run.id).await;
+    assert_eq!(original.state, RunState::Failed);
+    let rerun = NewRun {
+        id: uuid::Uuid::now_v7().to_string(),
+        target: "app".into(),
+        provider: ProviderKind::Circleci,
+        account: "main".into(),
+        git_ref: original.git_ref.clone(),
+        parameters: Parameters::new(),
+        chain_parent: None,
+        rerun_of: Some(original.id.clone()),
+        rerun_failed_only: false,
+        dispatch_at: Utc::now(),
+    };
+    let rerun = w.store().create_rerun(&original.trigger_id, rerun, Utc::now()).await.unwrap();
+    let done = w.finish(&rerun.id).await;
+    assert_eq!(done.state, RunState::Failed);
+    assert_ne!(done.provider_ref.unwrap().id, original.provider_ref.unwrap().id);
+    assert_eq!(w.fake.started(), 2);
+}
+
+#[tokio::test]
+async fn runs_past_the_maximum_duration_are_canceled_and_end_in_error() {
+    let w = world_with(
+        FakeConfig { run_time: Duration::from_secs(3600), ..FakeConfig::default() },
+        Some(Duration::from_millis(300)),
+        ConcurrencyPolicy::Queue,
+    )
+    .await;
+    let run = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Error);
+    assert!(done.message.unwrap().starts_with("timed out after"));
+    assert!(w.event_kinds(&run.id).await.contains(&"timed_out".to_string()));
+}
+
+#[tokio::test]
+async fn cancel_previous_cancels_older_runs_of_the_same_branch() {
+    let w = world_with(
+        FakeConfig { run_time: Duration::from_secs(3600), ..FakeConfig::default() },
+        None,
+        ConcurrencyPolicy::CancelPrevious,
+    )
+    .await;
+    let old = w.submit(GitRef::branch("main")).await;
+    w.drive(&old.id, "running", |r| r.state == RunState::Running).await;
+    let other_branch = w.submit(GitRef::branch("dev")).await;
+    w.drive(&other_branch.id, "running", |r| r.state == RunState::Running).await;
+    let new = w.submit(GitRef::branch("main")).await;
+    let canceled = w.finish(&old.id).await;
+    assert_eq!(canceled.state, RunState::Canceled);
+    let new = w.drive(&new.id, "running", |r| r.state == RunState::Running).await;
+    assert!(!new.cancel_requested);
+    assert!(!w.store().get_run(&other_branch.id).await.unwrap().cancel_requested);
+}
+
+#[tokio::test]
+async fn a_removed_target_ends_its_pending_runs_in_error() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    let state = AppState::new(w.store().clone(), Catalog::default(), (*w.state.settings).clone());
+    let engine = Engine::new(state);
+    engine.tick().await;
+    let done = w.store().get_run(&run.id).await.unwrap();
+    assert_eq!(done.state, RunState::Error);
+    assert_eq!(done.message.as_deref(), Some("target `app` is no longer configured"));
+}
