@@ -62,3 +62,42 @@ pub async fn open_with(settings: &DatabaseSettings, options: OpenOptions) -> Sto
         Backend::Postgres => Arc::new(postgres::PgStore::open(settings).await?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_follows_the_url_scheme() {
+        assert_eq!(backend_of("sqlite://cigw.db").unwrap(), Backend::Sqlite);
+        assert_eq!(backend_of("sqlite:cigw.db").unwrap(), Backend::Sqlite);
+        assert_eq!(backend_of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(backend_of("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        let err = backend_of("mysql://root:hunter2@h/db").unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { field: "database.url", .. }));
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable_and_never_shows_the_password() {
+        let settings = DatabaseSettings {
+            url: "postgres://cigw:hunter2@127.0.0.1:1/cigw".into(),
+            statement_timeout: std::time::Duration::from_secs(1),
+            ..DatabaseSettings::default()
+        };
+        let err = open(&settings).await.unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn sqlite_describe_says_backend_and_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("x.db").display());
+        let settings = DatabaseSettings { url, ..DatabaseSettings::default() };
+        let store = open_with(&settings, OpenOptions { group_commit: false }).await.unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
+        assert!(store.describe().ends_with("(group commit off)"), "{}", store.describe());
+        assert!(dir.path().join("x.db").exists(), "open creates the SQLite file");
+    }
+}

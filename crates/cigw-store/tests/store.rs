@@ -127,3 +127,160 @@ both_backends!(
     wakeups_follow_commits,
     secrets_stay_out_of_errors_and_debug,
 );
+
+/// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,
+/// their events and its idempotency key) or absent.
+mod crash {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cigw_core::config::DatabaseSettings;
+    use cigw_store::{CreateOutcome, IdempotencyKey, Store, StoreError};
+    use serde_json::json;
+
+    use crate::suite::{new_trigger, t};
+
+    const CHILD_URL: &str = "CIGW_STORE_CRASH_CHILD_URL";
+    const WRITERS: usize = 4;
+    const RUNS_PER_TRIGGER: usize = 3;
+
+    fn trigger_id(writer: usize, i: usize) -> String {
+        format!("crash-{writer}-{i}")
+    }
+
+    fn key(writer: usize, i: usize) -> IdempotencyKey {
+        IdempotencyKey {
+            scope: "crash".into(),
+            key: trigger_id(writer, i),
+            fingerprint: json!({"writer": writer, "i": i}),
+            response: json!({"trigger_id": trigger_id(writer, i)}),
+            expires_at: t(86_400),
+        }
+    }
+
+    /// The child: write triggers from several tasks until killed.
+    async fn child(url: String) -> ! {
+        let settings = DatabaseSettings { url, ..DatabaseSettings::default() };
+        let store = cigw_store::open(&settings).await.expect("child opens the store");
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let mut trig = new_trigger(&["a", "b", "c"], t(0));
+                    trig.id = trigger_id(w, i);
+                    trig.idempotency = Some(key(w, i));
+                    store.create_trigger(trig).await.expect("child write");
+                }
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        unreachable!("the writers loop until the process is killed")
+    }
+
+    async fn count_whole(store: &dyn Store, writer: usize) -> usize {
+        let mut i = 0;
+        while store.get_trigger(&trigger_id(writer, i)).await.is_ok() {
+            i += 1;
+        }
+        i
+    }
+
+    async fn run(db: crate::TestDb, test_name: &str) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_URL, &db.settings.url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the writer process");
+        // Let it commit a good number of triggers, then kill it mid-stream.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let written = count_whole(db.store.as_ref(), 0).await;
+            if written >= 25 {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the writer process exited early: {status}");
+            }
+            assert!(std::time::Instant::now() < deadline, "the writer process wrote only {written} triggers in 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.kill().expect("SIGKILL the writer");
+        child.wait().unwrap();
+
+        // A fresh handle, as a restarted gateway would open it.
+        let store = cigw_store::open(&db.settings).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut whole = 0;
+        for w in 0..WRITERS {
+            let written = count_whole(store.as_ref(), w).await;
+            whole += written;
+            // Every trigger before the first absent one is whole; none after it exists.
+            for i in 0..written {
+                let trig = store.get_trigger(&trigger_id(w, i)).await.unwrap();
+                assert_eq!(trig.runs.len(), RUNS_PER_TRIGGER, "trigger {} lost runs", trig.id);
+                for run in &trig.runs {
+                    let events = store
+                        .events_after(
+                            0,
+                            &cigw_store::EventFilter { run_id: Some(run.id.clone()), ..Default::default() },
+                            10,
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(events.len(), 1, "run {} lost its created event", run.id);
+                }
+                let mut replay = new_trigger(&["a"], t(1));
+                replay.idempotency = Some(key(w, i));
+                assert_eq!(
+                    store.create_trigger(replay).await.unwrap(),
+                    CreateOutcome::Replayed { trigger_id: trig.id.clone(), response: key(w, i).response },
+                    "the key of {} was lost",
+                    trig.id
+                );
+            }
+            for i in written..written + 50 {
+                assert!(
+                    matches!(store.get_trigger(&trigger_id(w, i)).await, Err(StoreError::NotFound { .. })),
+                    "trigger {} exists after a gap",
+                    trigger_id(w, i)
+                );
+            }
+            // The next key is absent too (no key without its trigger).
+            let mut next = new_trigger(&["a"], t(1));
+            next.idempotency = Some(key(w, written));
+            assert!(matches!(store.create_trigger(next).await.unwrap(), CreateOutcome::Created(_)));
+        }
+        assert!(whole >= 25);
+        eprintln!("{whole} whole triggers survived the SIGKILL");
+        let mut total_runs = 0;
+        let mut cursor = None;
+        loop {
+            let filter = cigw_store::RunFilter { limit: 1000, ..Default::default() };
+            let page = store.list_runs(&filter, cursor.as_deref()).await.unwrap();
+            total_runs += page.runs.len();
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(total_runs, whole * RUNS_PER_TRIGGER + WRITERS, "no orphan runs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let db = if let Ok(url) = std::env::var(CHILD_URL) { child(url).await } else { crate::TestDb::sqlite().await };
+        run(db, "crash::sqlite").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        let db =
+            if let Ok(url) = std::env::var(CHILD_URL) { child(url).await } else { crate::TestDb::postgres().await };
+        run(db, "crash::postgres").await;
+    }
+}
