@@ -3,5 +3,12 @@
 //!
 //! `main` stays thin: it loads the configuration, opens the store and calls [`serve::serve`].
 
+pub mod api;
+pub mod auth;
 pub mod engine;
+pub mod error;
+pub mod openapi;
+pub mod router;
 pub mod state;
+
+pub use router::build_router;

@@ -1,0 +1,87 @@
+//! The `/v1` HTTP API, one module per resource, plus the JSON extractor whose rejections become
+//! [`ApiError`]s.
+
+use axum::extract::{FromRef, FromRequest, OptionalFromRequest, Request};
+use axum::{Json, extract::rejection::JsonRejection};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub mod health;
+pub mod runs;
+pub mod targets;
+pub mod tokens;
+pub mod triggers;
+
+/// A JSON request body. Malformed JSON → 400 `invalid_json`, a body of the wrong shape → 422
+/// `invalid_body` naming the field, a missing or non-JSON content type → 415, a body over
+/// `server.body_limit_bytes` → 413 `payload_too_large`.
+///
+/// As an `Option<ApiJson<T>>` a request without `Content-Type` (no body) gives `None`.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+fn map_rejection(rejection: JsonRejection, state: &AppState) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge { limit: state.settings.server.body_limit_bytes };
+    }
+    ApiError::from(rejection)
+}
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match <Json<T> as FromRequest<S>>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(map_rejection(rejection, &AppState::from_ref(state))),
+        }
+    }
+}
+
+impl<T, S> OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        match <Json<T> as OptionalFromRequest<S>>::from_request(req, state).await {
+            Ok(value) => Ok(value.map(|Json(v)| Self(v))),
+            Err(rejection) => Err(map_rejection(rejection, &AppState::from_ref(state))),
+        }
+    }
+}
+
+/// Links in responses: relative paths, or absolute under `server.public_url` when it is set.
+#[derive(Debug, Clone)]
+pub(crate) struct Links {
+    base: String,
+}
+
+impl Links {
+    pub(crate) fn new(state: &AppState) -> Self {
+        let base = state.settings.server.public_url.as_deref().unwrap_or("").trim_end_matches('/').to_string();
+        Self { base }
+    }
+
+    pub(crate) fn run(&self, id: &str) -> String {
+        format!("{}/v1/runs/{id}", self.base)
+    }
+
+    pub(crate) fn run_events(&self, id: &str) -> String {
+        format!("{}/v1/runs/{id}/events", self.base)
+    }
+
+    pub(crate) fn trigger(&self, id: &str) -> String {
+        format!("{}/v1/triggers/{id}", self.base)
+    }
+}

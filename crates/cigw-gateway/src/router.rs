@@ -1,0 +1,162 @@
+//! All routes and the middleware around them.
+//!
+//! Layer order, outermost first (a request passes them top to bottom, a response bottom to top):
+//! 1. `SetRequestId`: keep the caller's `x-request-id` or set a UUID;
+//! 2. `Trace`: one span per request with the request id and the matched route;
+//! 3. `PropagateRequestId`: echo the id in the response;
+//! 4. `CatchPanic`: a panicking handler becomes a JSON 500;
+//! 5. JSON for bodiless errors (e.g. the timeout's);
+//! 6. `Timeout` (`server.request_timeout`) → 503;
+//! 7. `Cors` (origins: the union of live tokens' allowed origins);
+//! 8. `Compression`;
+//! 9. the body limit (`server.body_limit_bytes`, enforced by the JSON extractor) and the
+//!    [`AuthState`] extension.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{health, runs, targets, tokens, triggers};
+use crate::auth::AuthState;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The request id header, set when absent and echoed in every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The gateway's HTTP API with every middleware, for `state`. Resolves the bootstrap admin
+/// token once (an unusable one is logged and disabled, see [`crate::auth::resolve_admin_token`]).
+pub fn build_router(state: AppState) -> Router {
+    let auth = Arc::new(AuthState::from_settings(&state.settings));
+    build_router_with_auth(state, auth)
+}
+
+/// [`build_router`] with an explicit [`AuthState`].
+pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
+    let body_limit = state.settings.server.body_limit_bytes;
+    let timeout = state.settings.server.request_timeout;
+    let routes = Router::new()
+        .route("/v1/triggers", post(triggers::create_trigger))
+        .route("/v1/triggers/{id}", get(triggers::get_trigger))
+        .route("/v1/triggers/{id}/cancel", post(triggers::cancel_trigger))
+        .route("/v1/runs", get(runs::list_runs))
+        .route("/v1/runs/{id}", get(runs::get_run))
+        .route("/v1/runs/{id}/events", get(runs::run_events))
+        .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
+        .route("/v1/runs/{id}/rerun", post(runs::rerun_run))
+        .route("/v1/runs/{id}/approve", post(runs::approve_run))
+        .route("/v1/runs/{id}/deny", post(runs::deny_run))
+        .route("/v1/runs/{id}/refresh", post(runs::refresh_run))
+        .route("/v1/targets", get(targets::list_targets))
+        .route("/v1/tokens", post(tokens::create_token).get(tokens::list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+
+    routes
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), route, request_id)
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(axum::middleware::map_response(json_for_bodiless_errors))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+                .layer(cors(state.clone(), auth.clone()))
+                .layer(CompressionLayer::new())
+                .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+                .layer(Extension(auth)),
+        )
+        .with_state(state)
+}
+
+fn cors(state: AppState, auth: Arc<AuthState>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::async_predicate(move |origin: HeaderValue, _parts| {
+            let (state, auth) = (state.clone(), auth.clone());
+            async move {
+                match origin.to_str() {
+                    Ok(origin) => auth.origin_allowed(&state, origin).await,
+                    Err(_) => false,
+                }
+            }
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(triggers::IDEMPOTENCY_KEY),
+            REQUEST_ID,
+        ])
+        .expose_headers([REQUEST_ID, header::RETRY_AFTER, HeaderName::from_static(triggers::IDEMPOTENT_REPLAYED)])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::Status {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{method} is not allowed on {}", uri.path()),
+    }
+}
+
+fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
+    let cause = cause
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| cause.downcast_ref::<&str>().copied())
+        .unwrap_or("a handler panicked");
+    ApiError::internal(format!("panic: {cause}")).into_response()
+}
+
+/// Errors produced by middleware (timeout, …) carry no body; give them the API's JSON shape.
+async fn json_for_bodiless_errors<B>(response: Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = response.map(axum::body::Body::new);
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::SERVICE_UNAVAILABLE => ("timeout", "the request took longer than the server's time limit"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    };
+    let mut json = ApiError::Status { status, code, message: message.into() }.into_response();
+    for (name, value) in response.headers() {
+        json.headers_mut().entry(name).or_insert_with(|| value.clone());
+    }
+    json
+}
