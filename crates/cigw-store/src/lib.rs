@@ -99,5 +99,8 @@ mod tests {
         assert_eq!(store.backend(), Backend::Sqlite);
         assert!(store.describe().ends_with("(group commit off)"), "{}", store.describe());
         assert!(dir.path().join("x.db").exists(), "open creates the SQLite file");
+        let short = DatabaseSettings { url: format!("sqlite:{}", dir.path().join("y.db").display()), ..settings };
+        open(&short).await.unwrap();
+        assert!(dir.path().join("y.db").exists(), "`sqlite:PATH` works too");
     }
 }
