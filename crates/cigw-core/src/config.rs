@@ -129,9 +129,25 @@ pub fn load_raw(file: Option<&Path>) -> Result<serde_json::Value, LoadError> {
     if let Some(path) = file {
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
     }
-    builder = builder
-        .add_source(config::Environment::with_prefix("CIGW").prefix_separator("__").separator("__").try_parsing(true));
+    Ok(builder.add_source(environment()).build()?.try_deserialize::<serde_json::Value>()?)
+}
+
+/// Merge the defaults, a configuration given as TOML text, the environment, and then
+/// `overrides` (dotted key → value) into one JSON tree. The sandbox uses it to point the
+/// accounts at simulators started on ephemeral ports.
+pub fn load_raw_from_str(toml_text: &str, overrides: &[(&str, &str)]) -> Result<serde_json::Value, LoadError> {
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+        .add_source(config::File::from_str(toml_text, config::FileFormat::Toml))
+        .add_source(environment());
+    for (key, value) in overrides {
+        builder = builder.set_override(*key, *value)?;
+    }
     Ok(builder.build()?.try_deserialize::<serde_json::Value>()?)
+}
+
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("CIGW").prefix_separator("__").separator("__").try_parsing(true)
 }
 
 /// `[server]`.
@@ -601,6 +617,17 @@ mod tests {
         );
         assert!(!problems.has_errors(), "{problems:?}");
         assert_eq!(s.targets["api"].provider_fields["pipeline"], "proj/api");
+    }
+
+    #[test]
+    fn overrides_win_over_the_given_text() {
+        let raw = load_raw_from_str(
+            "[providers.codefresh.sim]\napi_key = \"k\"\nbase_url = \"http://placeholder\"\n",
+            &[("providers.codefresh.sim.base_url", "http://127.0.0.1:4000/api")],
+        )
+        .unwrap();
+        assert_eq!(raw["providers"]["codefresh"]["sim"]["base_url"], "http://127.0.0.1:4000/api");
+        assert_eq!(raw["server"]["listen"], "127.0.0.1:8080", "defaults still apply");
     }
 
     #[test]

@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod callbacks;
 pub mod engine;
 pub mod error;
 pub mod openapi;
 pub mod router;
+pub mod serve;
 pub mod state;
 
 pub use router::build_router;

@@ -65,6 +65,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/callbacks/{provider}/{account}", post(crate::callbacks::receive))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);

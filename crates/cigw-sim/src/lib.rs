@@ -8,6 +8,7 @@ pub mod codefresh;
 pub mod codeship;
 pub mod fake;
 pub mod harness;
+pub mod sandbox;
 
 pub use harness::{
     BuildCounter, Fault, FaultConfig, FaultResponses, Faults, Harness, RecordedRequest, Recorder, ScriptedFault,

@@ -1,7 +1,10 @@
 //! The `cigw` command line: a thin layer over the library crates.
 
 mod check_config;
+mod gateway;
 mod providers;
+mod sandbox;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +30,20 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Run the gateway: the HTTP API, the dispatcher and the tracker.
+    Serve {
+        /// Configuration file (TOML), layered over the built-in defaults.
+        #[arg(long, env = "CIGW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start simulated CircleCI, Codefresh and Codeship and a gateway in front of them.
+    Sandbox(sandbox::SandboxArgs),
+    /// Apply the database migrations and exit.
+    Migrate {
+        /// Configuration file (TOML), layered over the built-in defaults.
+        #[arg(long, env = "CIGW_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +59,20 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::CheckConfig { config, online } => check_config::run(config.as_deref(), online).await,
+            Command::Serve { config } => report(serve::serve(config.as_deref()).await),
+            Command::Sandbox(args) => report(sandbox::run(args).await),
+            Command::Migrate { config } => report(serve::migrate(config.as_deref()).await),
         }
     })
+}
+
+/// Print an error chain for a person and turn it into an exit code.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -1,0 +1,93 @@
+//! `cigw sandbox`: the three provider simulators and a gateway in front of them, on SQLite,
+//! configured by `config/sandbox.toml`: everything a newcomer needs to try cigw on one machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use cigw_core::config::load_raw_from_str;
+use cigw_sim::sandbox::SandboxProviders;
+use tokio::net::TcpListener;
+
+use crate::gateway::prepare;
+
+/// The sandbox configuration, embedded so the command works from any directory.
+const SANDBOX_TOML: &str = include_str!("../../../config/sandbox.toml");
+
+/// Options of `cigw sandbox`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SandboxArgs {
+    /// Port of the gateway on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// SQLite database file.
+    #[arg(long, default_value = "cigw-sandbox.db")]
+    db: PathBuf,
+    /// How many times faster than real time the simulated providers run.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Simulated duration of one build.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    run_for: Duration,
+    /// Admin token to accept (default: a new random one, printed at start).
+    #[arg(long, env = "CIGW_SANDBOX_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+}
+
+/// Start the simulators and the gateway; run until Ctrl-C.
+pub(crate) async fn run(args: SandboxArgs) -> anyhow::Result<()> {
+    if !(args.speed > 0.0 && args.speed.is_finite()) {
+        anyhow::bail!("--speed must be a positive number, got {}", args.speed);
+    }
+    let listener = TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{} (choose another with --port)", args.port))?;
+    let addr = listener.local_addr()?;
+    let providers = SandboxProviders::start(args.speed, args.run_for).await.context("starting the simulators")?;
+    providers.send_circleci_webhooks_to(format!("http://{addr}/callbacks/circleci/sandbox"));
+
+    let admin_token = args.admin_token.unwrap_or_else(cigw_gateway::auth::generate_token);
+    if !cigw_gateway::auth::is_well_formed(&admin_token) {
+        anyhow::bail!("--admin-token must look like `cigw_` followed by at least 43 letters, digits, `-` or `_`");
+    }
+    let database = format!("sqlite://{}", args.db.display());
+    let listen = addr.to_string();
+    let mut overrides: Vec<(String, String)> = providers.base_url_overrides();
+    overrides.push(("database.url".into(), database.clone()));
+    overrides.push(("server.listen".into(), listen.clone()));
+    overrides.push(("auth.admin_token".into(), admin_token.clone()));
+    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let raw = load_raw_from_str(SANDBOX_TOML, &overrides).context("loading the sandbox configuration")?;
+    let state = prepare(raw, true).await?;
+    let targets: Vec<String> = state.catalog.targets.keys().cloned().collect();
+
+    println!("{}", banner(&listen, &database, &admin_token, &targets, args.speed));
+    cigw_gateway::serve::serve(listener, state, cigw_gateway::serve::shutdown_signal()).await?;
+    drop(providers);
+    Ok(())
+}
+
+fn banner(listen: &str, database: &str, token: &str, targets: &[String], speed: f64) -> String {
+    let base = format!("http://{listen}");
+    format!(
+        r#"cigw sandbox is running (simulated CircleCI, Codefresh and Codeship at {speed}x speed)
+
+  API         {base}/v1
+  OpenAPI     {base}/openapi.json
+  Health      {base}/healthz
+  Database    {database}
+  Targets     {targets}
+  Admin token {token}
+
+Try it:
+  export CIGW_URL={base} CIGW_TOKEN={token}
+  curl -s -X POST $CIGW_URL/v1/triggers -H "Authorization: Bearer $CIGW_TOKEN" \
+       -H 'Content-Type: application/json' \
+       -d '{{"targets":["api-build","web-e2e","legacy-basic"],"ref":{{"branch":"main"}}}}'
+  curl -s "$CIGW_URL/v1/runs?limit=10" -H "Authorization: Bearer $CIGW_TOKEN"
+  curl -s $CIGW_URL/v1/targets -H "Authorization: Bearer $CIGW_TOKEN"
+
+Press Ctrl-C to stop."#,
+        targets = targets.join(", "),
+    )
+}
