@@ -806,6 +806,13 @@ impl Store for PgStore {
         Ok(RunPage { runs, next_cursor })
     }
 
+    async fn count_runs_by_state(&self) -> StoreResult<Vec<(RunState, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect()
+    }
+
     async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord> {
         if token.name.is_empty() {
             return Err(StoreError::Invalid { field: "name", message: "must not be empty".into() });

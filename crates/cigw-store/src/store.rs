@@ -32,9 +32,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A cheap round trip (readiness).
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Wake-ups for the dispatcher: one item after new runs (or a `poll_now`) were committed,
-    /// by any replica on PostgreSQL (LISTEN/NOTIFY), by this process on SQLite. Items may be
-    /// coalesced or spurious; the dispatcher keeps its periodic sweep.
+    /// Wake-ups for the dispatcher and tracker: the first item arrives once listening has
+    /// started (sweep then), later ones after new runs, a `poll_now` or a cancel request were
+    /// committed, by any replica on PostgreSQL (LISTEN/NOTIFY), by this process on SQLite. Items
+    /// may be coalesced or spurious; keep a periodic sweep as well.
     fn wakeups(&self) -> BoxStream<'static, ()>;
 
     /// Remove what the retention settings no longer keep.
@@ -58,7 +59,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Claim up to `limit` runs due for dispatch (`next_dispatch_at <= now`, lease free),
     /// oldest due first, skipping runs other claimers hold. Each claimed run gets the lease and
     /// its `dispatch_attempts` incremented in the same statement: a run seen with
-    /// `dispatch_attempts > 1` may have been sent before and must be reconciled first.
+    /// `dispatch_attempts > 1` may have been sent before and must be reconciled first. A claimed
+    /// run can be `canceling` (its cancel arrived while an earlier dispatch attempt was in
+    /// flight): reconcile it, then `set_state(canceled)` if nothing was sent, or record the build.
     async fn claim_dispatch(
         &self,
         owner: &str,
@@ -156,6 +159,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Runs matching `filter`, newest first; `cursor` is a `next_cursor` from a previous page.
     async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage>;
+
+    /// How many runs are in each state (states with none are left out), for metrics gauges.
+    async fn count_runs_by_state(&self) -> StoreResult<Vec<(RunState, u64)>>;
 
     // ---- tokens ----
 

@@ -717,6 +717,9 @@ pub async fn list_runs_pages(ctx: Ctx) {
     let canceled =
         s.list_runs(&RunFilter { state: Some(RunState::Canceled), ..Default::default() }, None).await.unwrap();
     assert_eq!(canceled.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone()]);
+    let mut counts = s.count_runs_by_state().await.unwrap();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(counts, vec![(RunState::Canceled, 1), (RunState::Pending, 8)]);
 }
 
 pub async fn tokens(ctx: Ctx) {
