@@ -1,0 +1,182 @@
+//! Shared set-up of end-to-end tests: the three simulators, a configuration pointing at them,
+//! and the debug `cigw` binary serving on an ephemeral port with a fresh SQLite database.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cigw_sim::sandbox::SandboxProviders;
+
+/// The admin token every test gateway accepts.
+pub const ADMIN_TOKEN: &str = "cigw_e2e-admin-token-0123456789abcdefghijklmnopqrstuv";
+
+/// The sandbox targets, with fast timings, plus what a test adds.
+const SANDBOX_TOML: &str = include_str!("../../../../config/sandbox.toml");
+
+/// A running gateway process with its simulators.
+pub struct Gateway {
+    /// The simulators (their harness counts builds and injects faults).
+    pub providers: SandboxProviders,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The configuration file the process runs with.
+    pub config: PathBuf,
+    /// Temporary directory holding the config and the database.
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    port: u16,
+}
+
+/// Fast timings so runs finish in seconds.
+const FAST_TIMINGS: &str = r#"
+[timings]
+poll_initial = "100ms"
+poll_max = "500ms"
+lease = "3s"
+reconcile_grace = "2s"
+unconfirmed_deadline = "20s"
+sweep_interval = "200ms"
+retry_max_delay = "500ms"
+retry_deadline = "10s"
+"#;
+
+impl Gateway {
+    /// Simulators at `speed` × real time (builds take about `run_for` simulated), and a gateway.
+    pub async fn start(speed: f64, run_for: Duration) -> Gateway {
+        Self::start_with(speed, run_for, "").await
+    }
+
+    /// As [`Gateway::start`], with extra TOML appended to the configuration.
+    pub async fn start_with(speed: f64, run_for: Duration, extra_toml: &str) -> Gateway {
+        let providers = SandboxProviders::start(speed, run_for).await.expect("simulators");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        providers.send_circleci_webhooks_to(format!("{url}/callbacks/circleci/sandbox"));
+        let mut config = String::from(SANDBOX_TOML);
+        for (key, value) in providers.base_url_overrides() {
+            let account = key.trim_start_matches("providers.").trim_end_matches(".base_url");
+            let placeholder_line = config
+                .lines()
+                .skip_while(|l| l.trim() != format!("[providers.{account}]"))
+                .find(|l| l.starts_with("base_url"))
+                .expect("a base_url line")
+                .to_string();
+            config = config.replacen(&placeholder_line, &format!("base_url = \"{value}\""), 1);
+        }
+        config.push_str(&format!(
+            "\n[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n{FAST_TIMINGS}\n{extra_toml}\n",
+            dir.path().join("cigw.db").display()
+        ));
+        let path = dir.path().join("cigw.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut gw = Gateway { providers, url, config: path, dir, child: None, port };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Start (or restart) the process and wait until it answers `/healthz`.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("cigw.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cigw"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env_remove("CIGW_CONFIG")
+            .env("CIGW_LOG", "info,cigw_gateway=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cigw");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cigw did not come up on port {}; log:\n{}", self.port, self.log());
+    }
+
+    /// Kill the process with SIGKILL (no shutdown at all).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop the process with SIGTERM and wait for it.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        c.wait().expect("wait")
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cigw.log")).unwrap_or_default()
+    }
+
+    /// A client request with the admin token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// GET a JSON document with the admin token.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.request(reqwest::Method::GET, path).send().await.expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("JSON")
+    }
+
+    /// POST JSON with the admin token; returns status and body.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.request(reqwest::Method::POST, path).json(&body).send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Poll a run until `done(state)`, up to `timeout`.
+    pub async fn wait_for_run(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = self.get_json(&format!("/v1/runs/{run_id}")).await;
+            if done(run["state"].as_str().unwrap_or("")) {
+                return run;
+            }
+            if Instant::now() > deadline {
+                panic!("run {run_id} stuck in {}: {run:#}\nlog:\n{}", run["state"], self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Terminal run states.
+pub fn is_terminal(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "canceled" | "skipped" | "error")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
