@@ -180,9 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_json_500_without_the_cause() {
-        let app = Router::new()
-            .route("/boom", get(boom))
-            .layer(CatchPanicLayer::custom(panic_response));
+        let app = Router::new().route("/boom", get(boom)).layer(CatchPanicLayer::custom(panic_response));
         let response = app.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = body_json(response).await;

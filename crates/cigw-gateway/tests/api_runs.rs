@@ -256,9 +256,13 @@ async fn refresh_a_tracked_run_and_409_once_finished() {
     let reply = app.post_empty(&path, &reader).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     app.dispatch(&ids[0]).await;
+    let observed = app.observe(&ids[0], RunState::Running).await;
+    let later = observed.next_poll_at.expect("tracked");
+    assert!(later > chrono::Utc::now() + chrono::Duration::minutes(30));
     let reply = app.post_empty(&path, &reader).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
-    assert!(app.store().get_run(&ids[0]).await.unwrap().next_poll_at.is_some());
+    let due = app.store().get_run(&ids[0]).await.unwrap().next_poll_at.expect("tracked");
+    assert!(due <= chrono::Utc::now(), "refresh makes the run due now: {due}");
     app.observe(&ids[0], RunState::Succeeded).await;
     app.post_empty(&path, &reader).await.assert_error(StatusCode::CONFLICT, "run_finished");
 }

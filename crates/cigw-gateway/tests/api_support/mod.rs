@@ -312,13 +312,13 @@ impl App {
         status.observed_at = now;
         let mut result = None;
         for r in claimed {
-            let next = if r.id == run_id { None } else { Some(now) };
-            let observed = if r.id == run_id {
-                status.clone()
+            // The observed run is next due in an hour (never, once finished); others stay due.
+            let (observed, next) = if r.id == run_id {
+                (status.clone(), (!state.is_terminal()).then(|| now + chrono::Duration::hours(1)))
             } else {
-                RunStatus { observed_at: now, ..RunStatus::new(r.state, "unchanged") }
+                (RunStatus { observed_at: now, ..RunStatus::new(r.state, "unchanged") }, Some(now))
             };
-            let update = self.store().apply_status(&r.id, "test", &observed, next.or(Some(now))).await.unwrap();
+            let update = self.store().apply_status(&r.id, "test", &observed, next).await.unwrap();
             if r.id == run_id {
                 result = Some(update.run);
             }
