@@ -49,6 +49,23 @@ impl Gateway {
 
     /// As [`Gateway::start`], with extra TOML appended to the configuration.
     pub async fn start_with(speed: f64, run_for: Duration, extra_toml: &str) -> Gateway {
+        Self::start_custom(speed, run_for, &[], extra_toml).await
+    }
+
+    /// As [`Gateway::start_with`], replacing some of the fast `[timings]` (key, humantime value);
+    /// `[timings]` cannot be given twice in one TOML file, so it cannot go in `extra_toml`.
+    pub async fn start_custom(speed: f64, run_for: Duration, timings: &[(&str, &str)], extra_toml: &str) -> Gateway {
+        let mut timings_toml = String::from("\n[timings]\n");
+        for line in FAST_TIMINGS.lines().filter(|l| l.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap_or_default();
+            if !timings.iter().any(|(k, _)| *k == key) {
+                timings_toml.push_str(line);
+                timings_toml.push('\n');
+            }
+        }
+        for (key, value) in timings {
+            timings_toml.push_str(&format!("{key} = \"{value}\"\n"));
+        }
         let providers = SandboxProviders::start(speed, run_for).await.expect("simulators");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
@@ -66,7 +83,7 @@ impl Gateway {
             config = config.replacen(&placeholder_line, &format!("base_url = \"{value}\""), 1);
         }
         config.push_str(&format!(
-            "\n[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n{FAST_TIMINGS}\n{extra_toml}\n",
+            "\n[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n{timings_toml}\n{extra_toml}\n",
             dir.path().join("cigw.db").display()
         ));
         let path = dir.path().join("cigw.toml");
@@ -143,6 +160,46 @@ impl Gateway {
         let r = self.request(reqwest::Method::POST, path).json(&body).send().await.expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A request without any token.
+    pub fn anonymous(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, format!("{}{path}", self.url))
+    }
+
+    /// POST JSON with the admin token and an `Idempotency-Key`; returns the whole response.
+    pub async fn post_idempotent(&self, path: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path).header("Idempotency-Key", key).json(body).send().await.expect("POST")
+    }
+
+    /// Create a token with `scopes` (and `expires_in`, when given); returns its secret.
+    pub async fn create_token(&self, name: &str, scopes: &[&str], expires_in: Option<&str>) -> String {
+        let mut body = serde_json::json!({"name": name, "scopes": scopes});
+        if let Some(e) = expires_in {
+            body["expires_in"] = e.into();
+        }
+        let (status, created) = self.post_json("/v1/tokens", body).await;
+        assert_eq!(status, 201, "{created}");
+        created["secret"].as_str().expect("secret").to_string()
+    }
+
+    /// Every run the gateway has, newest first (one page of up to 1000).
+    pub async fn all_runs(&self) -> Vec<serde_json::Value> {
+        let page = self.get_json("/v1/runs?limit=1000").await;
+        page["runs"].as_array().expect("runs").clone()
+    }
+
+    /// Trigger `body` and return the run ids (asserting a 202).
+    pub async fn trigger(&self, body: serde_json::Value) -> Vec<String> {
+        let (status, answer) = self.post_json("/v1/triggers", body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["runs"].as_array().expect("runs").iter().map(|r| r["id"].as_str().expect("id").to_string()).collect()
+    }
+
+    /// The kinds of a run's events, oldest first.
+    pub async fn event_kinds(&self, run_id: &str) -> Vec<String> {
+        let run = self.get_json(&format!("/v1/runs/{run_id}")).await;
+        run["events"].as_array().expect("events").iter().map(|e| e["kind"].as_str().unwrap_or("").to_string()).collect()
     }
 
     /// Poll a run until `done(state)`, up to `timeout`.
