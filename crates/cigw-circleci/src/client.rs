@@ -9,14 +9,14 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cigw_core::retry::{RetryPolicy, with_retry};
 use cigw_core::{CallKind, Error, Result};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use http::{HeaderMap, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::config::{AccountConfig, AuthScheme, RateLimit};
+use crate::config::{AccountConfig, AuthScheme};
 use crate::error::parse_error;
 use crate::models::Page;
 use crate::slug::encode_segment;
@@ -93,14 +93,6 @@ impl fmt::Debug for CircleciClient {
     }
 }
 
-fn limiter(limit: RateLimit) -> DefaultDirectRateLimiter {
-    let per_request = limit.per / limit.requests.get();
-    let quota = Quota::with_period(per_request.max(Duration::from_nanos(1)))
-        .expect("a positive period")
-        .allow_burst(limit.requests);
-    RateLimiter::direct(quota)
-}
-
 impl CircleciClient {
     /// A client for `cfg`.
     pub fn new(cfg: &AccountConfig) -> Result<Self> {
@@ -118,7 +110,7 @@ impl CircleciClient {
             http,
             base_url: cfg.base_url.clone(),
             auth,
-            limiter: cfg.rate_limit.map(|l| Arc::new(limiter(l))),
+            limiter: cfg.rate_limit.map(|l| Arc::new(l.limiter())),
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             retry: cfg.retry.clone(),
             max_pages: cfg.max_pages.max(1),

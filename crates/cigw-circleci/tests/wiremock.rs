@@ -749,7 +749,7 @@ async fn callbacks_verify_the_signature_and_route_by_pipeline() {
 #[tokio::test]
 async fn one_rate_limiter_per_account_spaces_requests() {
     let s = setup_with(|c| {
-        c.rate_limit = Some(cigw_circleci::config::RateLimit::parse("10/s").unwrap());
+        c.rate_limit = Some(cigw_core::RateLimit::parse("10/s").unwrap());
     })
     .await;
     mount_status(&s, pipeline_json("created", "2024-05-01T10:00:00Z"), vec![], "Wed, 01 May 2024 10:00:01 GMT").await;

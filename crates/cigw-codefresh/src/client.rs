@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cigw_core::retry::{RetryPolicy, with_retry};
 use cigw_core::{CallKind, Error, Result};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use reqwest::Method;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::config::{AccountSettings, RateLimit};
+use crate::config::AccountSettings;
 use crate::error::parse_error;
 
 /// Sent as `User-Agent` on every request.
@@ -125,13 +125,6 @@ impl fmt::Debug for Client {
     }
 }
 
-fn quota(limit: RateLimit) -> Quota {
-    let per_request = limit.period / limit.count.get();
-    Quota::with_period(per_request)
-        .map(|q| q.allow_burst(limit.count))
-        .unwrap_or_else(|| Quota::per_second(limit.count))
-}
-
 impl Client {
     /// A client for `settings`.
     pub fn new(settings: &AccountSettings) -> Result<Self> {
@@ -146,7 +139,7 @@ impl Client {
             base_url: settings.base_url.clone(),
             auth: settings.api_key.clone(),
             retry: settings.retry.clone(),
-            limiter: settings.rate_limit.map(|l| Arc::new(RateLimiter::direct(quota(l)))),
+            limiter: settings.rate_limit.map(|l| Arc::new(l.limiter())),
             in_flight: Arc::new(Semaphore::new(settings.concurrency.max(1))),
         })
     }

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
+use cigw_core::RateLimit;
 use cigw_core::TargetSpec;
 use cigw_core::config::{Problems, join};
 use cigw_core::retry::RetryPolicy;
@@ -23,39 +23,6 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// The annotation (and `reqId`) carrying the gateway run id.
 pub const RUN_ID_ANNOTATION: &str = "cigw_run_id";
 
-/// A request budget: `count` requests per `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Requests allowed per period.
-    pub count: NonZeroU32,
-    /// The period (one second or one minute).
-    pub period: Duration,
-}
-
-impl RateLimit {
-    /// Parse `10/s`, `10/sec`, `600/min`, `600/minute` (or a bare number, per second).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let expected = "expected `<n>/s` or `<n>/min` (e.g. \"5/s\", \"300/min\")";
-        let (n, unit) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
-        let count: u32 = n.trim().parse().map_err(|_| format!("`{text}`: {expected}"))?;
-        let count = NonZeroU32::new(count).ok_or_else(|| format!("`{text}`: the count must be at least 1"))?;
-        let period = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            _ => return Err(format!("`{text}`: {expected}")),
-        };
-        Ok(Self { count, period })
-    }
-}
-
-/// Accepts a string or a bare integer for `rate_limit`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum RateLimitSetting {
-    PerSecond(u32),
-    Text(String),
-}
-
 /// `[providers.codefresh.<name>]` as written.
 #[derive(Debug, Deserialize)]
 struct RawAccount {
@@ -65,7 +32,7 @@ struct RawAccount {
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
     #[serde(default)]
-    rate_limit: Option<RateLimitSetting>,
+    rate_limit: Option<String>,
     #[serde(default)]
     concurrency: Option<usize>,
     #[serde(default)]
@@ -129,15 +96,10 @@ impl AccountSettings {
         let base_url = parse_base_url(raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))
             .map_err(|e| problems.error(join(path, "base_url"), e))
             .ok();
-        let rate_limit = match raw.rate_limit {
-            None => None,
-            Some(RateLimitSetting::PerSecond(n)) => {
-                RateLimit::parse(&n.to_string()).map_err(|e| problems.error(join(path, "rate_limit"), e)).ok()
-            }
-            Some(RateLimitSetting::Text(t)) => {
-                RateLimit::parse(&t).map_err(|e| problems.error(join(path, "rate_limit"), e)).ok()
-            }
-        };
+        let rate_limit = raw
+            .rate_limit
+            .as_deref()
+            .and_then(|t| RateLimit::parse(t).map_err(|e| problems.error(join(path, "rate_limit"), e)).ok());
         let concurrency = raw.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if concurrency == 0 {
             problems.error(join(path, "concurrency"), "expected at least 1 in-flight request");
@@ -435,10 +397,7 @@ mod tests {
         assert!(!problems.has_errors(), "{problems:?}");
         assert_eq!(a.base_url.as_str(), "https://cf.example.com/api/");
         assert_eq!(a.timeout, Duration::from_secs(5));
-        assert_eq!(
-            a.rate_limit,
-            Some(RateLimit { count: NonZeroU32::new(300).unwrap(), period: Duration::from_secs(60) })
-        );
+        assert_eq!(a.rate_limit, Some(RateLimit::parse("300/min").unwrap()));
         assert_eq!(a.concurrency, 2);
         assert_eq!(a.retry.max_retries, 1);
         assert_eq!(a.retry.min_delay, Duration::from_millis(10));
@@ -450,7 +409,7 @@ mod tests {
         let mut problems = Problems::default();
         let a = AccountSettings::parse(
             "providers.codefresh.cf",
-            &json!({"api_key": "env:CIGW_TEST_SURELY_UNSET_CF_KEY", "base_url": "ftp://x", "rate_limit": "5/hour",
+            &json!({"api_key": "env:CIGW_TEST_SURELY_UNSET_CF_KEY", "base_url": "ftp://x", "rate_limit": "5/week",
                     "concurrency": 0, "tokn": "x"}),
             &mut problems,
         );
@@ -463,7 +422,7 @@ mod tests {
         );
         assert!(shown.iter().any(|p| p.starts_with("providers.codefresh.cf.base_url: ")), "{shown:?}");
         assert!(
-            shown.iter().any(|p| p.starts_with("providers.codefresh.cf.rate_limit: `5/hour`: expected")),
+            shown.iter().any(|p| p.starts_with("providers.codefresh.cf.rate_limit: `5/week`: expected")),
             "{shown:?}"
         );
         assert!(
@@ -472,15 +431,6 @@ mod tests {
         let mut problems = Problems::default();
         assert!(AccountSettings::parse("p", &json!({}), &mut problems).is_none());
         assert!(problems.errors().any(|p| p.message.contains("api_key")), "{problems:?}");
-    }
-
-    #[test]
-    fn rate_limit_forms() {
-        assert_eq!(RateLimit::parse("5/s").unwrap().period, Duration::from_secs(1));
-        assert_eq!(RateLimit::parse("5").unwrap().period, Duration::from_secs(1));
-        assert_eq!(RateLimit::parse("120/minute").unwrap().count.get(), 120);
-        assert!(RateLimit::parse("0/s").unwrap_err().contains("at least 1"));
-        assert!(RateLimit::parse("fast").is_err());
     }
 
     #[test]

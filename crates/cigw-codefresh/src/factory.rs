@@ -86,11 +86,7 @@ impl ProviderAccount for CodefreshAccount {
     }
 
     fn describe(&self) -> String {
-        let limit = match self.settings.rate_limit {
-            Some(l) if l.period.as_secs() == 60 => format!("{}/min", l.count),
-            Some(l) => format!("{}/s", l.count),
-            None => "none".into(),
-        };
+        let limit = self.settings.rate_limit.map_or_else(|| "none".to_string(), |l| l.to_string());
         format!(
             "Codefresh at {} (timeout {}, rate limit {limit}, concurrency {})",
             self.settings.base_url,

@@ -21,7 +21,7 @@ pub mod status;
 pub mod target;
 
 pub use client::Client;
-pub use config::{AccountSettings, PipelineLocator, RateLimit, RunOptions, TargetSettings};
+pub use config::{AccountSettings, PipelineLocator, RunOptions, TargetSettings};
 pub use error::parse_error;
 pub use factory::{CodefreshAccount, CodefreshFactory};
 pub use target::{CAPABILITIES, CodefreshTarget};

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cigw_core::{CallKind, Error, Result};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
-use crate::config::{AccountConfig, RateLimit};
+use crate::config::AccountConfig;
 use crate::error::{ErrorAnswer, parse_error};
 use crate::models::{AuthResponse, Organization};
 
@@ -89,13 +89,6 @@ impl fmt::Debug for CodeshipClient {
     }
 }
 
-fn quota(limit: RateLimit) -> Quota {
-    let period = limit.per / limit.requests.get();
-    // A burst of one keeps every window of `per` within the budget, whatever the server's
-    // window boundaries are.
-    Quota::with_period(period.max(Duration::from_nanos(1))).expect("a positive period")
-}
-
 /// Map a transport error: a request that never left can be sent again; anything after sending
 /// (timeouts, resets, body errors) may have been processed.
 fn transport_error(e: reqwest::Error) -> Error {
@@ -127,7 +120,8 @@ impl CodeshipClient {
                 current: Mutex::new(None),
                 next_id: AtomicU64::new(1),
             },
-            limiter: RateLimiter::direct(quota(config.rate_limit)),
+            // Evenly spaced: every window of a minute stays within Codeship's budget whatever its boundaries.
+            limiter: config.rate_limit.smooth_limiter(),
             in_flight: Semaphore::new(config.concurrency.max(1)),
             config,
             clock,

@@ -5,11 +5,12 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use cigw_core::RateLimit;
 use cigw_core::config::{Problems, join};
 use cigw_core::retry::RetryPolicy;
 use cigw_core::secret::SecretSetting;
 use secrecy::SecretString;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use url::Url;
 
 use crate::models::ProjectType;
@@ -18,49 +19,7 @@ use crate::models::ProjectType;
 pub const DEFAULT_BASE_URL: &str = "https://api.codeship.com/v2";
 
 /// Codeship's documented budget: 60 requests per minute per user.
-pub const DEFAULT_RATE_LIMIT: RateLimit =
-    RateLimit { requests: NonZeroU32::new(60).unwrap(), per: Duration::from_secs(60) };
-
-/// A request budget: `requests` per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// How many requests.
-    pub requests: NonZeroU32,
-    /// In how long.
-    pub per: Duration,
-}
-
-impl RateLimit {
-    /// Parse `N/min`, `N/s` (also `N/minute`, `N/second`, `N/sec`), or a bare `N` (per minute).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let expected = || format!("expected `N/min` or `N/s` with N ≥ 1, got `{text}`");
-        let (count, unit) = text.trim().split_once('/').unwrap_or((text.trim(), "min"));
-        let requests: NonZeroU32 = count.trim().parse().map_err(|_| expected())?;
-        let per = match unit.trim() {
-            "min" | "minute" | "m" => Duration::from_secs(60),
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            _ => return Err(expected()),
-        };
-        Ok(Self { requests, per })
-    }
-}
-
-impl<'de> Deserialize<'de> for RateLimit {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(u32),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Count(n) => NonZeroU32::new(n)
-                .map(|requests| RateLimit { requests, per: Duration::from_secs(60) })
-                .ok_or_else(|| serde::de::Error::custom("expected at least 1 request per minute")),
-            Raw::Text(t) => RateLimit::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
+pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit::new(NonZeroU32::new(60).unwrap(), Duration::from_secs(60));
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_string()
@@ -383,22 +342,8 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_parse() {
+    fn the_default_rate_limit_is_codeships_budget() {
         assert_eq!(RateLimit::parse("60/min").unwrap(), DEFAULT_RATE_LIMIT);
-        assert_eq!(RateLimit::parse("2/s").unwrap().per, Duration::from_secs(1));
-        assert_eq!(RateLimit::parse("30").unwrap().requests.get(), 30);
-        assert!(RateLimit::parse("0/min").is_err());
-        assert!(RateLimit::parse("5/hour").unwrap_err().contains("expected `N/min`"));
-        let r: RateLimit = serde_json::from_value(json!(120)).unwrap();
-        assert_eq!(r.requests.get(), 120);
-        let mut p = Problems::default();
-        AccountConfig::parse(
-            "a",
-            &json!({"email": "e", "password": "pw", "organization": "o", "rate_limit": "600/min"}),
-            &mut p,
-        )
-        .unwrap();
-        assert!(p.warnings().any(|w| w.path == "a.rate_limit"), "{p:?}");
     }
 
     #[test]

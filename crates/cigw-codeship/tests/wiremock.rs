@@ -743,7 +743,7 @@ async fn transport_errors_are_not_sent_or_maybe_sent() {
 
 #[tokio::test]
 async fn one_limiter_is_shared_by_every_target_of_the_account() {
-    let s = Setup::with(|c| c.rate_limit = cigw_codeship::config::RateLimit::parse("20/s").unwrap()).await;
+    let s = Setup::with(|c| c.rate_limit = cigw_core::RateLimit::parse("20/s").unwrap()).await;
     s.auth("token").await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200).set_body_string(fixture("builds/get.json")))

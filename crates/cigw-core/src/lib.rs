@@ -12,6 +12,7 @@ pub mod error;
 pub mod git_ref;
 pub mod params;
 pub mod provider;
+pub mod rate_limit;
 pub mod retry;
 pub mod run;
 pub mod secret;
@@ -25,6 +26,7 @@ pub use error::{CallKind, Error, Result};
 pub use git_ref::GitRef;
 pub use params::{ParamType, ParamValue, ParameterSpec, Parameters};
 pub use provider::ProviderKind;
+pub use rate_limit::RateLimit;
 pub use run::{
     Decision, ProviderRunRef, RecentQuery, RerunOptions, RunCandidate, RunStatus, StepDetail, TriggerOutcome,
     TriggerSpec,

@@ -13,7 +13,7 @@ use cigw_sim::Harness;
 pub fn fast_config(base_url: &str, email: &str, password: &str, organization: &str) -> AccountConfig {
     let mut cfg = AccountConfig::new(email.into(), password.into(), organization)
         .with_base_url(url::Url::parse(base_url).expect("a base URL"));
-    cfg.rate_limit = cigw_codeship::config::RateLimit::parse("100000/min").unwrap();
+    cfg.rate_limit = cigw_core::RateLimit::parse("100000/min").unwrap();
     cfg.concurrency = 64;
     cfg.timeout = Duration::from_secs(5);
     cfg.retry = RetryPolicy {
