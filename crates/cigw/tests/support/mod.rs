@@ -41,6 +41,9 @@ retry_max_delay = "500ms"
 retry_deadline = "10s"
 "#;
 
+/// Fast retries of provider calls in every sandbox account (`[providers.<kind>.sandbox]`).
+const FAST_ACCOUNT: [(&str, &str); 2] = [("retry_max_delay", "500ms"), ("retry_deadline", "10s")];
+
 impl Gateway {
     /// Simulators at `speed` × real time (builds take about `run_for` simulated), and a gateway.
     pub async fn start(speed: f64, run_for: Duration) -> Gateway {
@@ -52,8 +55,10 @@ impl Gateway {
         Self::start_custom(speed, run_for, &[], extra_toml).await
     }
 
-    /// As [`Gateway::start_with`], replacing some of the fast `[timings]` (key, humantime value);
-    /// `[timings]` cannot be given twice in one TOML file, so it cannot go in `extra_toml`.
+    /// As [`Gateway::start_with`], replacing some of the fast timings (key, humantime value):
+    /// `poll_max` is `[timings].poll_max`, `codefresh.retry_deadline` is the sandbox Codefresh
+    /// account's `retry_deadline`. Tables cannot be given twice in one TOML file, so these
+    /// cannot go in `extra_toml`.
     pub async fn start_custom(speed: f64, run_for: Duration, timings: &[(&str, &str)], extra_toml: &str) -> Gateway {
         let mut timings_toml = String::from("\n[timings]\n");
         for line in FAST_TIMINGS.lines().filter(|l| l.contains(" = ")) {
@@ -63,7 +68,7 @@ impl Gateway {
                 timings_toml.push('\n');
             }
         }
-        for (key, value) in timings {
+        for (key, value) in timings.iter().filter(|(k, _)| !k.contains('.')) {
             timings_toml.push_str(&format!("{key} = \"{value}\"\n"));
         }
         let providers = SandboxProviders::start(speed, run_for).await.expect("simulators");
@@ -80,7 +85,18 @@ impl Gateway {
                 .find(|l| l.starts_with("base_url"))
                 .expect("a base_url line")
                 .to_string();
-            config = config.replacen(&placeholder_line, &format!("base_url = \"{value}\""), 1);
+            let kind = account.trim_end_matches(".sandbox");
+            let mut lines = format!("base_url = \"{value}\"\n");
+            for (key, fast) in FAST_ACCOUNT {
+                if !timings.iter().any(|(k, _)| *k == format!("{kind}.{key}")) {
+                    lines.push_str(&format!("{key} = \"{fast}\"\n"));
+                }
+            }
+            for (key, value) in timings.iter().filter_map(|(k, v)| Some((k.strip_prefix(kind)?.strip_prefix('.')?, v)))
+            {
+                lines.push_str(&format!("{key} = \"{value}\"\n"));
+            }
+            config = config.replacen(&format!("{placeholder_line}\n"), &lines, 1);
         }
         config.push_str(&format!(
             "\n[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n{timings_toml}\n{extra_toml}\n",
