@@ -2,6 +2,7 @@
 //! honouring `Retry-After`, bounded by an attempt cap and an overall deadline.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -39,6 +40,18 @@ impl RetryPolicy {
     }
 }
 
+/// Called for every retry [`with_retry`] makes: the operation, the error that caused it and the
+/// wait before the next attempt.
+pub type RetryObserver = fn(operation: &str, error: &Error, delay: Duration);
+
+static RETRY_OBSERVER: OnceLock<RetryObserver> = OnceLock::new();
+
+/// Install the process-wide retry observer (the gateway counts retries in its metrics). The first
+/// installation wins; returns `false` when one was already installed.
+pub fn set_retry_observer(observer: RetryObserver) -> bool {
+    RETRY_OBSERVER.set(observer).is_ok()
+}
+
 /// Run `call` until it succeeds, fails with an error `kind` may not retry, or the policy is spent.
 ///
 /// A `RateLimited` error with `retry_after` waits that long (capped at `max_delay`) instead of
@@ -65,6 +78,9 @@ where
         })
         .notify(|e: &Error, delay: Duration| {
             tracing::warn!(operation, error = %e, delay_ms = delay.as_millis() as u64, "retrying provider call");
+            if let Some(observe) = RETRY_OBSERVER.get() {
+                observe(operation, e, delay);
+            }
         })
         .await
 }

@@ -1,5 +1,6 @@
 //! The cigw service as a library (DESIGN.md §3–§4): the HTTP API, the dispatcher and tracker
-//! that drive runs at the providers, provider callbacks and the OpenAPI document.
+//! that drive runs at the providers, provider callbacks, the live event stream, Prometheus
+//! metrics and the OpenAPI document.
 //!
 //! `main` stays thin: it loads the configuration, opens the store and calls [`serve::serve`].
 
@@ -8,6 +9,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod router;
 pub mod serve;

@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::api::{health, runs, targets, tokens, triggers};
+use crate::api::{events, health, runs, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
 
 /// The API description (paths, schemas, the bearer scheme).
@@ -28,6 +28,7 @@ use crate::error::{ErrorBody, FieldProblem};
         runs::approve_run,
         runs::deny_run,
         runs::refresh_run,
+        events::stream_events,
         targets::list_targets,
         tokens::create_token,
         tokens::list_tokens,

@@ -29,7 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{health, runs, targets, tokens, triggers};
+use crate::api::{events, health, runs, targets, tokens, triggers};
 use crate::auth::AuthState;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -49,7 +49,10 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
     let timeout = state.settings.server.request_timeout;
     let routes = Router::new()
-        .route("/v1/triggers", post(triggers::create_trigger))
+        .route(
+            "/v1/triggers",
+            post(triggers::create_trigger).layer(axum::middleware::from_fn(crate::metrics::count_api_intake)),
+        )
         .route("/v1/triggers/{id}", get(triggers::get_trigger))
         .route("/v1/triggers/{id}/cancel", post(triggers::cancel_trigger))
         .route("/v1/runs", get(runs::list_runs))
@@ -60,6 +63,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/v1/runs/{id}/approve", post(runs::approve_run))
         .route("/v1/runs/{id}/deny", post(runs::deny_run))
         .route("/v1/runs/{id}/refresh", post(runs::refresh_run))
+        .route("/v1/events", get(events::stream_events))
         .route("/v1/targets", get(targets::list_targets))
         .route("/v1/tokens", post(tokens::create_token).get(tokens::list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
@@ -69,6 +73,11 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
+    // With `server.metrics_listen` set, /metrics is served only there (see `metrics_router`).
+    let routes = match state.settings.server.metrics_listen {
+        None => routes.route("/metrics", get(crate::metrics::scrape)),
+        Some(_) => routes,
+    };
 
     routes
         .layer(
@@ -89,6 +98,11 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
                 .layer(Extension(auth)),
         )
         .with_state(state)
+}
+
+/// `/metrics` alone, for the separate `server.metrics_listen` listener.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(crate::metrics::scrape)).fallback(not_found).with_state(state)
 }
 
 fn cors(state: AppState, auth: Arc<AuthState>) -> CorsLayer {

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub mod events;
 pub mod health;
 pub mod runs;
 pub mod targets;

@@ -247,17 +247,24 @@ async fn run_view(state: &AppState, run_id: &str) -> Result<RunView, ApiError> {
     Ok(RunView::new(&run, &Links::new(state)))
 }
 
-/// Read one run with its events.
+/// Read one run with its events; with `?wait=<seconds>`, answer as soon as the run has finished
+/// (or when the wait is over, with its current state).
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Run id")),
-    responses((status = 200, body = RunDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Run id"), crate::api::events::WaitQuery),
+    responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_run(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    query: Result<Query<crate::api::events::WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RunDetail>, ApiError> {
     principal.require_read()?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if let Some(wait) = query.wait {
+        let wait = crate::api::events::parse_wait(&wait, &state)?;
+        crate::api::events::wait_until_finished(&state, &id, wait).await?;
+    }
     let run = run_view(&state, &id).await?;
     let events = load_events(&state, &id).await?;
     Ok(Json(RunDetail { run, events }))

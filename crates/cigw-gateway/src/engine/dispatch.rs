@@ -64,7 +64,13 @@ impl Engine {
         }
         let mut possible_duplicate = false;
         if history.maybe_sent {
-            match self.reconcile(&run, &target, history.grace_start, now).await? {
+            let reconciled = self.reconcile(&run, &target, history.grace_start, now).await?;
+            crate::metrics::record_reconciliation(match &reconciled {
+                Reconciled::Adopted => "adopted",
+                Reconciled::KeepLooking(_) => "not_found_yet",
+                Reconciled::GiveUp => "gave_up",
+            });
+            match reconciled {
                 Reconciled::Adopted => return Ok(()),
                 Reconciled::KeepLooking(why) => {
                     let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
@@ -87,8 +93,22 @@ impl Engine {
         let result = self.send(&run, &target).await;
         let sent = result.as_ref().is_ok_and(|o| !matches!(o, TriggerOutcome::NothingToRun { .. }));
         let outcome = self.outcome_of(&run, result, now);
+        let reached = matches!(
+            outcome,
+            DispatchOutcome::Started { .. }
+                | DispatchOutcome::Unconfirmed { .. }
+                | DispatchOutcome::NothingToRun { .. }
+        );
+        let unconfirmed = matches!(outcome, DispatchOutcome::Unconfirmed { .. });
         self.record(&run, outcome).await?;
+        if reached {
+            crate::metrics::record_dispatched(run.provider, run.created_at, self.state.now());
+        }
+        if unconfirmed {
+            crate::metrics::record_unconfirmed("accepted");
+        }
         if possible_duplicate && sent {
+            crate::metrics::record_possible_duplicate();
             tracing::warn!(run_id = run.id, "sent again after an unresolved ambiguous dispatch");
             self.state
                 .store

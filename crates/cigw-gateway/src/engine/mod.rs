@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::join_all;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::state::AppState;
 
@@ -93,9 +94,21 @@ impl Engine {
         });
         let handled = to_dispatch.len() + to_poll.len();
         tokio::join!(
-            join_all(to_dispatch.into_iter().map(|run| self.dispatch(run))),
-            join_all(to_poll.into_iter().map(|run| self.track(run))),
+            join_all(to_dispatch.into_iter().map(|run| {
+                let attempt = run.dispatch_attempts;
+                let span = tracing::info_span!("dispatch", run_id = %run.id, target = %run.target, attempt);
+                self.dispatch(run).instrument(span)
+            })),
+            join_all(to_poll.into_iter().map(|run| {
+                let attempt = run.provider_ref.as_ref().map(|r| r.attempt);
+                let span = tracing::info_span!("track", run_id = %run.id, target = %run.target, attempt);
+                self.track(run).instrument(span)
+            })),
         );
+        if handled > 0 {
+            // Every handled run appended events (or tried to): wake the event streams.
+            self.state.notify_events();
+        }
         handled
     }
 }

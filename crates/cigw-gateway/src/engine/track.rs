@@ -88,6 +88,7 @@ impl Engine {
                     match self.state.store.adopt(&run.id, candidate.run_ref.clone(), now).await {
                         Ok(_) => {
                             tracing::info!(run_id = run.id, provider_id = candidate.run_ref.id, "build correlated");
+                            crate::metrics::record_unconfirmed("correlated");
                             return self.release(run).await;
                         }
                         Err(StoreError::Conflict { .. }) => continue,
@@ -101,6 +102,7 @@ impl Engine {
             let waited = (now - sent_at).to_std().unwrap_or_default();
             let message = format!("accepted by the provider but no build appeared within {}", humanize(waited));
             self.state.store.set_state(&run.id, RunState::Error, Some(message), store_kind::ERROR, now).await?;
+            crate::metrics::record_unconfirmed("expired");
             return Ok(());
         }
         let step = chrono::Duration::from_std(self.state.settings.timings.poll_initial).unwrap_or_default();

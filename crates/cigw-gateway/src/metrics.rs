@@ -1,0 +1,355 @@
+//! Prometheus metrics (`/metrics`) and the instrumentation of provider calls.
+//!
+//! Series (all names start with `cigw_`; docs/operations.md lists them for operators):
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `cigw_intake_total` | counter | `source`, `outcome` |
+//! | `cigw_provider_calls_total` | counter | `provider`, `operation`, `outcome` |
+//! | `cigw_provider_call_duration_seconds` | histogram | `provider`, `operation` |
+//! | `cigw_provider_retries_total` | counter | `provider`, `operation`, `reason` |
+//! | `cigw_dispatch_lag_seconds` | histogram | `provider` |
+//! | `cigw_runs` | gauge | `state` |
+//! | `cigw_runs_unconfirmed` | gauge | |
+//! | `cigw_unconfirmed_total` | counter | `outcome` |
+//! | `cigw_reconciliations_total` | counter | `outcome` |
+//! | `cigw_possible_duplicates_total` | counter | |
+//! | `cigw_sse_clients` | gauge | |
+//! | `cigw_sse_disconnects_total` | counter | `reason` |
+//!
+//! Counters and histograms are recorded where things happen, so each replica counts only its
+//! own work; the run gauges are read from the store at each scrape (every replica reports the
+//! same totals: aggregate them with `max`, not `sum`).
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use cigw_core::catalog::{Catalog, ConfiguredTarget};
+use cigw_core::{
+    Capabilities, CiTarget, Decision, GitRef, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, RunCandidate,
+    RunState, RunStatus, TriggerOutcome, TriggerSpec,
+};
+use cigw_store::RunFilter;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+
+use crate::state::AppState;
+
+/// Metric names.
+pub mod names {
+    /// Trigger requests by `source` (`api`, `hook:<name>`, …) and `outcome`.
+    pub const INTAKE: &str = "cigw_intake_total";
+    /// Provider calls by `provider`, `operation` and `outcome` (`ok` or the error code).
+    pub const PROVIDER_CALLS: &str = "cigw_provider_calls_total";
+    /// Latency of provider calls, retries included.
+    pub const PROVIDER_CALL_DURATION: &str = "cigw_provider_call_duration_seconds";
+    /// Retries inside provider calls, by the error `reason` that caused them.
+    pub const PROVIDER_RETRIES: &str = "cigw_provider_retries_total";
+    /// Time from a run's creation to the provider accepting it.
+    pub const DISPATCH_LAG: &str = "cigw_dispatch_lag_seconds";
+    /// Runs per state (read from the store at each scrape).
+    pub const RUNS: &str = "cigw_runs";
+    /// Runs accepted by a provider that gave no id and not yet matched with a build.
+    pub const RUNS_UNCONFIRMED: &str = "cigw_runs_unconfirmed";
+    /// Unconfirmed runs by `outcome`: `accepted`, `correlated`, `expired`.
+    pub const UNCONFIRMED: &str = "cigw_unconfirmed_total";
+    /// Reconciliations of ambiguous dispatches by `outcome`: `adopted`, `not_found_yet`, `gave_up`.
+    pub const RECONCILIATIONS: &str = "cigw_reconciliations_total";
+    /// Triggers sent again after an unresolved ambiguous attempt.
+    pub const POSSIBLE_DUPLICATES: &str = "cigw_possible_duplicates_total";
+    /// Connected `/v1/events` clients.
+    pub const SSE_CLIENTS: &str = "cigw_sse_clients";
+    /// Event streams the server ended, by `reason`: `slow_client`, `shutdown`, `store_error`.
+    pub const SSE_DISCONNECTS: &str = "cigw_sse_disconnects_total";
+}
+
+/// Latency buckets (seconds) of the provider-call and dispatch-lag histograms.
+const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Unconfirmed runs are counted over at most this many runs per state at a scrape.
+const UNCONFIRMED_SCAN: u32 = 1000;
+
+/// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// The recorder of this process, installed (with the retry observer) on first use.
+    pub fn global() -> Metrics {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        let handle = HANDLE.get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only what it records");
+            }
+            cigw_core::retry::set_retry_observer(count_retry);
+            describe();
+            handle
+        });
+        Metrics { handle: handle.clone() }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(names::INTAKE, "Trigger requests by source and outcome");
+    describe_counter!(names::PROVIDER_CALLS, "Provider API calls by provider, operation and outcome");
+    describe_histogram!(names::PROVIDER_CALL_DURATION, metrics::Unit::Seconds, "Provider call latency");
+    describe_counter!(names::PROVIDER_RETRIES, "Retries inside provider calls by the error that caused them");
+    describe_histogram!(names::DISPATCH_LAG, metrics::Unit::Seconds, "Run creation to provider acceptance");
+    describe_gauge!(names::RUNS, "Runs per state");
+    describe_gauge!(names::RUNS_UNCONFIRMED, "Runs accepted without a provider id and not yet matched");
+    describe_counter!(names::UNCONFIRMED, "Runs accepted without a provider id, correlated, or expired");
+    describe_counter!(names::RECONCILIATIONS, "Reconciliations of ambiguous dispatches by outcome");
+    describe_counter!(names::POSSIBLE_DUPLICATES, "Triggers sent again after an unresolved ambiguous attempt");
+    describe_gauge!(names::SSE_CLIENTS, "Connected /v1/events clients");
+    describe_counter!(names::SSE_DISCONNECTS, "Event streams ended by the server, by reason");
+}
+
+/// `GET /metrics`: refresh the run gauges from the store, then render.
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    refresh_run_gauges(&state).await;
+    let mut response = state.metrics.render().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+async fn refresh_run_gauges(state: &AppState) {
+    match state.store.count_runs_by_state().await {
+        Ok(counts) => {
+            for run_state in RunState::ALL {
+                let n = counts.iter().find(|(s, _)| *s == run_state).map_or(0, |(_, n)| *n);
+                gauge!(names::RUNS, "state" => run_state.as_str()).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting runs for /metrics failed"),
+    }
+    // Unconfirmed runs are queued (or canceling, when a cancel arrived before the build was known).
+    let mut unconfirmed = 0usize;
+    for run_state in [RunState::Queued, RunState::Canceling] {
+        let filter = RunFilter { state: Some(run_state), limit: UNCONFIRMED_SCAN, ..RunFilter::default() };
+        match state.store.list_runs(&filter, None).await {
+            Ok(page) => unconfirmed += page.runs.iter().filter(|r| r.unconfirmed).count(),
+            Err(e) => {
+                tracing::warn!(error = %e, "counting unconfirmed runs for /metrics failed");
+                return;
+            }
+        }
+    }
+    gauge!(names::RUNS_UNCONFIRMED).set(unconfirmed as f64);
+}
+
+/// Count one trigger request.
+pub fn record_intake(source: &str, outcome: &'static str) {
+    counter!(names::INTAKE, "source" => source.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// Middleware of `POST /v1/triggers`: counts each request by its answer as `api` intake.
+pub async fn count_api_intake(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    record_intake("api", intake_outcome(&response));
+    response
+}
+
+fn intake_outcome(response: &Response) -> &'static str {
+    let status = response.status();
+    match status {
+        _ if status.is_success() && response.headers().contains_key(crate::api::triggers::IDEMPOTENT_REPLAYED) => {
+            "replayed"
+        }
+        _ if status.is_success() => "accepted",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorized",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        _ if status.is_client_error() => "rejected",
+        _ => "error",
+    }
+}
+
+/// A run reached its provider (`Started`, accepted without an id, or nothing to run).
+pub fn record_dispatched(provider: ProviderKind, created_at: DateTime<Utc>, now: DateTime<Utc>) {
+    let lag = (now - created_at).to_std().unwrap_or(Duration::ZERO);
+    histogram!(names::DISPATCH_LAG, "provider" => provider.as_str()).record(lag.as_secs_f64());
+}
+
+/// A reconciliation pass ended with `outcome` (`adopted`, `not_found_yet`, `gave_up`).
+pub fn record_reconciliation(outcome: &'static str) {
+    counter!(names::RECONCILIATIONS, "outcome" => outcome).increment(1);
+}
+
+/// A trigger was sent again after an unresolved ambiguous attempt.
+pub fn record_possible_duplicate() {
+    counter!(names::POSSIBLE_DUPLICATES).increment(1);
+}
+
+/// An unconfirmed run was `accepted`, `correlated` or `expired`.
+pub fn record_unconfirmed(outcome: &'static str) {
+    counter!(names::UNCONFIRMED, "outcome" => outcome).increment(1);
+}
+
+/// The provider call under way in this task, for labelling retries made deep in an adapter.
+#[derive(Debug, Clone, Copy)]
+struct CallContext {
+    provider: &'static str,
+    operation: &'static str,
+}
+
+tokio::task_local! {
+    static CALL: CallContext;
+}
+
+fn count_retry(_adapter_operation: &str, error: &cigw_core::Error, _delay: Duration) {
+    let call = CALL.try_with(|c| *c).unwrap_or(CallContext { provider: "unknown", operation: "unknown" });
+    counter!(
+        names::PROVIDER_RETRIES,
+        "provider" => call.provider,
+        "operation" => call.operation,
+        "reason" => error.code()
+    )
+    .increment(1);
+}
+
+/// A target whose provider calls are counted, timed and traced (span `provider_call` with
+/// provider, target, operation, run id or provider id, and attempt). Wraps every configured
+/// target, so the engine and the API are measured at this one place.
+#[derive(Debug)]
+pub struct InstrumentedTarget {
+    name: String,
+    inner: Arc<dyn CiTarget>,
+}
+
+impl InstrumentedTarget {
+    /// Wrap `inner`, configured as target `name`.
+    pub fn new(name: impl Into<String>, inner: Arc<dyn CiTarget>) -> Self {
+        Self { name: name.into(), inner }
+    }
+
+    /// The catalog with every target wrapped.
+    pub fn wrap_catalog(mut catalog: Catalog) -> Catalog {
+        for (name, configured) in catalog.targets.iter_mut() {
+            let wrapped: Arc<dyn CiTarget> = Arc::new(Self::new(name.clone(), configured.target.clone()));
+            *configured = ConfiguredTarget { spec: configured.spec.clone(), target: wrapped };
+        }
+        catalog
+    }
+
+    async fn observe<T>(
+        &self,
+        operation: &'static str,
+        span: tracing::Span,
+        call: impl Future<Output = cigw_core::Result<T>>,
+    ) -> cigw_core::Result<T> {
+        let provider = self.inner.kind().as_str();
+        let started = Instant::now();
+        let result = CALL.scope(CallContext { provider, operation }, call).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        counter!(names::PROVIDER_CALLS, "provider" => provider, "operation" => operation, "outcome" => outcome)
+            .increment(1);
+        histogram!(names::PROVIDER_CALL_DURATION, "provider" => provider, "operation" => operation)
+            .record(elapsed.as_secs_f64());
+        let elapsed_ms = elapsed.as_millis() as u64;
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(elapsed_ms, "provider call succeeded"),
+            Err(e) => tracing::debug!(elapsed_ms, error = %e, outcome, "provider call failed"),
+        });
+        result
+    }
+
+    fn span_for_run(&self, operation: &'static str, run: &ProviderRunRef) -> tracing::Span {
+        tracing::info_span!(
+            "provider_call",
+            provider = self.inner.kind().as_str(),
+            target = %self.name,
+            operation,
+            provider_id = %run.id,
+            attempt = run.attempt,
+        )
+    }
+}
+
+#[async_trait]
+impl CiTarget for InstrumentedTarget {
+    fn kind(&self) -> ProviderKind {
+        self.inner.kind()
+    }
+
+    fn locator(&self) -> String {
+        self.inner.locator()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn check_ref(&self, git_ref: &GitRef) -> Result<(), String> {
+        self.inner.check_ref(git_ref)
+    }
+
+    async fn trigger(&self, spec: &TriggerSpec) -> cigw_core::Result<TriggerOutcome> {
+        let span = tracing::info_span!(
+            "provider_call",
+            provider = self.inner.kind().as_str(),
+            target = %self.name,
+            operation = "trigger",
+            run_id = %spec.run_id,
+        );
+        self.observe("trigger", span, self.inner.trigger(spec)).await
+    }
+
+    async fn status(&self, run: &ProviderRunRef) -> cigw_core::Result<RunStatus> {
+        self.observe("status", self.span_for_run("status", run), self.inner.status(run)).await
+    }
+
+    async fn cancel(&self, run: &ProviderRunRef) -> cigw_core::Result<()> {
+        self.observe("cancel", self.span_for_run("cancel", run), self.inner.cancel(run)).await
+    }
+
+    async fn rerun(&self, run: &ProviderRunRef, options: RerunOptions) -> cigw_core::Result<TriggerOutcome> {
+        self.observe("rerun", self.span_for_run("rerun", run), self.inner.rerun(run, options)).await
+    }
+
+    async fn approve(&self, run: &ProviderRunRef, decision: Decision) -> cigw_core::Result<()> {
+        self.observe("approve", self.span_for_run("approve", run), self.inner.approve(run, decision)).await
+    }
+
+    async fn find_recent(&self, query: &RecentQuery) -> cigw_core::Result<Vec<RunCandidate>> {
+        let span = tracing::info_span!(
+            "provider_call",
+            provider = self.inner.kind().as_str(),
+            target = %self.name,
+            operation = "find_recent",
+        );
+        self.observe("find_recent", span, self.inner.find_recent(query)).await
+    }
+}
