@@ -1,6 +1,8 @@
 //! The `cigw` command line: a thin layer over the library crates.
 
 mod check_config;
+mod client;
+mod commands;
 mod gateway;
 mod providers;
 mod sandbox;
@@ -44,10 +46,35 @@ enum Command {
         #[arg(long, env = "CIGW_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Trigger runs of one or more targets; with --wait, follow them to the end.
+    Trigger(commands::trigger::TriggerArgs),
+    /// List runs, newest first.
+    Runs(commands::runs::RunsArgs),
+    /// Show one run with its events.
+    Status(commands::runs::StatusArgs),
+    /// Cancel a run, or every unfinished run of a trigger.
+    Cancel(commands::actions::CancelArgs),
+    /// Run a finished run again.
+    Rerun(commands::actions::RerunArgs),
+    /// Approve (or deny) a run waiting for approval.
+    Approve(commands::actions::ApproveArgs),
+    /// Follow run events live.
+    Watch(commands::watch::WatchArgs),
+    /// List the configured targets, or show one with its parameters.
+    Targets(commands::targets::TargetsArgs),
+    /// Create, list and revoke API tokens.
+    Token(commands::token::TokenArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 4 (DESIGN §4), not clap's default 2, which `trigger --wait` uses for "canceled".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { client::EXIT_USAGE } else { 0 });
+        }
+    };
     cigw_core::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -62,6 +89,15 @@ fn main() -> ExitCode {
             Command::Serve { config } => report(serve::serve(config.as_deref()).await),
             Command::Sandbox(args) => report(sandbox::run(args).await),
             Command::Migrate { config } => report(serve::migrate(config.as_deref()).await),
+            Command::Trigger(args) => commands::trigger::run(args).await,
+            Command::Runs(args) => commands::runs::list(args).await,
+            Command::Status(args) => commands::runs::status(args).await,
+            Command::Cancel(args) => commands::actions::cancel(args).await,
+            Command::Rerun(args) => commands::actions::rerun(args).await,
+            Command::Approve(args) => commands::actions::approve(args).await,
+            Command::Watch(args) => commands::watch::run(args).await,
+            Command::Targets(args) => commands::targets::run(args).await,
+            Command::Token(args) => commands::token::run(args).await,
         }
     })
 }
