@@ -71,7 +71,10 @@ impl Engine {
                 Reconciled::GiveUp => "gave_up",
             });
             match reconciled {
-                Reconciled::Adopted => return Ok(()),
+                Reconciled::Adopted => {
+                    crate::metrics::record_dispatched(run.provider, run.created_at, self.state.now());
+                    return Ok(());
+                }
                 Reconciled::KeepLooking(why) => {
                     let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
                     let reason = format!("{}: {why}", retry_reason::RECONCILING);

@@ -1,0 +1,281 @@
+//! `/metrics` scraped after a flow through the engine and the API: every documented series is
+//! present with values that follow from what happened; and the separate metrics listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use cigw_core::catalog::{Catalog, ConfiguredTarget};
+use cigw_core::config::{DatabaseSettings, Settings};
+use cigw_core::secret::SecretSetting;
+use cigw_core::{ConcurrencyPolicy, ProviderKind, RunState, TargetSpec};
+use cigw_gateway::engine::Engine;
+use cigw_gateway::state::AppState;
+use cigw_sim::fake::{FakeConfig, FakeTarget, ScriptedTrigger};
+use cigw_sim::{Fault, Harness, ScriptedFault};
+use http::Method;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "cigw_metricsadmintokenmetricsadmintokenmetricsadmin";
+
+fn spec(name: &str, provider: ProviderKind) -> TargetSpec {
+    TargetSpec {
+        name: name.into(),
+        provider,
+        account: "main".into(),
+        default_branch: "main".into(),
+        parameters: vec![],
+        max_duration: None,
+        concurrency: ConcurrencyPolicy::Queue,
+        description: None,
+    }
+}
+
+struct World {
+    harness: Harness,
+    app: Arc<FakeTarget>,
+    state: AppState,
+    router: axum::Router,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(adjust: impl FnOnce(&mut Settings)) -> World {
+    cigw_core::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let db = DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join("metrics.db").display()),
+        ..DatabaseSettings::default()
+    };
+    let store = cigw_store::open(&db).await.unwrap();
+    store.migrate().await.unwrap();
+    let harness = Harness::new();
+    let app = Arc::new(FakeTarget::new(harness.clone(), FakeConfig::default()));
+    let legacy = Arc::new(FakeTarget::new(
+        harness.clone(),
+        FakeConfig { kind: ProviderKind::Codeship, returns_id: false, ..FakeConfig::default() },
+    ));
+    let mut catalog = Catalog::default();
+    catalog
+        .targets
+        .insert("app".into(), ConfiguredTarget { spec: spec("app", ProviderKind::Circleci), target: app.clone() });
+    catalog
+        .targets
+        .insert("legacy".into(), ConfiguredTarget { spec: spec("legacy", ProviderKind::Codeship), target: legacy });
+    let mut settings = Settings::default();
+    settings.auth.admin_token = Some(SecretSetting::new(ADMIN));
+    let t = &mut settings.timings;
+    t.poll_initial = Duration::from_millis(10);
+    t.poll_max = Duration::from_millis(30);
+    t.lease = Duration::from_secs(5);
+    t.reconcile_grace = Duration::from_millis(300);
+    t.unconfirmed_deadline = Duration::from_secs(30);
+    t.sweep_interval = Duration::from_millis(10);
+    t.retry_max_delay = Duration::from_millis(20);
+    adjust(&mut settings);
+    let state = AppState::new(store, catalog, settings);
+    let router = cigw_gateway::build_router(state.clone());
+    let engine = Engine::new(state.clone());
+    World { harness, app, state, router, engine, _dir: dir }
+}
+
+impl World {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = match body {
+            Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        };
+        let response = self.router.clone().oneshot(req.unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn trigger(&self, targets: &[&str]) -> Vec<String> {
+        let body = json!({"targets": targets, "ref": {"branch": "main"}});
+        let (status, body) = self.call(Method::POST, "/v1/triggers", Some(ADMIN), Some(body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Tick the engine with simulated provider time moving until every run is terminal.
+    async fn finish_all(&self, runs: &[String]) {
+        for _ in 0..600 {
+            self.engine.tick().await;
+            let mut done = true;
+            for id in runs {
+                done &= self.state.store.get_run(id).await.unwrap().state.is_terminal();
+            }
+            if done {
+                return;
+            }
+            self.harness.clock().advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("runs never finished");
+    }
+
+    async fn scrape(&self) -> String {
+        let response =
+            self.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+}
+
+/// Sum of the samples of `name` whose labels include every `label="value"` in `labels`.
+fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+fn present(text: &str, name: &str) -> bool {
+    text.lines().any(|l| l.starts_with(name) && !l.starts_with('#'))
+}
+
+#[tokio::test]
+async fn the_scrape_after_a_flow_has_every_series_with_sensible_values() {
+    let w = world(|_| {}).await;
+
+    // 1. A rate-limited first trigger attempt (retried inside the adapter), then both runs through.
+    w.harness.faults().push(
+        ScriptedFault::new(Fault::RateLimit { retry_after: Some(0) }).method(Method::POST).path_contains("/trigger"),
+    );
+    let first = w.trigger(&["app", "legacy"]).await;
+    w.finish_all(&first).await;
+
+    // 2. An answer lost after the build started: reconciled by adopting it.
+    w.app.push_trigger(ScriptedTrigger::StartThenLose);
+    let second = w.trigger(&["app"]).await;
+    w.finish_all(&second).await;
+
+    // 3. A connection reset before anything was processed: no build to find, sent again.
+    w.harness
+        .faults()
+        .push(ScriptedFault::new(Fault::ResetBeforeProcessing).method(Method::POST).path_contains("/trigger"));
+    let third = w.trigger(&["app"]).await;
+    w.finish_all(&third).await;
+
+    // 4. Refused intake: unknown target, no token.
+    let (status, _) =
+        w.call(Method::POST, "/v1/triggers", Some(ADMIN), Some(json!({"targets": ["nope"], "ref": {}}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = w.call(Method::POST, "/v1/triggers", None, Some(json!({"targets": ["app"]}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // 5. One connected event-stream client.
+    let sse = w
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/v1/events")
+                .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
+
+    let text = w.scrape().await;
+    let api = [("source", "api")];
+    assert_eq!(sum(&text, "cigw_intake_total", &[api[0], ("outcome", "accepted")]), 3.0, "{text}");
+    assert_eq!(sum(&text, "cigw_intake_total", &[api[0], ("outcome", "rejected")]), 1.0, "{text}");
+    assert_eq!(sum(&text, "cigw_intake_total", &[api[0], ("outcome", "unauthorized")]), 1.0, "{text}");
+
+    // Five trigger calls: three answered, the lost answer and the reset failed (the lost one's
+    // build was adopted, the reset one was sent again).
+    let triggers_ok = sum(&text, "cigw_provider_calls_total", &[("operation", "trigger"), ("outcome", "ok")]);
+    assert_eq!(triggers_ok, 3.0, "{text}");
+    assert_eq!(sum(&text, "cigw_provider_calls_total", &[("operation", "trigger"), ("outcome", "maybe_sent")]), 2.0);
+    assert!(sum(&text, "cigw_provider_calls_total", &[("provider", "circleci"), ("operation", "status")]) >= 3.0);
+    assert!(sum(&text, "cigw_provider_calls_total", &[("provider", "codeship"), ("operation", "find_recent")]) >= 1.0);
+    let timed = sum(&text, "cigw_provider_call_duration_seconds_count", &[("operation", "trigger")]);
+    assert_eq!(timed, 5.0, "every trigger call is timed: {text}");
+    assert!(present(&text, "cigw_provider_call_duration_seconds_bucket{"), "a histogram, not a summary");
+    assert_eq!(sum(&text, "cigw_provider_retries_total", &[("operation", "trigger"), ("reason", "rate_limited")]), 1.0);
+
+    // Four runs reached their providers (one through reconciliation).
+    assert_eq!(sum(&text, "cigw_dispatch_lag_seconds_count", &[]), 4.0, "{text}");
+    assert_eq!(sum(&text, "cigw_dispatch_lag_seconds_count", &[("provider", "codeship")]), 1.0);
+    let lag = sum(&text, "cigw_dispatch_lag_seconds_sum", &[]);
+    assert!(lag > 0.0 && lag < 60.0, "lag sum {lag}");
+
+    assert_eq!(sum(&text, "cigw_runs", &[("state", "succeeded")]), 4.0, "{text}");
+    assert_eq!(sum(&text, "cigw_runs", &[("state", "pending")]), 0.0);
+    assert!(present(&text, "cigw_runs{state=\"error\"} 0"), "states without runs are reported as 0: {text}");
+    assert_eq!(sum(&text, "cigw_runs_unconfirmed", &[]), 0.0);
+    assert!(present(&text, "cigw_runs_unconfirmed "));
+    assert_eq!(sum(&text, "cigw_unconfirmed_total", &[("outcome", "accepted")]), 1.0);
+    assert_eq!(sum(&text, "cigw_unconfirmed_total", &[("outcome", "correlated")]), 1.0);
+
+    assert_eq!(sum(&text, "cigw_reconciliations_total", &[("outcome", "adopted")]), 1.0, "{text}");
+    assert_eq!(sum(&text, "cigw_reconciliations_total", &[("outcome", "gave_up")]), 1.0, "{text}");
+    assert_eq!(sum(&text, "cigw_possible_duplicates_total", &[]), 1.0);
+    assert_eq!(sum(&text, "cigw_sse_clients", &[]), 1.0);
+
+    drop(sse);
+    let text = w.scrape().await;
+    assert_eq!(sum(&text, "cigw_sse_clients", &[]), 0.0);
+    // HELP lines document the series.
+    assert!(text.contains("# HELP cigw_dispatch_lag_seconds"), "{text}");
+
+    // An unconfirmed run waiting for its build shows in the gauge.
+    let waiting = w.trigger(&["legacy"]).await;
+    w.engine.tick().await;
+    let run = w.state.store.get_run(&waiting[0]).await.unwrap();
+    assert!(run.unconfirmed && run.state == RunState::Queued, "{run:?}");
+    assert_eq!(sum(&w.scrape().await, "cigw_runs_unconfirmed", &[]), 1.0);
+}
+
+#[tokio::test]
+async fn with_metrics_listen_the_metrics_are_served_only_on_their_own_listener() {
+    let w = world(|s| s.server.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (api, metrics) = (listener.local_addr().unwrap(), metrics_listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cigw_gateway::serve::serve_with_metrics(
+        listener,
+        Some(metrics_listener),
+        w.state.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let on_api = client.get(format!("http://{api}/metrics")).send().await.unwrap();
+    assert_eq!(on_api.status(), 404);
+    let on_metrics = client.get(format!("http://{metrics}/metrics")).send().await.unwrap();
+    assert_eq!(on_metrics.status(), 200);
+    assert!(on_metrics.text().await.unwrap().contains("cigw_runs{state=\"pending\"} 0"));
+    let health = client.get(format!("http://{api}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // An open event stream does not hold up the shutdown.
+    let mut stream = client.get(format!("http://{api}/v1/events")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("the server stopped").unwrap().unwrap();
+    while let Ok(Some(_)) = stream.chunk().await {}
+}

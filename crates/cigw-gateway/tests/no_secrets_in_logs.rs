@@ -1,0 +1,181 @@
+//! A full flow (trigger → terminal on all three providers' simulators through the real adapters,
+//! signed CircleCI callbacks, an API token, an event stream, a secret parameter) with every log
+//! line captured at debug level as JSON, then searched for every configured secret.
+//!
+//! Its own test binary: it installs the process-wide subscriber.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cigw_core::catalog::Catalog;
+use cigw_core::config::{Problems, Settings, load_raw_from_str};
+use cigw_core::provider::ProviderFactory;
+use cigw_gateway::state::AppState;
+use cigw_sim::sandbox::{CIRCLECI_WEBHOOK_SECRET, SandboxProviders};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+const SANDBOX_TOML: &str = include_str!("../../../config/sandbox.toml");
+/// The sandbox's provider credentials (config/sandbox.toml).
+const CIRCLECI_TOKEN: &str = "sim-circleci-token";
+const CODEFRESH_KEY: &str = "5f0c0ffee0123456789abcd0.sim-codefresh-key";
+const CODESHIP_PASSWORD: &str = "codeship-password";
+/// The value of the secret parameter `SENTRY_TOKEN` of `web-e2e`.
+const SECRET_PARAMETER: &str = "sentry-secret-7f3a9c41d2";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn factories() -> Vec<Arc<dyn ProviderFactory>> {
+    vec![
+        Arc::new(cigw_circleci::CircleciFactory),
+        Arc::new(cigw_codefresh::CodefreshFactory),
+        Arc::new(cigw_codeship::CodeshipFactory),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_flow_at_debug_level_logs_no_secret() {
+    let captured = Captured::default();
+    // The production JSON format (CIGW_LOG_FORMAT=json), with span fields, at debug for every crate.
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+        .with_writer(captured.clone())
+        .init();
+
+    let providers = SandboxProviders::start(60.0, Duration::from_secs(3)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    providers.send_circleci_webhooks_to(format!("http://{addr}/callbacks/circleci/sandbox"));
+    let dir = tempfile::tempdir().unwrap();
+    let admin = cigw_gateway::auth::generate_token();
+    let mut overrides = providers.base_url_overrides();
+    overrides.extend([
+        ("database.url".to_string(), format!("sqlite://{}", dir.path().join("flow.db").display())),
+        ("auth.admin_token".to_string(), admin.clone()),
+        ("timings.poll_initial".to_string(), "50ms".to_string()),
+        ("timings.poll_max".to_string(), "200ms".to_string()),
+        ("timings.sweep_interval".to_string(), "50ms".to_string()),
+        ("timings.setup_grace".to_string(), "2s".to_string()),
+    ]);
+    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let raw = load_raw_from_str(SANDBOX_TOML, &overrides).unwrap();
+    let mut problems = Problems::default();
+    let settings = Settings::from_raw(&raw, &mut problems);
+    let catalog = Catalog::build(&settings, &factories(), &mut problems);
+    assert!(!problems.has_errors(), "{:?}", problems.all());
+    let store = cigw_store::open(&settings.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let state = AppState::new(store, catalog, settings);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cigw_gateway::serve::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    // A token made through the API, used to follow the stream.
+    let created: Value = http
+        .post(format!("{base}/v1/tokens"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "watcher", "scopes": ["read", "trigger"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let watcher = created["secret"].as_str().expect("a token secret").to_string();
+    let mut stream = http.get(format!("{base}/v1/events")).bearer_auth(&watcher).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+
+    let accepted: Value = http
+        .post(format!("{base}/v1/triggers"))
+        .bearer_auth(&watcher)
+        .json(&json!({
+            "targets": ["api-build", "web-e2e", "legacy-basic"],
+            "ref": {"branch": "main"},
+            "overrides": {"web-e2e": {"parameters": {"SENTRY_TOKEN": SECRET_PARAMETER}}},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runs: Vec<String> =
+        accepted["runs"].as_array().expect("runs").iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(runs.len(), 3, "{accepted}");
+
+    let mut streamed = String::new();
+    for run in &runs {
+        let mut last = Value::Null;
+        for _ in 0..20 {
+            last = http
+                .get(format!("{base}/v1/runs/{run}?wait=5"))
+                .bearer_auth(&watcher)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if ["succeeded", "failed", "canceled", "skipped", "error"].contains(&last["state"].as_str().unwrap_or("")) {
+                break;
+            }
+        }
+        assert_eq!(last["state"], "succeeded", "{last}");
+    }
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_millis(300), stream.chunk()).await {
+        streamed.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(streamed.contains("\"state\":\"succeeded\""), "the stream followed the runs: {streamed}");
+    assert!(!streamed.contains(SECRET_PARAMETER), "events mask secret parameters");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server).await.expect("stopped").unwrap().unwrap();
+    drop(providers);
+
+    let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
+    // The capture is real: provider calls and requests were logged with their spans.
+    assert!(logs.contains("\"provider_call\""), "provider call spans are logged");
+    assert!(logs.contains("\"operation\":\"trigger\"") && logs.contains("\"run_id\""), "span fields are logged");
+    assert!(logs.contains("\"request_id\""), "request spans are logged");
+    for line in logs.lines().take(50) {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+    }
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ci@example.com:{CODESHIP_PASSWORD}"));
+    for (what, secret) in [
+        ("Codeship basic credentials", basic.as_str()),
+        ("CircleCI token", CIRCLECI_TOKEN),
+        ("CircleCI webhook secret", CIRCLECI_WEBHOOK_SECRET),
+        ("Codefresh API key", CODEFRESH_KEY),
+        ("Codeship password", CODESHIP_PASSWORD),
+        ("admin token", admin.as_str()),
+        ("API token", watcher.as_str()),
+        ("secret parameter", SECRET_PARAMETER),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in the logs");
+    }
+}
