@@ -57,8 +57,8 @@ impl SandboxProviders {
             run_for: long,
             ..CircleciSimConfig::default()
         };
-        let circleci = CircleciSim::new(&harness, circleci_config);
-        let circleci_server = SimServer::start(&harness, circleci.router(), circleci.fault_responses()).await?;
+        // `circleci::start` also runs the task that sends the configured webhooks.
+        let (circleci, circleci_server) = circleci::start(&harness, circleci_config).await;
 
         let codefresh_config = CodefreshSimConfig {
             pipelines: CODEFRESH_PIPELINES.iter().map(|p| p.to_string()).collect(),

@@ -78,7 +78,9 @@ async fn every_invalid_input_gets_its_4xx_and_stores_nothing() {
     let admin = Some(support::ADMIN_TOKEN);
     let valid = json!({"targets": ["api-build"], "ref": {"branch": "main"}});
 
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (what, token, body, expected status, expected code)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", admin, b"{\"targets\": [\"api-build\"".to_vec(), 400, "invalid_json"),
         ("unknown target", admin, json_bytes(json!({"targets": ["nope"]})), 422, "unknown_target"),
         (

@@ -147,11 +147,22 @@ impl Gateway {
         }
     }
 
-    /// Stop the process with SIGTERM and wait for it.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Stop the process with SIGTERM and wait (up to a minute) for it to exit. The wait yields,
+    /// so the simulators on this runtime keep answering the calls the process finishes.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        c.wait().expect("wait")
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("cigw did not exit within a minute of SIGTERM; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The process's log so far.
