@@ -89,7 +89,13 @@ impl fmt::Display for ClientError {
             Self::Usage(m) => writeln!(f, "error: {m}"),
             Self::Transport(m) => writeln!(f, "error: {m}"),
             Self::Api { status, code, message, details } => {
-                writeln!(f, "error: {message} ({code}, HTTP {})", status.as_u16())?;
+                // A message that strings every detail together reads better as its headline
+                // ("4 problems") followed by one line per detail.
+                let headline = match message.split_once(": ") {
+                    Some((head, _)) if details.len() > 1 && message.contains(&details[0].message) => head,
+                    _ => message.as_str(),
+                };
+                writeln!(f, "error: {headline} ({code}, HTTP {})", status.as_u16())?;
                 for d in details {
                     // The message already names a single field; repeating it adds nothing.
                     if details.len() > 1 || !message.contains(&d.message) {
@@ -289,13 +295,14 @@ mod tests {
 
     #[test]
     fn api_errors_keep_code_message_and_details() {
-        let body = br#"{"code":"validation_failed","message":"2 problems","details":[
+        let body = br#"{"code":"validation_failed","message":"2 problems: `targets[0]`: unknown target `x` (known targets: a, b); `parameters.env`: not declared (declared: region)","details":[
             {"field":"targets[0]","message":"unknown target `x` (known targets: a, b)"},
             {"field":"parameters.env","message":"not declared (declared: region)"}]}"#;
         let e = api_error(StatusCode::UNPROCESSABLE_ENTITY, body);
         assert_eq!(e.code(), Some("validation_failed"));
         assert_eq!(e.exit_code(), EXIT_USAGE);
         let text = e.to_string();
+        assert!(text.starts_with("error: 2 problems (validation_failed, HTTP 422)\n"), "{text}");
         assert!(text.contains("targets[0]: unknown target `x` (known targets: a, b)"), "{text}");
         assert!(text.contains("parameters.env: not declared (declared: region)"), "{text}");
     }

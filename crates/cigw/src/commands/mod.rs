@@ -118,6 +118,24 @@ pub(crate) fn key_values(pairs: &[String], flag: &str) -> Result<serde_json::Map
     Ok(out)
 }
 
+/// Event data keys worth a person's attention; the rest (full provider snapshots) stays in `--json`.
+const EVENT_KEYS: [&str; 8] = ["message", "reason", "error", "operation", "by", "raw_status", "outcome", "attempt"];
+
+/// The interesting part of an event's `data`, as `key=value` pairs on one short line.
+pub(crate) fn event_summary(data: &Value) -> String {
+    let mut parts = Vec::new();
+    for source in [Some(data), data.get("detail")].into_iter().flatten() {
+        for key in EVENT_KEYS {
+            if let Some(v) = source.get(key).filter(|v| !v.is_null()) {
+                let shown = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+                parts.push(format!("{key}={shown}"));
+            }
+        }
+    }
+    let line = parts.join(" ");
+    if line.chars().count() > 160 { format!("{}…", line.chars().take(159).collect::<String>()) } else { line }
+}
+
 /// A duration flag (`90s`, `5m`, `1h30m`).
 pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("expected a duration such as 30s, 5m or 1h ({e})"))
@@ -143,6 +161,22 @@ mod tests {
         let e = key_values(&["a=1".into(), "a=2".into()], "--label").unwrap_err().to_string();
         assert!(e.contains("--label `a` is given twice"), "{e}");
         assert!(key_values(&["=1".into()], "-p").is_err());
+    }
+
+    #[test]
+    fn event_summaries_keep_what_matters() {
+        let data = json!({"from": "queued", "to": "failed", "detail": {"raw_status": "test failed", "steps": [1, 2],
+            "outcome": "started"}});
+        assert_eq!(event_summary(&data), "raw_status=test failed outcome=started");
+        assert_eq!(event_summary(&json!({"by": "ci-bot"})), "by=ci-bot");
+        assert_eq!(
+            event_summary(&json!({"operation": "cancel", "message": "HTTP 500"})),
+            "message=HTTP 500 operation=cancel"
+        );
+        assert_eq!(event_summary(&json!({"git_ref": {"branch": "main"}})), "");
+        let long = event_summary(&json!({"message": "x".repeat(500)}));
+        assert_eq!(long.chars().count(), 160);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

@@ -180,13 +180,12 @@ pub(crate) fn run_text(run: &Value) -> String {
         let rows: Vec<Vec<String>> = events
             .iter()
             .map(|e| {
-                let data = e.get("data").filter(|d| d.as_object().is_some_and(|o| !o.is_empty()));
                 vec![
                     format!("  {}", e.get("id").map(Value::to_string).unwrap_or_default()),
                     show_time(time(e, "created_at")),
                     s(e, "kind").to_string(),
                     s(e, "state").to_string(),
-                    data.map(Value::to_string).unwrap_or_default(),
+                    e.get("data").map(super::event_summary).unwrap_or_default(),
                 ]
             })
             .collect();
@@ -235,13 +234,13 @@ mod tests {
             "trigger_id": "t1", "rerun_of": null, "requested_by": "ci", "created_at": "2026-01-31T10:00:00Z",
             "finished_at": "2026-01-31T10:02:00Z",
             "events": [{"id": 1, "kind": "created", "state": "pending", "data": {}, "created_at": "2026-01-31T10:00:00Z"},
-                       {"id": 12, "kind": "state_changed", "state": "failed", "data": {"raw": "error"},
+                       {"id": 12, "kind": "state_changed", "state": "failed", "data": {"from": "running", "detail": {"raw_status": "error", "steps": []}},
                         "created_at": "2026-01-31T10:02:00Z"}]});
         let text = run_text(&run);
         assert!(text.contains("state         failed (provider: error)\n"), "{text}");
         assert!(text.contains("parameters    env=qa n=3 token=***\n"), "{text}");
         assert!(text.contains("build         b1 https://cf/b1\n"), "{text}");
         assert!(text.contains("events:\n  1   2026-01-31T10:00:00Z  created        pending\n"), "{text}");
-        assert!(text.contains("  12  2026-01-31T10:02:00Z  state_changed  failed   {\"raw\":\"error\"}\n"), "{text}");
+        assert!(text.contains("  12  2026-01-31T10:02:00Z  state_changed  failed   raw_status=error\n"), "{text}");
     }
 }

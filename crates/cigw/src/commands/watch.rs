@@ -85,9 +85,10 @@ fn event_line(e: &Value) -> String {
         s(e, "kind"),
         s(e, "state")
     );
-    if let Some(d) = e.get("data").filter(|d| d.as_object().is_some_and(|o| !o.is_empty())) {
+    let data = e.get("data").map(super::event_summary).unwrap_or_default();
+    if !data.is_empty() {
         line.push_str("  ");
-        line.push_str(&d.to_string());
+        line.push_str(&data);
     }
     line
 }
@@ -336,7 +337,10 @@ mod tests {
     #[test]
     fn event_lines() {
         let e = serde_json::json!({"id": 5, "run_id": "r1", "trigger_id": "t1", "target": "web", "kind": "state_changed",
-            "state": "failed", "data": {"raw": "error"}, "created_at": "2026-01-31T10:00:00Z"});
-        assert_eq!(event_line(&e), "2026-01-31T10:00:00Z  web  r1  state_changed  failed  {\"raw\":\"error\"}");
+            "state": "failed", "data": {"detail": {"raw_status": "error"}}, "created_at": "2026-01-31T10:00:00Z"});
+        assert_eq!(event_line(&e), "2026-01-31T10:00:00Z  web  r1  state_changed  failed  raw_status=error");
+        let quiet = serde_json::json!({"run_id": "r1", "target": "web", "kind": "created", "state": "pending",
+            "data": {"git_ref": {}}, "created_at": "2026-01-31T10:00:00Z"});
+        assert_eq!(event_line(&quiet), "2026-01-31T10:00:00Z  web  r1  created  pending");
     }
 }
