@@ -323,6 +323,9 @@ pub struct Timings {
     /// How long a CircleCI pipeline may show no workflows before it counts as skipped.
     #[serde(with = "humantime_serde")]
     pub setup_grace: Duration,
+    /// How often the gateway removes what `[retention]` no longer keeps.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 impl Default for Timings {
@@ -338,6 +341,7 @@ impl Default for Timings {
             retry_max_delay: Duration::from_secs(30),
             retry_deadline: Duration::from_secs(120),
             setup_grace: Duration::from_secs(60),
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }

@@ -27,10 +27,8 @@ pub async fn receive(
     let Some(acct) = state.catalog.accounts.get(&(kind, account.clone())) else {
         return Err(ApiError::not_found(format!("no {kind} account `{account}` is configured")));
     };
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
     let event = match acct.verify_callback(&headers, &body) {
         Ok(Some(event)) => event,
         Ok(None) => return Ok((StatusCode::ACCEPTED, Json(json!({"status": "ignored"})))),
@@ -51,7 +49,8 @@ pub async fn receive(
     for target in targets {
         // Attempts of one provider build are numbered from 1 without gaps (reruns count up).
         for attempt in 1..=MAX_ATTEMPTS {
-            let Some(run_id) = state.store.provider_ref_owner(&target.spec.name, &event.provider_run_id, attempt).await?
+            let Some(run_id) =
+                state.store.provider_ref_owner(&target.spec.name, &event.provider_run_id, attempt).await?
             else {
                 break;
             };

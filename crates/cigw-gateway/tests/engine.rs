@@ -354,3 +354,31 @@ async fn a_removed_target_ends_its_pending_runs_in_error() {
     assert_eq!(done.state, RunState::Error);
     assert_eq!(done.message.as_deref(), Some("target `app` is no longer configured"));
 }
+
+#[tokio::test]
+async fn the_running_engine_prunes_what_retention_no_longer_keeps() {
+    // Instant builds, so the fake provider's clock (which the store's finish time follows)
+    // stays within a second or two of real time.
+    let instant = FakeConfig { queue_time: Duration::ZERO, run_time: Duration::ZERO, ..FakeConfig::default() };
+    let w = world(instant).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Succeeded);
+    let mut settings = (*w.state.settings).clone();
+    settings.retention.runs = Duration::ZERO;
+    settings.timings.prune_interval = Duration::from_secs(1);
+    let state = AppState::new(w.store().clone(), Catalog::default(), settings);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(Engine::new(state).run(stopped));
+    let mut gone = false;
+    for _ in 0..300 {
+        if w.store().get_run(&run.id).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    engine.await.unwrap();
+    assert!(gone, "a finished run past its retention is pruned by the running engine");
+}

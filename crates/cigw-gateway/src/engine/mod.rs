@@ -57,7 +57,12 @@ impl Engine {
         let mut wakeups = self.state.store.wakeups();
         let timings = &self.state.settings.timings;
         let idle = timings.sweep_interval.min(timings.poll_initial).max(Duration::from_millis(10));
+        let mut next_prune = tokio::time::Instant::now();
         while !*shutdown.borrow() {
+            if tokio::time::Instant::now() >= next_prune {
+                self.prune().await;
+                next_prune = tokio::time::Instant::now() + timings.prune_interval.max(Duration::from_secs(1));
+            }
             let handled = self.tick().await;
             if handled > 0 {
                 continue;
@@ -72,6 +77,23 @@ impl Engine {
         match self.state.store.release_leases(&self.owner).await {
             Ok(n) => tracing::info!(released = n, "engine stopped; leases released"),
             Err(e) => tracing::warn!(error = %e, "engine stopped; releasing leases failed"),
+        }
+    }
+
+    /// Remove what the retention settings no longer keep. Replicas may prune at the same time:
+    /// deleting what is already gone changes nothing.
+    pub async fn prune(&self) {
+        match self.state.store.prune(self.state.now(), &self.state.settings.retention).await {
+            Ok(report) => tracing::info!(
+                runs = report.runs,
+                events = report.events,
+                triggers = report.triggers,
+                idempotency_keys = report.idempotency_keys,
+                deliveries = report.deliveries,
+                outbox = report.outbox,
+                "retention pruning done"
+            ),
+            Err(e) => tracing::warn!(error = %e, "retention pruning failed; will try again"),
         }
     }
 
