@@ -292,6 +292,56 @@ async fn runs_status_targets_watch_approve_and_rerun() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_survives_a_gateway_restart_without_missing_or_repeating_events() {
+    let mut gw = fast_gateway().await;
+    let o = cigw(&gw, &["trigger", "api-release", "--json"]).await;
+    let accepted: Value = serde_json::from_str(&out(&o)).unwrap_or_else(|e| panic!("{e}: {}", both(&o)));
+    let run = accepted["runs"][0]["id"].as_str().unwrap().to_string();
+    gw.wait_for_run(&run, Duration::from_secs(30), |s| s == "blocked").await;
+
+    let mut watch = command(&gw, ADMIN_TOKEN, &["watch", "--run", &run, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut events: Vec<Value> = Vec::new();
+    // The history up to `blocked` arrives first.
+    while !events.iter().any(|e| e["state"] == "blocked") {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap();
+        events.push(serde_json::from_str(&line.expect("a line before the end")).unwrap());
+    }
+
+    gw.kill();
+    gw.spawn().await;
+    let (status, body) = gw.post_json(&format!("/v1/runs/{run}/approve"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+
+    let rest = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut rest = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            rest.push(serde_json::from_str::<Value>(&line).unwrap());
+        }
+        rest
+    })
+    .await
+    .expect("the watch ends when the run finishes");
+    let status = watch.wait().await.unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).await.unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("event stream"), "the drop was noticed: {stderr}");
+    events.extend(rest);
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "no repeats, in order: {ids:?}");
+    let all = gw.get_json(&format!("/v1/runs/{run}/events")).await;
+    let expected: Vec<i64> = all["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, expected, "every event of the run, none missed");
+    assert!(events.iter().any(|e| e["kind"] == "approved"), "{events:?}");
+    assert_eq!(events.last().unwrap()["state"], "succeeded", "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_create_list_and_revoke() {
     let gw = fast_gateway().await;
     let o = cigw(

@@ -190,7 +190,7 @@ async fn follow(
                     )));
                 }
                 let base = parser.retry_ms.map(Duration::from_millis).unwrap_or(options.first_backoff);
-                let backoff = base.saturating_mul(1 << failures.min(4)).min(options.max_backoff);
+                let backoff = base.saturating_mul(1 << (failures - 1).min(4)).min(options.max_backoff);
                 eprintln!(
                     "warning: event stream: {} (retrying in {backoff:?})",
                     e.to_string().trim().trim_start_matches("error: ")
