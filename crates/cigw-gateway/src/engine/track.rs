@@ -85,9 +85,18 @@ impl Engine {
         match target.target.find_recent(&query).await {
             Ok(candidates) => {
                 for candidate in rank_candidates(&run.id, &run.git_ref, sent_at, candidates) {
-                    match self.state.store.adopt(&run.id, candidate.run_ref.clone(), now).await {
+                    let run_ref = match self.restarted_attempt(&run.target, &candidate).await? {
+                        Some(next) => next,
+                        None => candidate.run_ref.clone(),
+                    };
+                    match self.state.store.adopt(&run.id, run_ref.clone(), now).await {
                         Ok(_) => {
-                            tracing::info!(run_id = run.id, provider_id = candidate.run_ref.id, "build correlated");
+                            tracing::info!(
+                                run_id = run.id,
+                                provider_id = run_ref.id,
+                                attempt = run_ref.attempt,
+                                "build correlated"
+                            );
                             crate::metrics::record_unconfirmed("correlated");
                             return self.release(run).await;
                         }
@@ -107,6 +116,31 @@ impl Engine {
         }
         let step = chrono::Duration::from_std(self.state.settings.timings.poll_initial).unwrap_or_default();
         self.reschedule(run, Some(now + step)).await
+    }
+
+    /// A build some finished run already owns, queued again after that run ended: the provider
+    /// ran the same build once more (Codeship Basic does this when an already-built sha is
+    /// triggered), so it is the next attempt of that build.
+    async fn restarted_attempt(
+        &self,
+        target: &str,
+        candidate: &cigw_core::RunCandidate,
+    ) -> Result<Option<ProviderRunRef>, StoreError> {
+        let store = &self.state.store;
+        let id = &candidate.run_ref.id;
+        let mut attempt = candidate.run_ref.attempt;
+        let mut latest_owner = None;
+        while let Some(owner) = store.provider_ref_owner(target, id, attempt).await? {
+            latest_owner = Some(owner);
+            attempt += 1;
+            if attempt > candidate.run_ref.attempt + 100 {
+                return Ok(None);
+            }
+        }
+        let Some(owner) = latest_owner else { return Ok(None) };
+        let owner = store.get_run(&owner).await?;
+        let queued_again = owner.state.is_terminal() && owner.finished_at.is_some_and(|f| f <= candidate.created_at);
+        Ok(queued_again.then(|| ProviderRunRef { attempt, ..candidate.run_ref.clone() }))
     }
 
     async fn send_cancel(
