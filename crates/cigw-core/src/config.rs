@@ -311,18 +311,9 @@ pub struct Timings {
     /// Periodic sweep for work missed by wake-ups (other replicas, restarts).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// Time limit of one provider call.
-    #[serde(with = "humantime_serde")]
-    pub provider_timeout: Duration,
-    /// Largest backoff between retries of one provider call.
+    /// Largest backoff between dispatch attempts that never reached the provider.
     #[serde(with = "humantime_serde")]
     pub retry_max_delay: Duration,
-    /// A call is not retried past this.
-    #[serde(with = "humantime_serde")]
-    pub retry_deadline: Duration,
-    /// How long a CircleCI pipeline may show no workflows before it counts as skipped.
-    #[serde(with = "humantime_serde")]
-    pub setup_grace: Duration,
     /// How often the gateway removes what `[retention]` no longer keeps.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
@@ -337,10 +328,7 @@ impl Default for Timings {
             reconcile_grace: Duration::from_secs(30),
             unconfirmed_deadline: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
-            provider_timeout: Duration::from_secs(30),
             retry_max_delay: Duration::from_secs(30),
-            retry_deadline: Duration::from_secs(120),
-            setup_grace: Duration::from_secs(60),
             prune_interval: Duration::from_secs(3600),
         }
     }

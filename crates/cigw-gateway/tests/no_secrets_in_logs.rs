@@ -76,7 +76,7 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
         ("timings.poll_initial".to_string(), "50ms".to_string()),
         ("timings.poll_max".to_string(), "200ms".to_string()),
         ("timings.sweep_interval".to_string(), "50ms".to_string()),
-        ("timings.setup_grace".to_string(), "2s".to_string()),
+        ("providers.circleci.sandbox.setup_grace".to_string(), "2s".to_string()),
     ]);
     let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let raw = load_raw_from_str(SANDBOX_TOML, &overrides).unwrap();

@@ -38,7 +38,6 @@ reconcile_grace = "2s"
 unconfirmed_deadline = "20s"
 sweep_interval = "200ms"
 retry_max_delay = "500ms"
-retry_deadline = "10s"
 "#;
 
 /// Fast retries of provider calls in every sandbox account (`[providers.<kind>.sandbox]`).
