@@ -482,6 +482,17 @@ fn named_tables(raw: &serde_json::Value, key: &str, problems: &mut Problems) -> 
     }
 }
 
+/// A listen address must be `host:port`.
+fn check_listen(path: &str, value: Option<&str>, problems: &mut Problems) {
+    let Some(value) = value else { return };
+    let ok = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.trim_matches(['[', ']']).is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        problems.error(path, format!("`{value}` is not `host:port` (e.g. \"127.0.0.1:8080\" or \"[::]:8080\")"));
+    }
+}
+
 impl Settings {
     /// Parse a merged tree, recording every problem found.
     pub fn from_raw(raw: &serde_json::Value, problems: &mut Problems) -> Settings {
@@ -514,9 +525,19 @@ impl Settings {
                 targets.insert(name, t);
             }
         }
+        let server: ServerSettings = section(raw, "server", problems);
+        check_listen("server.listen", Some(&server.listen), problems);
+        check_listen("server.metrics_listen", server.metrics_listen.as_deref(), problems);
+        let database: DatabaseSettings = section(raw, "database", problems);
+        if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| database.url.starts_with(p)) {
+            problems.error(
+                "database.url",
+                format!("`{}` is not a `sqlite:` or `postgres://` URL", redact_url(&database.url)),
+            );
+        }
         Settings {
-            server: section(raw, "server", problems),
-            database: section(raw, "database", problems),
+            server,
+            database,
             auth: section(raw, "auth", problems),
             retention: section(raw, "retention", problems),
             timings: section(raw, "timings", problems),
@@ -594,6 +615,27 @@ mod tests {
         assert_eq!(
             p2.errors().map(ToString::to_string).collect::<Vec<_>>(),
             ["targets.web.parameters.env: default has type integer, but the parameter is declared string"]
+        );
+    }
+
+    #[test]
+    fn listen_addresses_and_database_urls_are_checked() {
+        let (_, problems) = parse(
+            r#"
+            [server]
+            listen = "bogus"
+            metrics_listen = "[::]:9090"
+            [database]
+            url = "mysql://root@db/cigw"
+            "#,
+        );
+        let shown: Vec<String> = problems.errors().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "server.listen: `bogus` is not `host:port` (e.g. \"127.0.0.1:8080\" or \"[::]:8080\")",
+                "database.url: `mysql://root@db/cigw` is not a `sqlite:` or `postgres://` URL",
+            ]
         );
     }
 
