@@ -314,6 +314,10 @@ pub struct Timings {
     /// Largest backoff between dispatch attempts that never reached the provider.
     #[serde(with = "humantime_serde")]
     pub retry_max_delay: Duration,
+    /// How long a new run waits before it is sent, so a cancel (or a `cancel-previous` run)
+    /// arriving meanwhile sends nothing at all.
+    #[serde(with = "humantime_serde")]
+    pub dispatch_delay: Duration,
     /// How often the gateway removes what `[retention]` no longer keeps.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
@@ -329,6 +333,7 @@ impl Default for Timings {
             unconfirmed_deadline: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
             retry_max_delay: Duration::from_secs(30),
+            dispatch_delay: Duration::ZERO,
             prune_interval: Duration::from_secs(3600),
         }
     }

@@ -382,3 +382,37 @@ async fn the_running_engine_prunes_what_retention_no_longer_keeps() {
     engine.await.unwrap();
     assert!(gone, "a finished run past its retention is pruned by the running engine");
 }
+
+#[tokio::test]
+async fn a_slow_provider_call_does_not_hold_up_other_runs() {
+    let w = world(FakeConfig::default()).await;
+    // The first trigger answers only after three seconds.
+    w.harness.faults().push(
+        ScriptedFault::new(Fault::Latency(Duration::from_secs(3))).method(Method::POST).path_contains("/trigger"),
+    );
+    let slow = w.submit(GitRef::branch("slow")).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(w.engine.clone().run(stopped));
+    for _ in 0..100 {
+        if w.store().get_run(&slow.id).await.unwrap().lease_owner.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let quick = w.submit(GitRef::branch("quick")).await;
+    w.state.wake_engine();
+    let mut dispatched = false;
+    for _ in 0..100 {
+        if w.store().get_run(&quick.id).await.unwrap().state != RunState::Pending {
+            dispatched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let slow_state = w.store().get_run(&slow.id).await.unwrap().state;
+    stop.send(true).unwrap();
+    engine.await.unwrap();
+    assert!(dispatched, "the quick run was dispatched while the slow call was still waiting");
+    assert_eq!(slow_state, RunState::Pending, "the slow call had not answered yet");
+    assert_eq!(w.store().get_run(&slow.id).await.unwrap().state, RunState::Queued, "shutdown waited for it");
+}

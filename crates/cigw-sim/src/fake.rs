@@ -102,13 +102,15 @@ impl FakeTarget {
         self.state.lock().runs.len()
     }
 
-    fn gate(&self, method: Method, path: &str) -> Result<()> {
+    /// Apply the injected faults: an error, or the latency to add to the answer.
+    fn gate(&self, method: Method, path: &str) -> Result<Duration> {
         if self.config.refuse_credentials {
             return Err(Error::Unauthenticated { message: "Invalid token provided.".into() });
         }
         if self.config.missing {
             return Err(Error::NotFound { message: "Project not found".into() });
         }
+        let mut latency = Duration::ZERO;
         for fault in self.harness.faults().pick(&method, path) {
             match fault {
                 Fault::RateLimit { retry_after } => {
@@ -116,10 +118,11 @@ impl FakeTarget {
                 }
                 Fault::ServerError { status } => return Err(Error::Unavailable { message: status.to_string() }),
                 Fault::ResetBeforeProcessing => return Err(Error::maybe_sent("connection reset")),
-                Fault::DropAfterProcessing | Fault::Latency(_) => {}
+                Fault::Latency(d) => latency += d,
+                Fault::DropAfterProcessing => {}
             }
         }
-        Ok(())
+        Ok(latency)
     }
 
     /// Run `body` behind the injected faults, retried like an adapter would.
@@ -136,8 +139,14 @@ impl FakeTarget {
             ..RetryPolicy::default()
         };
         with_retry(&policy, kind, path, || {
-            let result = self.gate(method.clone(), path).and_then(|()| body());
-            async move { result }
+            let result = self.gate(method.clone(), path).and_then(|latency| body().map(|v| (v, latency)));
+            async move {
+                let (value, latency) = result?;
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                Ok(value)
+            }
         })
         .await
     }

@@ -10,9 +10,11 @@ mod track;
 
 use std::time::Duration;
 
+use cigw_store::RunRecord;
 use futures::StreamExt;
 use futures::future::join_all;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::state::AppState;
@@ -21,6 +23,8 @@ use crate::state::AppState;
 const DISPATCH_BATCH: u32 = 32;
 /// Runs claimed for polling in one pass.
 const POLL_BATCH: u32 = 64;
+/// Runs one process handles at once.
+const MAX_IN_FLIGHT: usize = 128;
 
 /// Event kinds the engine appends.
 pub mod event_kind {
@@ -51,20 +55,35 @@ impl Engine {
         &self.owner
     }
 
-    /// Dispatch and poll until `shutdown` turns true; then finish the pass under way and
-    /// release this process's leases so another replica (or the next start) picks the runs up.
+    /// Dispatch and poll until `shutdown` turns true; then wait for the provider calls under way
+    /// and release this process's leases so another replica (or the next start) picks the runs up.
+    ///
+    /// Each claimed run is handled in its own task, so one slow provider call never holds up the
+    /// others; at most `MAX_IN_FLIGHT` runs are handled at once.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut wakeups = self.state.store.wakeups();
         let timings = &self.state.settings.timings;
         let idle = timings.sweep_interval.min(timings.poll_initial).max(Duration::from_millis(10));
         let mut next_prune = tokio::time::Instant::now();
+        let mut in_flight: JoinSet<()> = JoinSet::new();
         while !*shutdown.borrow() {
             if tokio::time::Instant::now() >= next_prune {
                 self.prune().await;
                 next_prune = tokio::time::Instant::now() + timings.prune_interval.max(Duration::from_secs(1));
             }
-            let handled = self.tick().await;
-            if handled > 0 {
+            while in_flight.try_join_next().is_some() {}
+            let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len()) as u32;
+            let (to_dispatch, to_poll) = self.claim(room.min(DISPATCH_BATCH), room.min(POLL_BATCH)).await;
+            let claimed = to_dispatch.len() + to_poll.len();
+            for run in to_dispatch {
+                let engine = self.clone();
+                in_flight.spawn(async move { engine.dispatch_traced(run).await });
+            }
+            for run in to_poll {
+                let engine = self.clone();
+                in_flight.spawn(async move { engine.track_traced(run).await });
+            }
+            if claimed > 0 {
                 continue;
             }
             tokio::select! {
@@ -72,8 +91,10 @@ impl Engine {
                 _ = wakeups.next() => {}
                 _ = tokio::time::sleep(idle) => {}
                 _ = shutdown.changed() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }
+        while in_flight.join_next().await.is_some() {}
         match self.state.store.release_leases(&self.owner).await {
             Ok(n) => tracing::info!(released = n, "engine stopped; leases released"),
             Err(e) => tracing::warn!(error = %e, "engine stopped; releasing leases failed"),
@@ -97,15 +118,36 @@ impl Engine {
         }
     }
 
-    /// One pass: claim what is due and handle it. Returns how many runs were handled.
+    /// One pass: claim what is due and handle all of it before returning (tests drive the
+    /// engine with this). Returns how many runs were handled.
     pub async fn tick(&self) -> usize {
+        let (to_dispatch, to_poll) = self.claim(DISPATCH_BATCH, POLL_BATCH).await;
+        let handled = to_dispatch.len() + to_poll.len();
+        tokio::join!(
+            join_all(to_dispatch.into_iter().map(|run| self.dispatch_traced(run))),
+            join_all(to_poll.into_iter().map(|run| self.track_traced(run))),
+        );
+        handled
+    }
+
+    /// Claim runs due for dispatch and for a poll.
+    async fn claim(&self, dispatch_limit: u32, poll_limit: u32) -> (Vec<RunRecord>, Vec<RunRecord>) {
         let now = self.state.now();
         let lease_until = now + chrono::Duration::from_std(self.state.settings.timings.lease).unwrap_or_default();
         let store = &self.state.store;
-        let (to_dispatch, to_poll) = tokio::join!(
-            store.claim_dispatch(&self.owner, now, lease_until, DISPATCH_BATCH),
-            store.claim_poll(&self.owner, now, lease_until, POLL_BATCH),
-        );
+        let claim_dispatch = async {
+            if dispatch_limit == 0 {
+                return Ok(Vec::new());
+            }
+            store.claim_dispatch(&self.owner, now, lease_until, dispatch_limit).await
+        };
+        let claim_poll = async {
+            if poll_limit == 0 {
+                return Ok(Vec::new());
+            }
+            store.claim_poll(&self.owner, now, lease_until, poll_limit).await
+        };
+        let (to_dispatch, to_poll) = tokio::join!(claim_dispatch, claim_poll);
         let to_dispatch = to_dispatch.unwrap_or_else(|e| {
             tracing::error!(error = %e, "claiming runs to dispatch failed");
             Vec::new()
@@ -114,23 +156,21 @@ impl Engine {
             tracing::error!(error = %e, "claiming runs to poll failed");
             Vec::new()
         });
-        let handled = to_dispatch.len() + to_poll.len();
-        tokio::join!(
-            join_all(to_dispatch.into_iter().map(|run| {
-                let attempt = run.dispatch_attempts;
-                let span = tracing::info_span!("dispatch", run_id = %run.id, target = %run.target, attempt);
-                self.dispatch(run).instrument(span)
-            })),
-            join_all(to_poll.into_iter().map(|run| {
-                let attempt = run.provider_ref.as_ref().map(|r| r.attempt);
-                let span = tracing::info_span!("track", run_id = %run.id, target = %run.target, attempt);
-                self.track(run).instrument(span)
-            })),
-        );
-        if handled > 0 {
-            // Every handled run appended events (or tried to): wake the event streams.
-            self.state.notify_events();
-        }
-        handled
+        (to_dispatch, to_poll)
+    }
+
+    async fn dispatch_traced(&self, run: RunRecord) {
+        let span =
+            tracing::info_span!("dispatch", run_id = %run.id, target = %run.target, attempt = run.dispatch_attempts);
+        self.dispatch(run).instrument(span).await;
+        // The run's events changed (or an attempt was made): wake the event streams.
+        self.state.notify_events();
+    }
+
+    async fn track_traced(&self, run: RunRecord) {
+        let attempt = run.provider_ref.as_ref().map(|r| r.attempt);
+        let span = tracing::info_span!("track", run_id = %run.id, target = %run.target, attempt);
+        self.track(run).instrument(span).await;
+        self.state.notify_events();
     }
 }
