@@ -5,10 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::provider::{ProviderAccount, ProviderFactory};
-use cigw_core::{CallKind, CiTarget, ProviderKind, Result, TargetSpec};
+use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
 use crate::client::{Call, Client};
 use crate::config::{AccountSettings, TargetSettings};
+use crate::follow::CodefreshFollower;
 use crate::target::CodefreshTarget;
 
 /// Builds Codefresh accounts from `[providers.codefresh.<name>]`.
@@ -104,6 +105,11 @@ impl ProviderAccount for CodefreshAccount {
     ) -> Option<Arc<dyn CiTarget>> {
         let settings = TargetSettings::parse(spec, path, table, problems)?;
         Some(Arc::new(self.target_from(spec.name.clone(), settings)))
+    }
+
+    /// Status and termination need only the build id, so every build can be followed.
+    fn follow_target(&self, target_name: &str, _run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
+        Some(Arc::new(CodefreshFollower::new(target_name, self.client.clone())))
     }
 
     /// `GET /api/user`: the call the official SDK validates API keys with.

@@ -9,6 +9,8 @@
 //! - approve/deny: `GET /api/workflow/{id}/pending-approval/{approve|deny}`.
 //! - find_recent: `GET /api/workflow` by pipeline id, branch and start date, paginated, each
 //!   candidate with its `cigw_run_id` annotation when it has one.
+//! - follow-only ([`CodefreshFollower`]): status and terminate a build by its id alone, for runs
+//!   whose target was removed from the configuration.
 //!
 //! Configuration keys are listed in `docs/providers/codefresh.md`.
 
@@ -16,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod factory;
+pub mod follow;
 pub mod models;
 pub mod status;
 pub mod target;
@@ -24,4 +27,5 @@ pub use client::Client;
 pub use config::{AccountSettings, PipelineLocator, RunOptions, TargetSettings};
 pub use error::parse_error;
 pub use factory::{CodefreshAccount, CodefreshFactory};
+pub use follow::CodefreshFollower;
 pub use target::{CAPABILITIES, CodefreshTarget};

@@ -136,14 +136,6 @@ impl CodefreshTarget {
         body.into()
     }
 
-    async fn get_build(&self, id: &str) -> Result<Build> {
-        let answer = self
-            .client
-            .call(CallKind::Idempotent, "get build", Call::get(&["builds", id]).query("noAccount", "false"))
-            .await?;
-        answer.json("GET /builds/{id}")
-    }
-
     /// The pipeline id `/api/workflow?pipeline=` filters on, resolved once for a name.
     async fn pipeline_id(&self) -> Result<&str> {
         self.pipeline_id
@@ -195,6 +187,44 @@ impl CodefreshTarget {
     }
 }
 
+async fn get_build(client: &Client, id: &str) -> Result<Build> {
+    let answer =
+        client.call(CallKind::Idempotent, "get build", Call::get(&["builds", id]).query("noAccount", "false")).await?;
+    answer.json("GET /builds/{id}")
+}
+
+/// `GET /api/builds/{id}`, mapped: all a status read needs is the build id.
+pub(crate) async fn build_status(client: &Client, run: &ProviderRunRef) -> Result<RunStatus> {
+    let build = get_build(client, &run.id).await?;
+    let state = status::run_state(&build.status);
+    if let crate::models::BuildStatus::Unknown(s) = &build.status {
+        tracing::warn!(status = %s, "unknown Codefresh build status, treated as running");
+    }
+    let mut out = RunStatus::new(state, build.status.as_str());
+    out.created_at = build.created;
+    out.started_at = build.started;
+    out.finished_at = build.finished;
+    out.url = Some(client.build_link(&run.id));
+    out.message = status::message(&build.status, build.pending_license.unwrap_or(false));
+    Ok(out)
+}
+
+/// Terminate a build unless it has finished: all it needs is the build id.
+pub(crate) async fn terminate_build(client: &Client, run: &ProviderRunRef) -> Result<()> {
+    // Termination is keyed by the build's progress id, never the build id.
+    let build = get_build(client, &run.id).await?;
+    if build.status.is_final() {
+        tracing::debug!(status = %build.status, "build already finished; nothing to terminate");
+        return Ok(());
+    }
+    let progress = build
+        .progress
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| Error::other(format!("Codefresh build {} has no progress id to terminate", run.id)))?;
+    client.call(CallKind::Idempotent, "terminate build", Call::new(Method::DELETE, &["progress", &progress])).await?;
+    Ok(())
+}
+
 fn matches_query(build: &Build, query: &RecentQuery) -> bool {
     let branch_ok = query.branch.as_ref().is_none_or(|b| build.branch_name.as_ref() == Some(b));
     let sha_ok = query.sha.as_ref().is_none_or(|s| {
@@ -242,36 +272,12 @@ impl CiTarget for CodefreshTarget {
 
     #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
-        let build = self.get_build(&run.id).await?;
-        let state = status::run_state(&build.status);
-        if let crate::models::BuildStatus::Unknown(s) = &build.status {
-            tracing::warn!(status = %s, "unknown Codefresh build status, treated as running");
-        }
-        let mut out = RunStatus::new(state, build.status.as_str());
-        out.created_at = build.created;
-        out.started_at = build.started;
-        out.finished_at = build.finished;
-        out.url = Some(self.client.build_link(&run.id));
-        out.message = status::message(&build.status, build.pending_license.unwrap_or(false));
-        Ok(out)
+        build_status(&self.client, run).await
     }
 
     #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
-        // Termination is keyed by the build's progress id, never the build id.
-        let build = self.get_build(&run.id).await?;
-        if build.status.is_final() {
-            tracing::debug!(status = %build.status, "build already finished; nothing to terminate");
-            return Ok(());
-        }
-        let progress = build
-            .progress
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| Error::other(format!("Codefresh build {} has no progress id to terminate", run.id)))?;
-        self.client
-            .call(CallKind::Idempotent, "terminate build", Call::new(Method::DELETE, &["progress", &progress]))
-            .await?;
-        Ok(())
+        terminate_build(&self.client, run).await
     }
 
     #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]

@@ -588,3 +588,42 @@ async fn debug_output_never_shows_the_key() {
         assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 }
+
+#[tokio::test]
+async fn a_follow_only_target_reads_and_terminates_a_build_from_its_id_alone() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/api/builds/{BUILD}")))
+        .and(header("Authorization", KEY))
+        .respond_with(ResponseTemplate::new(200).set_body_json(build_json("running")))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(format!("/api/progress/{PROGRESS}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": PROGRESS, "status": "terminating"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    catch_all(&server).await;
+    let run = ProviderRunRef::new(BUILD);
+    let follower = account(&server).follow_target("removed-api", &run).expect("Codefresh builds can be followed");
+    let caps = follower.capabilities();
+    assert!(caps.cancel && !caps.rerun && !caps.approve, "{caps:?}");
+
+    let status = follower.status(&run).await.unwrap();
+    assert_eq!(status.state, RunState::Running);
+    assert_eq!(status.url.as_deref(), Some(format!("{}/build/{BUILD}", server.uri()).as_str()), "{status:?}");
+    follower.cancel(&run).await.unwrap();
+
+    let e = follower.trigger(&spec()).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { operation: "trigger" }), "{e:?}");
+    let e = follower.rerun(&run, RerunOptions::default()).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    let e = follower.approve(&run, Decision::Approve).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    let query = RecentQuery { since: Utc::now(), branch: None, tag: None, sha: None };
+    let e = follower.find_recent(&query).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}

@@ -24,3 +24,18 @@ pub struct Capabilities {
     /// The provider pushes completion callbacks.
     pub callbacks: bool,
 }
+
+impl Capabilities {
+    /// What a follow-only target (see `ProviderAccount::follow_target`) can do: cancel, nothing else.
+    pub const FOLLOW_ONLY: Capabilities = Capabilities {
+        cancel: true,
+        rerun: false,
+        rerun_failed_only: false,
+        approve: false,
+        tag: false,
+        pin_sha: false,
+        parameters: false,
+        trigger_returns_id: false,
+        callbacks: false,
+    };
+}

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
-use crate::{CiTarget, Result, TargetSpec};
+use crate::{CiTarget, ProviderRunRef, Result, TargetSpec};
 
 /// The CI providers cigw can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -117,6 +117,20 @@ pub trait ProviderAccount: Send + Sync + fmt::Debug + 'static {
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) -> Option<Arc<dyn CiTarget>>;
+
+    /// A follow-only target for one run this account started, built from the run's
+    /// `ProviderRunRef` alone (plus the name of the target it belonged to, for logs): it reads the
+    /// run's status and cancels it; `trigger`, `rerun`, `approve` and `find_recent` answer
+    /// `Unsupported`. The gateway uses it to follow runs whose target was removed from the
+    /// configuration while its account stayed.
+    ///
+    /// `None` when the provider needs more than the ref holds to reach the run (e.g. a Codeship
+    /// build is addressed through its project, which refs recorded before it was kept there
+    /// lack). The default is `None`, for adapters that cannot follow a run without its target.
+    fn follow_target(&self, target_name: &str, run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
+        let _ = (target_name, run);
+        None
+    }
 
     /// Make one cheap authenticated call to check the credentials (`check-config --online`).
     async fn check_online(&self) -> Result<()>;
