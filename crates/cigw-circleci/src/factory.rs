@@ -7,10 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::provider::{CallbackEvent, ProviderAccount, ProviderFactory};
-use cigw_core::{CiTarget, Error, ProviderKind, Result, TargetSpec};
+use cigw_core::{CiTarget, Error, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
 use crate::client::CircleciClient;
 use crate::config::{AccountConfig, RUN_ID_PARAMETER, TargetConfig};
+use crate::follow::CircleciFollower;
 use crate::target::CircleciTarget;
 use crate::webhook::{self, WebhookError};
 
@@ -134,6 +135,11 @@ impl ProviderAccount for CircleciAccount {
         problems: &mut Problems,
     ) -> Option<Arc<dyn CiTarget>> {
         self.circleci_target(spec, path, table, problems).map(|t| Arc::new(t) as Arc<dyn CiTarget>)
+    }
+
+    /// Status and cancel need only the pipeline id, so every pipeline can be followed.
+    fn follow_target(&self, target_name: &str, _run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
+        Some(Arc::new(CircleciFollower::new(target_name, self.client.clone(), self.config.setup_grace)))
     }
 
     #[tracing::instrument(skip_all, fields(provider = "circleci", account = %self.name))]

@@ -1,11 +1,13 @@
 //! The CircleCI API v2 adapter of cigw (DESIGN.md §2): a project's pipelines are triggered
 //! (classic endpoint, or `/pipeline/run` with a pipeline definition), followed through their
-//! workflows, cancelled, rerun and approved; `workflow-completed` webhooks are verified.
+//! workflows, cancelled, rerun and approved; `workflow-completed` webhooks are verified. Pipelines
+//! of a target removed from the configuration are still followed by id ([`CircleciFollower`]).
 
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod factory;
+pub mod follow;
 pub mod models;
 pub mod slug;
 pub mod status;
@@ -15,5 +17,6 @@ pub mod webhook;
 pub use client::CircleciClient;
 pub use config::{AccountConfig, TargetConfig};
 pub use factory::{CircleciAccount, CircleciFactory};
+pub use follow::CircleciFollower;
 pub use slug::ProjectSlug;
 pub use target::CircleciTarget;

@@ -105,20 +105,101 @@ impl CircleciTarget {
     }
 
     async fn pipeline(&self, id: &str) -> Result<(Pipeline, Option<DateTime<Utc>>)> {
-        let (p, answer) = self.client.get("get pipeline", &["pipeline", id], &[]).await?;
-        Ok((p, answer.date))
+        pipeline(&self.client, id).await
     }
 
     async fn workflows(&self, pipeline_id: &str) -> Result<(Vec<Workflow>, Option<DateTime<Utc>>)> {
-        self.client.get_all("list pipeline workflows", &["pipeline", pipeline_id, "workflow"], &[], |_| true).await
+        workflows(&self.client, pipeline_id).await
     }
 
     async fn cancel_workflow(&self, id: &str) -> Result<()> {
-        self.client
-            .call(CallKind::Idempotent, "cancel workflow", Method::POST, &["workflow", id, "cancel"], &[], None)
-            .await?;
-        Ok(())
+        cancel_workflow(&self.client, id).await
     }
+}
+
+async fn pipeline(client: &CircleciClient, id: &str) -> Result<(Pipeline, Option<DateTime<Utc>>)> {
+    let (p, answer) = client.get("get pipeline", &["pipeline", id], &[]).await?;
+    Ok((p, answer.date))
+}
+
+async fn workflows(client: &CircleciClient, pipeline_id: &str) -> Result<(Vec<Workflow>, Option<DateTime<Utc>>)> {
+    client.get_all("list pipeline workflows", &["pipeline", pipeline_id, "workflow"], &[], |_| true).await
+}
+
+async fn cancel_workflow(client: &CircleciClient, id: &str) -> Result<()> {
+    client.call(CallKind::Idempotent, "cancel workflow", Method::POST, &["workflow", id, "cancel"], &[], None).await?;
+    Ok(())
+}
+
+/// Read a pipeline and its workflows: all a status read needs is the pipeline id (and, for a
+/// rerun, the workflow ids in `extra`). `url` links a pipeline number to the web app.
+pub(crate) async fn pipeline_status(
+    client: &CircleciClient,
+    run: &ProviderRunRef,
+    setup_grace: Duration,
+    url: impl Fn(Option<u64>) -> Option<String>,
+) -> Result<RunStatus> {
+    let (pipeline, pipeline_date) = pipeline(client, &run.id).await?;
+    let (workflows, list_date) = workflows(client, &run.id).await?;
+    let provider_now = list_date.or(pipeline_date).unwrap_or_else(Utc::now);
+    let newest = newest_per_name(&workflows);
+    let mut agg = aggregate(&pipeline, &newest, provider_now, setup_grace);
+    if run.attempt > 1 {
+        let expected = rerun_ids(run);
+        let listed: BTreeSet<&str> = workflows.iter().map(|w| w.id.as_str()).collect();
+        if expected.iter().any(|id| !listed.contains(id.as_str())) {
+            agg.state = RunState::Queued;
+            agg.message = Some("the rerun's workflows are not listed yet".into());
+        }
+    }
+    let steps: Vec<StepDetail> = newest
+        .iter()
+        .map(|w| StepDetail {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            raw_status: w.status.to_string(),
+            state: Some(workflow_state(&w.status)),
+            started_at: Some(w.created_at),
+            finished_at: w.stopped_at,
+        })
+        .collect();
+    let mut raw = format!("pipeline {}", pipeline.state);
+    if !newest.is_empty() {
+        let parts: Vec<String> = newest.iter().map(|w| format!("{} {}", w.name, w.status)).collect();
+        raw.push_str(&format!("; {}", parts.join(", ")));
+    }
+    let finished_at =
+        agg.state.is_terminal().then(|| newest.iter().filter_map(|w| w.stopped_at).max().unwrap_or(provider_now));
+    Ok(RunStatus {
+        state: agg.state,
+        raw_status: raw,
+        observed_at: Utc::now(),
+        created_at: Some(pipeline.created_at),
+        started_at: newest.iter().map(|w| w.created_at).min(),
+        finished_at,
+        url: url(pipeline.number.or(run.number)),
+        message: agg.message,
+        steps,
+    })
+}
+
+/// Cancel every workflow of a pipeline that has not finished: all it needs is the pipeline id.
+pub(crate) async fn cancel_pipeline(client: &CircleciClient, run: &ProviderRunRef) -> Result<()> {
+    let (workflows, _) = workflows(client, &run.id).await?;
+    let live: Vec<&Workflow> = workflows.iter().filter(|w| !w.status.is_terminal()).collect();
+    if live.is_empty() {
+        if workflows.is_empty() {
+            return Err(Error::Conflict {
+                message: "the pipeline has no workflows yet; cancel again once they appear".into(),
+            });
+        }
+        tracing::info!("no running workflow to cancel");
+        return Ok(());
+    }
+    for w in live {
+        cancel_workflow(client, &w.id).await?;
+    }
+    Ok(())
 }
 
 fn rerun_ids(run: &ProviderRunRef) -> Vec<String> {
@@ -215,67 +296,12 @@ impl CiTarget for CircleciTarget {
 
     #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, attempt = run.attempt))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
-        let (pipeline, pipeline_date) = self.pipeline(&run.id).await?;
-        let (workflows, list_date) = self.workflows(&run.id).await?;
-        let provider_now = list_date.or(pipeline_date).unwrap_or_else(Utc::now);
-        let newest = newest_per_name(&workflows);
-        let mut agg = aggregate(&pipeline, &newest, provider_now, self.setup_grace);
-        if run.attempt > 1 {
-            let expected = rerun_ids(run);
-            let listed: BTreeSet<&str> = workflows.iter().map(|w| w.id.as_str()).collect();
-            if expected.iter().any(|id| !listed.contains(id.as_str())) {
-                agg.state = RunState::Queued;
-                agg.message = Some("the rerun's workflows are not listed yet".into());
-            }
-        }
-        let steps: Vec<StepDetail> = newest
-            .iter()
-            .map(|w| StepDetail {
-                id: w.id.clone(),
-                name: w.name.clone(),
-                raw_status: w.status.to_string(),
-                state: Some(workflow_state(&w.status)),
-                started_at: Some(w.created_at),
-                finished_at: w.stopped_at,
-            })
-            .collect();
-        let mut raw = format!("pipeline {}", pipeline.state);
-        if !newest.is_empty() {
-            let parts: Vec<String> = newest.iter().map(|w| format!("{} {}", w.name, w.status)).collect();
-            raw.push_str(&format!("; {}", parts.join(", ")));
-        }
-        let finished_at =
-            agg.state.is_terminal().then(|| newest.iter().filter_map(|w| w.stopped_at).max().unwrap_or(provider_now));
-        Ok(RunStatus {
-            state: agg.state,
-            raw_status: raw,
-            observed_at: Utc::now(),
-            created_at: Some(pipeline.created_at),
-            started_at: newest.iter().map(|w| w.created_at).min(),
-            finished_at,
-            url: self.pipeline_url(pipeline.number.or(run.number)),
-            message: agg.message,
-            steps,
-        })
+        pipeline_status(&self.client, run, self.setup_grace, |number| self.pipeline_url(number)).await
     }
 
     #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
-        let (workflows, _) = self.workflows(&run.id).await?;
-        let live: Vec<&Workflow> = workflows.iter().filter(|w| !w.status.is_terminal()).collect();
-        if live.is_empty() {
-            if workflows.is_empty() {
-                return Err(Error::Conflict {
-                    message: "the pipeline has no workflows yet; cancel again once they appear".into(),
-                });
-            }
-            tracing::info!("no running workflow to cancel");
-            return Ok(());
-        }
-        for w in live {
-            self.cancel_workflow(&w.id).await?;
-        }
-        Ok(())
+        cancel_pipeline(&self.client, run).await
     }
 
     #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id))]

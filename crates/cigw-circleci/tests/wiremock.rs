@@ -764,3 +764,51 @@ async fn one_rate_limiter_per_account_spaces_requests() {
     }
     assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_follow_only_target_reads_and_cancels_a_pipeline_from_its_id_alone() {
+    use cigw_core::provider::ProviderAccount;
+    let s = setup().await;
+    s.catch_all().await;
+    let at = "2024-05-01T10:00:00Z";
+    mount_status(
+        &s,
+        pipeline_json("created", at),
+        vec![
+            workflow("11111111-0000-0000-0000-000000000000", "build", "running", at),
+            workflow("33333333-0000-0000-0000-000000000000", "lint", "success", at),
+        ],
+        "Wed, 01 May 2024 10:00:10 GMT",
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v2/workflow/11111111-0000-0000-0000-000000000000/cancel"))
+        .and(header("Circle-Token", "test-token-123"))
+        .respond_with(ResponseTemplate::new(202).set_body_json(json!({"message": "Accepted."})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let mut run = ProviderRunRef::new(PIPELINE);
+    run.url = Some("https://app.example.com/pipelines/github/acme/web/2".into());
+    let follower = s.account.follow_target("removed-web", &run).expect("CircleCI pipelines can be followed");
+    let caps = follower.capabilities();
+    assert!(caps.cancel && !caps.rerun && !caps.approve && !caps.callbacks, "{caps:?}");
+
+    let status = follower.status(&run).await.unwrap();
+    assert_eq!(status.state, RunState::Running, "{status:?}");
+    assert_eq!(status.raw_status, "pipeline created; build running, lint success");
+    assert_eq!(status.url, run.url, "the link recorded at dispatch is kept");
+    follower.cancel(&run).await.unwrap();
+
+    let e = follower.trigger(&spec(GitRef::branch("main"))).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { operation: "trigger" }), "{e:?}");
+    let e = follower.rerun(&run, RerunOptions { failed_only: true }).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    let e = follower.approve(&run, Decision::Deny).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    let query = RecentQuery { since: chrono::Utc::now(), branch: None, tag: None, sha: None };
+    let e = follower.find_recent(&query).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    // Pipeline + workflows for the status, workflows + one cancel for the cancel: nothing else.
+    assert_eq!(s.server.received_requests().await.unwrap().len(), 4);
+}
