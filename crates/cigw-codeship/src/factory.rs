@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cigw_core::config::{Problems, join};
-use cigw_core::{CallKind, CiTarget, ProviderKind, Result, TargetSpec};
+use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
 use reqwest::Method;
 
 use crate::client::{Clock, CodeshipClient, system_clock};
 use crate::config::{AccountConfig, TargetSettings};
+use crate::follow::CodeshipFollower;
 use crate::models::ProjectType;
 use crate::target::CodeshipTarget;
 
@@ -114,6 +115,13 @@ impl cigw_core::provider::ProviderAccount for CodeshipAccount {
     ) -> Option<Arc<dyn CiTarget>> {
         let settings = parse_target(spec, path, table, problems)?;
         Some(self.project(spec.name.clone(), settings.project_uuid, settings.project_type))
+    }
+
+    /// Codeship reaches a build only through its project: refs that record it in `extra` (all
+    /// this adapter makes) can be followed; older ones cannot.
+    fn follow_target(&self, target_name: &str, run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
+        let follower = CodeshipFollower::for_run(target_name, self.client.clone(), run)?;
+        Some(Arc::new(follower))
     }
 
     async fn check_online(&self) -> Result<()> {

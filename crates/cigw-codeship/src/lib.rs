@@ -9,11 +9,15 @@
 //! with [`CiTarget::find_recent`](cigw_core::CiTarget::find_recent)), restarts that re-run the
 //! same build on Basic projects, no parameters, and a budget of 60 requests per minute answered
 //! with a bodiless 403 when exceeded.
+//!
+//! Every `ProviderRunRef` the adapter makes records its project uuid (and type, where known) in
+//! `extra`, so a build can still be followed ([`CodeshipFollower`]) after its target is removed.
 
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod factory;
+pub mod follow;
 pub mod models;
 pub mod status;
 pub mod target;
@@ -21,5 +25,6 @@ pub mod target;
 pub use client::{Clock, CodeshipClient};
 pub use config::AccountConfig;
 pub use factory::{CodeshipAccount, CodeshipFactory};
+pub use follow::CodeshipFollower;
 pub use models::ProjectType;
 pub use target::CodeshipTarget;

@@ -25,6 +25,22 @@ pub const MAX_PER_PAGE: u32 = 50;
 const EXTRA_PREVIOUS_FINISHED_AT: &str = "previous_finished_at";
 const EXTRA_RESTARTED_AT: &str = "restarted_at";
 
+/// Key of `ProviderRunRef::extra` naming the build's project uuid: Codeship addresses a build
+/// only through its project, and this lets the run be followed after its target is removed.
+pub const EXTRA_PROJECT_UUID: &str = "project_uuid";
+/// Key of `ProviderRunRef::extra` naming the project type (`basic` or `pro`), where known.
+pub const EXTRA_PROJECT_TYPE: &str = "project_type";
+
+/// The project a ref records in `extra` (uuid, and type where recorded); `None` for refs made
+/// before the project was recorded there, or with a malformed uuid.
+pub fn project_of(run: &ProviderRunRef) -> Option<(String, Option<ProjectType>)> {
+    let uuid = run.extra.get(EXTRA_PROJECT_UUID)?.as_str()?;
+    check_uuid_shape(uuid).ok()?;
+    let project_type =
+        run.extra.get(EXTRA_PROJECT_TYPE).and_then(|v| serde_json::from_value::<ProjectType>(v.clone()).ok());
+    Some((uuid.to_string(), project_type))
+}
+
 /// One Codeship project, sharing its account's client.
 #[derive(Debug)]
 pub struct CodeshipTarget {
@@ -73,6 +89,23 @@ impl CodeshipTarget {
     /// The project uuid.
     pub fn project_uuid(&self) -> &str {
         &self.project_uuid
+    }
+
+    /// `extra` naming this target's project, so a ref can be followed without the target.
+    fn project_extra(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut extra = serde_json::Map::new();
+        extra.insert(EXTRA_PROJECT_UUID.into(), self.project_uuid.clone().into());
+        if let Some(t) = self.project_type.get() {
+            extra.insert(EXTRA_PROJECT_TYPE.into(), t.as_str().into());
+        }
+        extra
+    }
+
+    /// A first-attempt ref of build `uuid` of this project.
+    fn run_ref(&self, uuid: impl Into<String>) -> ProviderRunRef {
+        let mut r = ProviderRunRef::new(uuid);
+        r.extra = self.project_extra().into();
+        r
     }
 
     /// Basic or Pro: as configured, or read once from the project.
@@ -282,7 +315,7 @@ impl CiTarget for CodeshipTarget {
                 next.number = run.number;
                 next.url = run.url.clone();
                 next.attempt = run.attempt.saturating_add(1);
-                let mut extra = serde_json::Map::new();
+                let mut extra = self.project_extra();
                 extra.insert(EXTRA_RESTARTED_AT.into(), sent_at.to_rfc3339().into());
                 if let Some(f) = build.finished_at {
                     extra.insert(EXTRA_PREVIOUS_FINISHED_AT.into(), f.to_rfc3339().into());
@@ -327,7 +360,7 @@ impl CiTarget for CodeshipTarget {
                     continue;
                 }
                 out.push(RunCandidate {
-                    run_ref: ProviderRunRef::new(build.uuid.clone()),
+                    run_ref: self.run_ref(build.uuid.clone()),
                     branch: build_branch,
                     tag: None,
                     sha: build.commit_sha.clone(),

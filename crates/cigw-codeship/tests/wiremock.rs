@@ -842,3 +842,96 @@ async fn factory_builds_accounts_and_targets_and_keeps_the_base_path() {
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert!(shown[0].starts_with("targets.web.parameters: a Codeship target cannot declare parameters"), "{shown:?}");
 }
+
+// ---- following a build after its target is removed -----------------------------------------
+
+#[tokio::test]
+async fn every_ref_records_its_project_and_can_be_followed_without_the_target() {
+    use cigw_core::provider::ProviderAccount;
+    let s = Setup::new().await;
+    s.auth("token").await;
+    s.catch_all().await;
+    let now = s.clock.now();
+    Mock::given(method("GET"))
+        .and(path(builds_path()))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "builds": [build_json(BUILD, "testing", "main", "aaaaaaa111", Some(now))], "page": 1, "per_page": 50, "total": 1
+        })))
+        .mount(&s.server)
+        .await;
+    let mut testing = json!({"build": build_json(BUILD, "testing", "main", "aaaaaaa111", Some(now))});
+    testing["build"]["allocated_at"] = now.to_rfc3339().into();
+    Mock::given(method("GET"))
+        .and(path(build_path(BUILD)))
+        .and(header("authorization", "Bearer token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&testing))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{}/stop", build_path(BUILD))))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+
+    let query = RecentQuery { since: now, branch: Some("main".into()), tag: None, sha: None };
+    let candidates = s.target(Some(ProjectType::Basic)).find_recent(&query).await.unwrap();
+    assert_eq!(candidates.len(), 1);
+    let recorded = &candidates[0].run_ref;
+    assert_eq!(recorded.extra, json!({"project_uuid": PROJECT, "project_type": "basic"}));
+    // The ref goes through the store as JSON: the project survives the round trip.
+    let stored: ProviderRunRef = serde_json::from_value(serde_json::to_value(recorded).unwrap()).unwrap();
+    assert_eq!(&stored, recorded);
+
+    let follower = s.account.follow_target("removed-web", &stored).expect("the ref names its project");
+    assert_eq!(follower.capabilities(), cigw_core::Capabilities::FOLLOW_ONLY);
+    let status = follower.status(&stored).await.unwrap();
+    assert_eq!(status.state, RunState::Running, "{status:?}");
+    follower.cancel(&stored).await.unwrap();
+    for e in [
+        follower.trigger(&spec(GitRef::branch("main"))).await.unwrap_err(),
+        follower.rerun(&stored, RerunOptions::default()).await.unwrap_err(),
+        follower.find_recent(&query).await.unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    }
+
+    // A ref made before the project was recorded cannot be followed: Codeship needs the project.
+    assert!(s.account.follow_target("removed-web", &ProviderRunRef::new(BUILD)).is_none());
+    let mut bad = ProviderRunRef::new(BUILD);
+    bad.extra = json!({"project_uuid": "../../auth"});
+    assert!(s.account.follow_target("removed-web", &bad).is_none());
+}
+
+#[tokio::test]
+async fn a_basic_restart_records_the_project_and_its_follower_waits_for_the_new_run() {
+    use cigw_core::provider::ProviderAccount;
+    let s = Setup::new().await;
+    s.auth("token").await;
+    s.catch_all().await;
+    Mock::given(method("GET"))
+        .and(path(build_path(BUILD)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture_json("builds/get.json")))
+        .mount(&s.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{}/restart", build_path(BUILD))))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let target = s.target(Some(ProjectType::Basic));
+    let TriggerOutcome::Started(again) =
+        target.rerun(&ProviderRunRef::new(BUILD), RerunOptions::default()).await.unwrap()
+    else {
+        panic!("a Basic restart keeps the uuid")
+    };
+    assert_eq!(again.extra["project_uuid"], PROJECT);
+    assert_eq!(again.extra["project_type"], "basic");
+    assert!(again.extra.get("restarted_at").is_some(), "{:?}", again.extra);
+    let follower = s.account.follow_target("removed-web", &again).expect("the ref names its project");
+    // Like the target, the follower does not read the previous run's result as the new one's.
+    assert_eq!(follower.status(&again).await.unwrap().state, RunState::Queued);
+}
