@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cigw_core::catalog::{Catalog, ConfiguredTarget};
-use cigw_core::config::{DatabaseSettings, Settings};
-use cigw_core::{ConcurrencyPolicy, Error, GitRef, Parameters, ProviderKind, RunState, TargetSpec};
+use cigw_core::config::{DatabaseSettings, Problems, Settings};
+use cigw_core::provider::ProviderAccount;
+use cigw_core::{
+    CiTarget, ConcurrencyPolicy, Error, GitRef, Parameters, ProviderKind, ProviderRunRef, RunState, TargetSpec,
+};
 use cigw_gateway::engine::Engine;
 use cigw_gateway::state::AppState;
 use cigw_sim::fake::{FakeConfig, FakeTarget, ScriptedTrigger};
@@ -353,6 +356,118 @@ async fn a_removed_target_ends_its_pending_runs_in_error() {
     let done = w.store().get_run(&run.id).await.unwrap();
     assert_eq!(done.state, RunState::Error);
     assert_eq!(done.message.as_deref(), Some("target `app` is no longer configured"));
+}
+
+/// An account whose follow-only target is the fake itself: the fake finds a run by its id alone.
+#[derive(Debug)]
+struct FakeAccount(Arc<FakeTarget>);
+
+#[async_trait::async_trait]
+impl ProviderAccount for FakeAccount {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Circleci
+    }
+
+    fn name(&self) -> &str {
+        "main"
+    }
+
+    fn describe(&self) -> String {
+        "fake account".into()
+    }
+
+    fn target(
+        &self,
+        _spec: &TargetSpec,
+        _path: &str,
+        _table: &serde_json::Map<String, serde_json::Value>,
+        _problems: &mut Problems,
+    ) -> Option<Arc<dyn CiTarget>> {
+        Some(self.0.clone())
+    }
+
+    async fn check_online(&self) -> cigw_core::Result<()> {
+        Ok(())
+    }
+
+    fn follow_target(&self, _target_name: &str, _run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
+        Some(self.0.clone())
+    }
+}
+
+impl World {
+    /// An engine over the same store whose configuration lost target `app` (and, unless
+    /// `keep_account`, its account).
+    fn without_target(&self, keep_account: bool) -> Engine {
+        let mut catalog = Catalog::default();
+        if keep_account {
+            catalog.accounts.insert((ProviderKind::Circleci, "main".into()), Arc::new(FakeAccount(self.fake.clone())));
+        }
+        Engine::new(AppState::new(self.store().clone(), catalog, (*self.state.settings).clone()))
+    }
+
+    /// Like `drive`, with `engine`.
+    async fn drive_with(&self, engine: &Engine, run_id: &str, done: impl Fn(&RunRecord) -> bool) -> RunRecord {
+        for _ in 0..600 {
+            engine.tick().await;
+            let run = self.store().get_run(run_id).await.unwrap();
+            if done(&run) {
+                return run;
+            }
+            self.harness.clock().advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("run never got there: {:?}", self.store().get_run(run_id).await);
+    }
+}
+
+#[tokio::test]
+async fn a_running_run_of_a_removed_target_is_followed_while_its_account_stays() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    w.drive(&run.id, "running", |r| r.state == RunState::Running).await;
+    let engine = w.without_target(true);
+    let done = w.drive_with(&engine, &run.id, |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+    assert_eq!(w.fake.started(), 1);
+}
+
+#[tokio::test]
+async fn a_cancel_of_a_run_of_a_removed_target_still_reaches_the_provider() {
+    let w = world(FakeConfig { run_time: Duration::from_secs(3600), ..FakeConfig::default() }).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    w.drive(&run.id, "running", |r| r.state == RunState::Running).await;
+    let engine = w.without_target(true);
+    w.store().request_cancel(&run.id, Utc::now()).await.unwrap();
+    let done = w.drive_with(&engine, &run.id, |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Canceled, "{done:?}");
+    let kinds = w.event_kinds(&run.id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "cancel_sent").count(), 1, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_running_run_ends_in_error_when_its_target_and_account_are_removed() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    w.drive(&run.id, "running", |r| r.state == RunState::Running).await;
+    let engine = w.without_target(false);
+    let done = w.drive_with(&engine, &run.id, |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Error, "{done:?}");
+    assert_eq!(
+        done.message.as_deref(),
+        Some("target `app` and its circleci account `main` were removed from the configuration")
+    );
+}
+
+#[tokio::test]
+async fn an_unconfirmed_run_of_a_removed_target_ends_in_error() {
+    let w = world(FakeConfig { returns_id: false, ..FakeConfig::default() }).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    w.drive(&run.id, "unconfirmed", |r| r.unconfirmed).await;
+    let engine = w.without_target(true);
+    let done = w.drive_with(&engine, &run.id, |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Error, "{done:?}");
+    assert!(done.message.unwrap().contains("removed from the configuration before its circleci build was identified"));
 }
 
 #[tokio::test]

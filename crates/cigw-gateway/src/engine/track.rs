@@ -1,16 +1,19 @@
 //! Following dispatched runs: polling status on an adaptive schedule, correlating runs
 //! accepted without an id, sending requested cancels, and ending runs that outlive their
-//! target's maximum duration.
+//! target's maximum duration. Runs of a target removed from the configuration are followed
+//! through their account's follow-only target while the account exists, else end in `error`.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cigw_core::catalog::ConfiguredTarget;
-use cigw_core::{ProviderRunRef, RecentQuery, RunState, RunStatus};
+use cigw_core::{CiTarget, ProviderRunRef, RecentQuery, RunState, RunStatus};
 use cigw_store::{EventFilter, NewEvent, RunRecord, StoreError, event_kind as store_kind};
 use serde_json::json;
 
 use super::matching::{CLOCK_SKEW, rank_candidates};
 use super::schedule::next_poll;
 use super::{Engine, event_kind};
+use crate::metrics::InstrumentedTarget;
 
 impl Engine {
     /// Handle one run claimed for polling.
@@ -26,25 +29,30 @@ impl Engine {
 
     async fn track_inner(&self, run: RunRecord) -> Result<(), StoreError> {
         let now = self.state.now();
-        let Some(target) = self.state.target(&run.target).cloned() else {
-            let message = format!("target `{}` was removed from the configuration", run.target);
-            self.state.store.set_state(&run.id, RunState::Error, Some(message), store_kind::ERROR, now).await?;
-            return Ok(());
+        let (target, max_duration) = match self.state.target(&run.target) {
+            Some(configured) => (configured.target.clone(), configured.spec.max_duration),
+            None => match self.follower(&run) {
+                Ok(follower) => (follower, None),
+                Err(message) => {
+                    self.state.store.set_state(&run.id, RunState::Error, Some(message), store_kind::ERROR, now).await?;
+                    return Ok(());
+                }
+            },
         };
         if run.unconfirmed {
-            return self.correlate(&run, &target, now).await;
+            return self.correlate(&run, target.as_ref(), now).await;
         }
         let Some(run_ref) = run.provider_ref.clone() else {
             // Claimed without a build to look at: nothing to poll; stop tracking it.
             return self.reschedule(&run, None).await;
         };
         if run.state == RunState::Canceling && run.cancel_requested && !self.cancel_sent(&run).await? {
-            self.send_cancel(&run, &target, &run_ref, now).await?;
+            self.send_cancel(&run, target.as_ref(), &run_ref, now).await?;
         }
-        if let Some(max) = target.spec.max_duration {
+        if let Some(max) = max_duration {
             let limit = run.queued_at.unwrap_or(run.created_at) + chrono::Duration::from_std(max).unwrap_or_default();
             if now > limit && !run.state.is_terminal() {
-                if let Err(e) = target.target.cancel(&run_ref).await {
+                if let Err(e) = target.cancel(&run_ref).await {
                     tracing::warn!(run_id = run.id, error = %e, "canceling a timed-out run failed");
                 }
                 let message = format!("timed out after {}", humanize(max));
@@ -52,7 +60,7 @@ impl Engine {
                 return Ok(());
             }
         }
-        match target.target.status(&run_ref).await {
+        match target.status(&run_ref).await {
             Ok(status) => {
                 let next = (!status.state.is_terminal()).then(|| self.next_poll_for(&run, now));
                 let update = self.state.store.apply_status(&run.id, &self.owner, &status, next).await?;
@@ -69,12 +77,7 @@ impl Engine {
     }
 
     /// Match a run accepted without an id with a provider build, or give up at its deadline.
-    async fn correlate(
-        &self,
-        run: &RunRecord,
-        target: &ConfiguredTarget,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn correlate(&self, run: &RunRecord, target: &dyn CiTarget, now: DateTime<Utc>) -> Result<(), StoreError> {
         let sent_at = run.sent_at.unwrap_or(run.created_at);
         let query = RecentQuery {
             since: sent_at - CLOCK_SKEW,
@@ -82,7 +85,7 @@ impl Engine {
             tag: run.git_ref.tag.clone(),
             sha: run.git_ref.sha.clone(),
         };
-        match target.target.find_recent(&query).await {
+        match target.find_recent(&query).await {
             Ok(candidates) => {
                 for candidate in rank_candidates(&run.id, &run.git_ref, sent_at, candidates) {
                     let run_ref = match self.restarted_attempt(&run.target, &candidate).await? {
@@ -146,11 +149,11 @@ impl Engine {
     async fn send_cancel(
         &self,
         run: &RunRecord,
-        target: &ConfiguredTarget,
+        target: &dyn CiTarget,
         run_ref: &ProviderRunRef,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (kind, data) = match target.target.cancel(run_ref).await {
+        let (kind, data) = match target.cancel(run_ref).await {
             Ok(()) => (event_kind::CANCEL_SENT, json!({"provider_id": run_ref.id})),
             Err(e) => {
                 tracing::warn!(run_id = run.id, error = %e, "cancel at the provider failed");
@@ -162,6 +165,35 @@ impl Engine {
             .append_event(NewEvent { run_id: run.id.clone(), kind: kind.into(), data, created_at: now })
             .await?;
         Ok(())
+    }
+
+    /// For a run whose target was removed from the configuration: a follow-only target from its
+    /// account, which polls it (and sends a requested cancel) until it ends, or, when the run
+    /// cannot be followed, why it ends in `error`. Without the target's declaration there is no
+    /// maximum duration to enforce.
+    fn follower(&self, run: &RunRecord) -> Result<Arc<dyn CiTarget>, String> {
+        let Some(account) = self.state.catalog.accounts.get(&(run.provider, run.account.clone())) else {
+            return Err(format!(
+                "target `{}` and its {} account `{}` were removed from the configuration",
+                run.target, run.provider, run.account
+            ));
+        };
+        let run_ref = match &run.provider_ref {
+            Some(r) if !run.unconfirmed => r,
+            _ => {
+                return Err(format!(
+                    "target `{}` was removed from the configuration before its {} build was identified",
+                    run.target, run.provider
+                ));
+            }
+        };
+        match account.follow_target(&run.target, run_ref) {
+            Some(follower) => Ok(Arc::new(InstrumentedTarget::new(run.target.clone(), follower))),
+            None => Err(format!(
+                "target `{}` was removed from the configuration and its {} build {} cannot be followed without it",
+                run.target, run.provider, run_ref.id
+            )),
+        }
     }
 
     async fn cancel_sent(&self, run: &RunRecord) -> Result<bool, StoreError> {
