@@ -169,7 +169,8 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    println!("create_trigger commits/s ({} triggers per cell; debug build)", args.triggers);
+    let build = if cfg!(debug_assertions) { "debug build" } else { "release build" };
+    println!("create_trigger commits/s ({} triggers per cell; {build})", args.triggers);
     let header: Vec<String> = args.writers.iter().map(|w| format!("{:>10}", format!("{w} wr"))).collect();
     println!("{:<42}{}", "backend", header.join(""));
     for (label, durability, group) in [
