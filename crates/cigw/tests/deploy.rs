@@ -3,8 +3,8 @@
 //!   set, environment overrides (`CIGW__…`) apply to it, and a missing variable is reported;
 //! - the Dockerfile's `ENTRYPOINT` + `CMD` is a command line the binary accepts, and run with the
 //!   deploy configuration it serves and passes the image's health check script;
-//! - every YAML file under `deploy/` parses (python3 with PyYAML; that part is skipped, saying so,
-//!   when PyYAML is not installed), and compose and Kubernetes mount the configuration where `CMD`
+//! - every YAML file under `deploy/` parses (python3 with PyYAML, which `scripts/test` installs;
+//!   the test fails, saying so, when it is missing), and compose and Kubernetes mount the configuration where `CMD`
 //!   reads it, pass every secret it names and probe the right endpoints.
 //!
 //! No network: the only server is the debug binary on 127.0.0.1 with a SQLite file.
@@ -245,19 +245,18 @@ fn the_image_command_serves_the_deploy_configuration_and_passes_the_health_check
 }
 
 /// Every YAML file under `deploy/`, parsed by python3 + PyYAML into JSON (one value per
-/// document), or `None`, with the reason printed, when PyYAML is not installed.
-fn deploy_yaml() -> Option<Vec<(String, Vec<Value>)>> {
+/// document).
+fn deploy_yaml() -> Vec<(String, Vec<Value>)> {
     let probe = match Command::new("python3").args(["-c", "import yaml"]).output() {
         Ok(out) => out,
         Err(e) => panic!("python3 is needed to parse the YAML files under deploy/ (cannot run it: {e})"),
     };
-    if !probe.status.success() {
-        println!(
-            "skipping the YAML checks: PyYAML is not importable by python3 ({})",
-            String::from_utf8_lossy(&probe.stderr).trim().lines().last().unwrap_or("no message")
-        );
-        return None;
-    }
+    assert!(
+        probe.status.success(),
+        "PyYAML is needed to parse the YAML files under deploy/ (scripts/test installs it with \
+         `python3 -m pip install pyyaml`): {}",
+        String::from_utf8_lossy(&probe.stderr).trim().lines().last().unwrap_or("no message")
+    );
     let mut files = Vec::new();
     let mut dirs = vec![repo_file("deploy")];
     while let Some(dir) = dirs.pop() {
@@ -274,23 +273,21 @@ fn deploy_yaml() -> Option<Vec<(String, Vec<Value>)>> {
     assert!(files.len() >= 5, "compose.yaml and the k8s manifests: {files:?}");
     const TO_JSON: &str = "import json, sys, yaml\n\
                            with open(sys.argv[1]) as f:\n    json.dump(list(yaml.safe_load_all(f)), sys.stdout)";
-    Some(
-        files
-            .into_iter()
-            .map(|path| {
-                let out = Command::new("python3").args(["-c", TO_JSON]).arg(&path).output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "{} does not parse:\n{}",
-                    path.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let docs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-                let rel = path.strip_prefix(repo_file("deploy")).unwrap().display().to_string();
-                (rel, docs.into_iter().filter(|d| !d.is_null()).collect())
-            })
-            .collect(),
-    )
+    files
+        .into_iter()
+        .map(|path| {
+            let out = Command::new("python3").args(["-c", TO_JSON]).arg(&path).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{} does not parse:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let docs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+            let rel = path.strip_prefix(repo_file("deploy")).unwrap().display().to_string();
+            (rel, docs.into_iter().filter(|d| !d.is_null()).collect())
+        })
+        .collect()
 }
 
 fn document<'a>(files: &'a [(String, Vec<Value>)], file: &str) -> &'a Value {
@@ -307,7 +304,7 @@ fn compose_and_kubernetes_mount_the_configuration_where_the_image_reads_it() {
     assert!(read("deploy/compose.yaml").contains(&format!("./cigw.toml:{config}:ro")));
     assert!(read("deploy/k8s/deployment.yaml").contains(&format!("mountPath: {config_dir}\n")));
 
-    let Some(files) = deploy_yaml() else { return };
+    let files = deploy_yaml();
     let secrets = secret_vars();
 
     // compose: the gateway mounts deploy/cigw.toml, waits for a healthy PostgreSQL 16, and gets
