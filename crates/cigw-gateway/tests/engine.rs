@@ -531,3 +531,32 @@ async fn a_slow_provider_call_does_not_hold_up_other_runs() {
     assert_eq!(slow_state, RunState::Pending, "the slow call had not answered yet");
     assert_eq!(w.store().get_run(&slow.id).await.unwrap().state, RunState::Queued, "shutdown waited for it");
 }
+
+#[tokio::test]
+async fn work_that_outlives_its_lease_is_abandoned_and_reconciled_not_resent() {
+    let w = world(FakeConfig::default()).await;
+    let mut settings = (*w.state.settings).clone();
+    settings.timings.lease = Duration::from_millis(500);
+    let state = AppState::new(w.store().clone(), (*w.state.catalog).clone(), settings);
+    let engine = Engine::new(state);
+    // The provider starts the build at once but answers only after the lease has run out.
+    w.harness.faults().push(
+        ScriptedFault::new(Fault::Latency(Duration::from_millis(900))).method(Method::POST).path_contains("/trigger"),
+    );
+    let run = w.submit(GitRef::branch("main")).await;
+    let started = std::time::Instant::now();
+    engine.tick().await;
+    assert!(started.elapsed() < Duration::from_millis(800), "abandoned within the lease: {:?}", started.elapsed());
+    for _ in 0..600 {
+        engine.tick().await;
+        if w.store().get_run(&run.id).await.unwrap().state.is_terminal() {
+            break;
+        }
+        w.harness.clock().advance(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let done = w.store().get_run(&run.id).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+    assert_eq!(w.harness.builds().count(&run.id), 1, "the abandoned trigger's build was adopted, not sent again");
+    assert!(w.event_kinds(&run.id).await.contains(&"reconciled".to_string()));
+}

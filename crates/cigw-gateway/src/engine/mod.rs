@@ -130,6 +130,13 @@ impl Engine {
         handled
     }
 
+    /// How long one run may be worked on: less than its lease, so this process never works on a
+    /// run after the lease it claimed it with has ended (when another claim, by another replica
+    /// or by this process's next pass, may already hold it).
+    fn work_budget(&self) -> Duration {
+        self.state.settings.timings.lease.mul_f64(0.8)
+    }
+
     /// Claim runs due for dispatch and for a poll.
     async fn claim(&self, dispatch_limit: u32, poll_limit: u32) -> (Vec<RunRecord>, Vec<RunRecord>) {
         let now = self.state.now();
@@ -162,7 +169,10 @@ impl Engine {
     async fn dispatch_traced(&self, run: RunRecord) {
         let span =
             tracing::info_span!("dispatch", run_id = %run.id, target = %run.target, attempt = run.dispatch_attempts);
-        self.dispatch(run).instrument(span).await;
+        let run_id = run.id.clone();
+        if tokio::time::timeout(self.work_budget(), self.dispatch(run).instrument(span)).await.is_err() {
+            tracing::warn!(run_id, "dispatch outlived its lease and was abandoned; the next claim reconciles it");
+        }
         // The run's events changed (or an attempt was made): wake the event streams.
         self.state.notify_events();
     }
@@ -170,7 +180,10 @@ impl Engine {
     async fn track_traced(&self, run: RunRecord) {
         let attempt = run.provider_ref.as_ref().map(|r| r.attempt);
         let span = tracing::info_span!("track", run_id = %run.id, target = %run.target, attempt);
-        self.track(run).instrument(span).await;
+        let run_id = run.id.clone();
+        if tokio::time::timeout(self.work_budget(), self.track(run).instrument(span)).await.is_err() {
+            tracing::warn!(run_id, "a poll outlived its lease and was abandoned; the run is polled again");
+        }
         self.state.notify_events();
     }
 }
