@@ -8,6 +8,7 @@ use cigw_core::{GitRef, Parameters, ProviderKind, ProviderRunRef, RunState};
 use serde_json::Value;
 
 use crate::error::{StoreError, StoreResult};
+use crate::model::RunRecord;
 
 /// The `runs` columns in bind order (`id` first).
 pub(crate) const RUN_COLUMNS: [&str; 36] = [
@@ -142,4 +143,55 @@ pub(crate) fn string_list(v: &[String]) -> Value {
 /// Parse a JSON list of strings.
 pub(crate) fn parse_string_list(v: &Value, what: &str) -> StoreResult<Vec<String>> {
     serde_json::from_value(v.clone()).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+/// One kind of claim: which runs are due and what claiming records, written once for both
+/// backends (they differ only in placeholder syntax and row locking).
+pub(crate) struct Claim {
+    /// Extra assignments made while claiming.
+    also_set: &'static str,
+    /// What makes a run due, besides being unfinished with a free lease (`{now}` is the time).
+    due: &'static str,
+    /// The due-time column, oldest first.
+    order_by: &'static str,
+    /// The same column read from a record, to return the claimed runs in that order.
+    pub(crate) key: fn(&RunRecord) -> Option<DateTime<Utc>>,
+}
+
+/// Runs due for dispatch; each claim counts an attempt.
+pub(crate) const DISPATCH_CLAIM: Claim = Claim {
+    also_set: ", dispatch_attempts = dispatch_attempts + 1",
+    due: "next_dispatch_at IS NOT NULL AND next_dispatch_at <= {now}",
+    order_by: "next_dispatch_at",
+    key: |r| r.next_dispatch_at,
+};
+
+/// Dispatched runs (with a provider build, or accepted without an id) due for a poll.
+pub(crate) const POLL_CLAIM: Claim = Claim {
+    also_set: "",
+    due: "next_poll_at IS NOT NULL AND next_poll_at <= {now} AND next_dispatch_at IS NULL \
+          AND (provider_run_id IS NOT NULL OR unconfirmed)",
+    order_by: "next_poll_at",
+    key: |r| r.next_poll_at,
+};
+
+impl Claim {
+    /// The claiming statement. Parameters: 1 owner, 2 now, 3 lease end, 4 limit, written by
+    /// `param`; `lock` follows the inner SELECT (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    pub(crate) fn sql(&self, param: fn(u8) -> String, lock: &str) -> String {
+        let (owner, now, lease, limit) = (param(1), param(2), param(3), param(4));
+        format!(
+            "UPDATE runs SET lease_owner = {owner}, lease_until = {lease}, updated_at = {now}{also_set}
+             WHERE id IN (
+                SELECT id FROM runs
+                WHERE {due}
+                  AND state NOT IN {TERMINAL_SQL}
+                  AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {now})
+                ORDER BY {order_by}, id LIMIT {limit} {lock})
+             RETURNING *",
+            also_set = self.also_set,
+            due = self.due.replace("{now}", &now),
+            order_by = self.order_by,
+        )
+    }
 }

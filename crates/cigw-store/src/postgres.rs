@@ -395,6 +395,28 @@ impl Tx for PgTx<'_> {
     }
 }
 
+impl PgStore {
+    /// Take up to `limit` runs `claim` finds due, skipping rows other claimers hold.
+    async fn claim(
+        &self,
+        claim: &Claim,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let limit = ops::check_limit(limit)?;
+        let rows = sqlx::query(&claim.sql(|n| format!("${n}"), "FOR UPDATE SKIP LOCKED"))
+            .bind(owner)
+            .bind(trunc(now))
+            .bind(trunc(lease_until))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        sorted_runs(rows, claim.key)
+    }
+}
+
 fn sorted_runs(rows: Vec<PgRow>, key: fn(&RunRecord) -> Option<DateTime<Utc>>) -> StoreResult<Vec<RunRecord>> {
     let mut runs = rows.iter().map(run_from_row).collect::<StoreResult<Vec<_>>>()?;
     runs.sort_by(|a, b| (key(a), &a.id).cmp(&(key(b), &b.id)));
@@ -555,26 +577,7 @@ impl Store for PgStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<RunRecord>> {
-        let limit = ops::check_limit(limit)?;
-        let rows = sqlx::query(&format!(
-            "UPDATE runs SET lease_owner = $1, lease_until = $3, dispatch_attempts = dispatch_attempts + 1,
-                updated_at = $2
-             WHERE id IN (
-                SELECT id FROM runs
-                WHERE next_dispatch_at IS NOT NULL AND next_dispatch_at <= $2
-                  AND state NOT IN {TERMINAL_SQL}
-                  AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $2)
-                ORDER BY next_dispatch_at, id LIMIT $4
-                FOR UPDATE SKIP LOCKED)
-             RETURNING *"
-        ))
-        .bind(owner)
-        .bind(trunc(now))
-        .bind(trunc(lease_until))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        sorted_runs(rows, |r| r.next_dispatch_at)
+        self.claim(&DISPATCH_CLAIM, owner, now, lease_until, limit).await
     }
 
     async fn record_dispatch(
@@ -614,26 +617,7 @@ impl Store for PgStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<RunRecord>> {
-        let limit = ops::check_limit(limit)?;
-        let rows = sqlx::query(&format!(
-            "UPDATE runs SET lease_owner = $1, lease_until = $3, updated_at = $2
-             WHERE id IN (
-                SELECT id FROM runs
-                WHERE next_poll_at IS NOT NULL AND next_poll_at <= $2 AND next_dispatch_at IS NULL
-                  AND state NOT IN {TERMINAL_SQL}
-                  AND (provider_run_id IS NOT NULL OR unconfirmed)
-                  AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $2)
-                ORDER BY next_poll_at, id LIMIT $4
-                FOR UPDATE SKIP LOCKED)
-             RETURNING *"
-        ))
-        .bind(owner)
-        .bind(trunc(now))
-        .bind(trunc(lease_until))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        sorted_runs(rows, |r| r.next_poll_at)
+        self.claim(&POLL_CLAIM, owner, now, lease_until, limit).await
     }
 
     async fn apply_status(

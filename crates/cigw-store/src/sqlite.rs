@@ -485,6 +485,34 @@ fn chain_from_row(row: &SqliteRow) -> StoreResult<ChainFiringRecord> {
     })
 }
 
+impl SqliteStore {
+    /// Take up to `limit` runs `claim` finds due (the single writer makes claims exclusive).
+    async fn claim(
+        &self,
+        claim: &'static Claim,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let limit = ops::check_limit(limit)?;
+        let owner = owner.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let rows = sqlx::query(&claim.sql(|n| format!("?{n}"), ""))
+                    .bind(&owner)
+                    .bind(micros(now))
+                    .bind(micros(lease_until))
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                sorted_runs(rows, claim.key)
+            })
+        })
+        .await
+    }
+}
+
 fn sorted_runs(rows: Vec<SqliteRow>, key: fn(&RunRecord) -> Option<DateTime<Utc>>) -> StoreResult<Vec<RunRecord>> {
     let mut runs = rows.iter().map(run_from_row).collect::<StoreResult<Vec<_>>>()?;
     runs.sort_by(|a, b| (key(a), &a.id).cmp(&(key(b), &b.id)));
@@ -628,31 +656,7 @@ impl Store for SqliteStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<RunRecord>> {
-        let limit = ops::check_limit(limit)?;
-        let owner = owner.to_string();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let rows = sqlx::query(&format!(
-                    "UPDATE runs SET lease_owner = ?1, lease_until = ?3, dispatch_attempts = dispatch_attempts + 1,
-                        updated_at = ?2
-                     WHERE id IN (
-                        SELECT id FROM runs
-                        WHERE next_dispatch_at IS NOT NULL AND next_dispatch_at <= ?2
-                          AND state NOT IN {TERMINAL_SQL}
-                          AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?2)
-                        ORDER BY next_dispatch_at, id LIMIT ?4)
-                     RETURNING *"
-                ))
-                .bind(&owner)
-                .bind(micros(now))
-                .bind(micros(lease_until))
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await?;
-                sorted_runs(rows, |r| r.next_dispatch_at)
-            })
-        })
-        .await
+        self.claim(&DISPATCH_CLAIM, owner, now, lease_until, limit).await
     }
 
     async fn record_dispatch(
@@ -693,31 +697,7 @@ impl Store for SqliteStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<RunRecord>> {
-        let limit = ops::check_limit(limit)?;
-        let owner = owner.to_string();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let rows = sqlx::query(&format!(
-                    "UPDATE runs SET lease_owner = ?1, lease_until = ?3, updated_at = ?2
-                     WHERE id IN (
-                        SELECT id FROM runs
-                        WHERE next_poll_at IS NOT NULL AND next_poll_at <= ?2 AND next_dispatch_at IS NULL
-                          AND state NOT IN {TERMINAL_SQL}
-                          AND (provider_run_id IS NOT NULL OR unconfirmed = 1)
-                          AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?2)
-                        ORDER BY next_poll_at, id LIMIT ?4)
-                     RETURNING *"
-                ))
-                .bind(&owner)
-                .bind(micros(now))
-                .bind(micros(lease_until))
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await?;
-                sorted_runs(rows, |r| r.next_poll_at)
-            })
-        })
-        .await
+        self.claim(&POLL_CLAIM, owner, now, lease_until, limit).await
     }
 
     async fn apply_status(
