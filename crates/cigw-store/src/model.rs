@@ -506,3 +506,34 @@ impl Backend {
         }
     }
 }
+
+/// A query the store runs often, for [`crate::Store::explain`]: the query plan shows whether
+/// the database answers it from an index or reads a whole table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HotQuery {
+    /// [`crate::Store::events_after`].
+    EventsAfter {
+        /// Read after this id.
+        after_id: i64,
+        /// With these filters.
+        filter: EventFilter,
+    },
+    /// [`crate::Store::list_runs`].
+    ListRuns {
+        /// With these filters.
+        filter: RunFilter,
+        /// From this page on.
+        cursor: Option<String>,
+    },
+    /// [`crate::Store::claim_dispatch`].
+    ClaimDispatch,
+    /// [`crate::Store::claim_poll`].
+    ClaimPoll,
+    /// [`crate::Store::find_token_by_hash`].
+    TokenByHash,
+    /// [`crate::Store::count_runs_by_state`].
+    CountRunsByState,
+    /// [`crate::Store::count_unconfirmed_runs`].
+    CountUnconfirmed,
+}
