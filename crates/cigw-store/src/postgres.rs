@@ -13,8 +13,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde_json::Value;
-use sqlx::{QueryBuilder, Row};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{QueryBuilder, Row};
 
 use crate::columns::*;
 use crate::error::{StoreError, StoreResult};
@@ -771,7 +771,8 @@ impl Store for PgStore {
         let mut qb = QueryBuilder::new("");
         query::count_runs_by_state(&mut qb);
         let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
-        let mut counts = rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect::<StoreResult<Vec<_>>>()?;
+        let mut counts =
+            rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect::<StoreResult<Vec<_>>>()?;
         counts.sort_by_key(|(s, _)| s.as_str());
         Ok(counts)
     }

@@ -844,7 +844,8 @@ impl Store for SqliteStore {
         let mut qb = QueryBuilder::new("");
         query::count_runs_by_state(&mut qb);
         let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&self.read).await?;
-        let mut counts = rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect::<StoreResult<Vec<_>>>()?;
+        let mut counts =
+            rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect::<StoreResult<Vec<_>>>()?;
         counts.sort_by_key(|(s, _)| s.as_str());
         Ok(counts)
     }
