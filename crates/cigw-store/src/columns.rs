@@ -100,7 +100,7 @@ pub(crate) fn needs_secret_values(run: &RunRecord) -> bool {
 
 /// The run's parameters with every secret value replaced by the mask, once the run no longer
 /// needs them: the values stay in the database only while the trigger may still be sent, not
-/// for the whole retention (docs/storage.md, "Secret parameters"). A dropped value reads back as
+/// for the whole retention (docs/storage.md, "Secret parameters at rest"). A dropped value reads back as
 /// the string `***`; the type of the parameter is not kept.
 pub(crate) fn forget_secret_values(run: &mut RunRecord) {
     if needs_secret_values(run) || !run.parameters.iter().any(|(_, e)| e.secret && !is_mask(&e.value)) {
