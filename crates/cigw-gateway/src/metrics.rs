@@ -19,7 +19,9 @@
 //!
 //! Counters and histograms are recorded where things happen, so each replica counts only its
 //! own work; the run gauges are read from the store at each scrape (every replica reports the
-//! same totals: aggregate them with `max`, not `sum`).
+//! same totals: aggregate them with `max`, not `sum`). Those reads touch only the index of
+//! unfinished runs and one counter row per terminal state (`Store::count_runs_by_state`), so a
+//! scrape costs the same after 90 days of runs as after one.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -36,7 +38,6 @@ use cigw_core::{
     Capabilities, CiTarget, Decision, GitRef, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, RunCandidate,
     RunState, RunStatus, TriggerOutcome, TriggerSpec,
 };
-use cigw_store::RunFilter;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
@@ -73,9 +74,6 @@ pub mod names {
 
 /// Latency buckets (seconds) of the provider-call and dispatch-lag histograms.
 const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
-
-/// Unconfirmed runs are counted over at most this many runs per state at a scrape.
-const UNCONFIRMED_SCAN: u32 = 1000;
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
 #[derive(Clone)]
@@ -152,19 +150,11 @@ async fn refresh_run_gauges(state: &AppState) {
         }
         Err(e) => tracing::warn!(error = %e, "counting runs for /metrics failed"),
     }
-    // Unconfirmed runs are queued (or canceling, when a cancel arrived before the build was known).
-    let mut unconfirmed = 0usize;
-    for run_state in [RunState::Queued, RunState::Canceling] {
-        let filter = RunFilter { state: Some(run_state), limit: UNCONFIRMED_SCAN, ..RunFilter::default() };
-        match state.store.list_runs(&filter, None).await {
-            Ok(page) => unconfirmed += page.runs.iter().filter(|r| r.unconfirmed).count(),
-            Err(e) => {
-                tracing::warn!(error = %e, "counting unconfirmed runs for /metrics failed");
-                return;
-            }
-        }
+    // Counted by the store from its index of unfinished runs: no page of runs is read.
+    match state.store.count_unconfirmed_runs().await {
+        Ok(n) => gauge!(names::RUNS_UNCONFIRMED).set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "counting unconfirmed runs for /metrics failed"),
     }
-    gauge!(names::RUNS_UNCONFIRMED).set(unconfirmed as f64);
 }
 
 /// Count one trigger request.

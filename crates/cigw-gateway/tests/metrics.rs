@@ -279,3 +279,60 @@ async fn with_metrics_listen_the_metrics_are_served_only_on_their_own_listener()
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("the server stopped").unwrap().unwrap();
     while let Ok(Some(_)) = stream.chunk().await {}
 }
+
+/// The unconfirmed gauge counts every unconfirmed run from the store's count (it used to read
+/// a page of at most 1,000 queued runs per scrape and stopped counting there).
+#[tokio::test]
+async fn the_run_gauges_count_every_run_without_reading_pages_of_runs() {
+    const RUNS: usize = 1001;
+    let w = world(|_| {}).await;
+    let store = &w.state.store;
+    let now = chrono::Utc::now();
+    let runs = (0..RUNS)
+        .map(|i| cigw_store::NewRun {
+            id: format!("run-{i:05}"),
+            target: "legacy".into(),
+            provider: ProviderKind::Codeship,
+            account: "main".into(),
+            git_ref: cigw_core::GitRef::branch("main"),
+            parameters: cigw_core::Parameters::new(),
+            chain_parent: None,
+            rerun_of: None,
+            rerun_failed_only: false,
+            dispatch_at: now,
+        })
+        .collect();
+    let trigger = cigw_store::NewTrigger {
+        id: "burst".into(),
+        source: "api".into(),
+        requested_by: "test".into(),
+        request: json!({}),
+        labels: json!({}),
+        created_at: now,
+        runs,
+        idempotency: None,
+        chain_firing: None,
+    };
+    assert!(matches!(store.create_trigger(trigger).await.unwrap(), cigw_store::CreateOutcome::Created(_)));
+    let lease = now + chrono::Duration::seconds(600);
+    let mut claimed = store.claim_dispatch("test", now, lease, 1000).await.unwrap();
+    claimed.extend(store.claim_dispatch("test", now, lease, 1000).await.unwrap());
+    assert_eq!(claimed.len(), RUNS);
+    let outcome = cigw_store::DispatchOutcome::Unconfirmed {
+        sent_at: now,
+        deadline: now + chrono::Duration::seconds(3600),
+        next_poll_at: now + chrono::Duration::seconds(3600),
+    };
+    let writes = claimed.iter().map(|r| store.record_dispatch(&r.id, "test", outcome.clone(), now));
+    for result in futures::future::join_all(writes).await {
+        result.unwrap();
+    }
+    let text = w.scrape().await;
+    assert_eq!(sum(&text, "cigw_runs", &[("state", "queued")]), RUNS as f64, "{text}");
+    assert_eq!(sum(&text, "cigw_runs_unconfirmed", &[]), RUNS as f64, "{text}");
+
+    store.set_state("run-00000", RunState::Error, Some("no build appeared".into()), "error", now).await.unwrap();
+    let text = w.scrape().await;
+    assert_eq!(sum(&text, "cigw_runs", &[("state", "error")]), 1.0, "{text}");
+    assert_eq!(sum(&text, "cigw_runs_unconfirmed", &[]), (RUNS - 1) as f64, "an ended run is not waiting: {text}");
+}

@@ -4,7 +4,8 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use cigw_core::{GitRef, Parameters, ProviderKind, ProviderRunRef, RunState};
+use cigw_core::params::MASK;
+use cigw_core::{GitRef, ParamValue, Parameters, ProviderKind, ProviderRunRef, RunState};
 use serde_json::Value;
 
 use crate::error::{StoreError, StoreResult};
@@ -87,6 +88,45 @@ pub(crate) fn parse_provider(s: &str) -> StoreResult<ProviderKind> {
 
 pub(crate) fn parse_parameters(v: &Value, run_id: &str) -> StoreResult<Parameters> {
     Parameters::from_storage_json(v).map_err(|e| corrupt(format!("run {run_id}: {e}")))
+}
+
+/// Whether a run still needs its secret parameter values: only while its trigger may still have
+/// to be sent (pending, retried after a failed or ambiguous attempt, or accepted without an id
+/// and not yet matched). A run that owns a provider build or has ended never sends a trigger
+/// again (a rerun goes through the provider's own rerun, which takes no parameters).
+pub(crate) fn needs_secret_values(run: &RunRecord) -> bool {
+    run.provider_ref.is_none() && !run.state.is_terminal()
+}
+
+/// The run's parameters with every secret value replaced by the mask, once the run no longer
+/// needs them: the values stay in the database only while the trigger may still be sent, not
+/// for the whole retention (docs/storage.md, "Secret parameters at rest"). A dropped value reads back as
+/// the string `***`; the type of the parameter is not kept.
+pub(crate) fn forget_secret_values(run: &mut RunRecord) {
+    if needs_secret_values(run) || !run.parameters.iter().any(|(_, e)| e.secret && !is_mask(&e.value)) {
+        return;
+    }
+    let mut kept = Parameters::new();
+    for (name, e) in run.parameters.iter() {
+        let value = if e.secret { ParamValue::String(MASK.into()) } else { e.value.clone() };
+        kept.insert(name, value, e.secret);
+    }
+    run.parameters = kept;
+}
+
+fn is_mask(v: &ParamValue) -> bool {
+    matches!(v, ParamValue::String(s) if s == MASK)
+}
+
+/// The `parameters` column of a run: secret values only while it needs them
+/// ([`forget_secret_values`]), whichever path wrote the row.
+pub(crate) fn stored_parameters(run: &RunRecord) -> Value {
+    if needs_secret_values(run) {
+        return run.parameters.to_storage_json();
+    }
+    let mut masked = run.clone();
+    forget_secret_values(&mut masked);
+    masked.parameters.to_storage_json()
 }
 
 pub(crate) fn git_ref(branch: Option<String>, tag: Option<String>, sha: Option<String>) -> GitRef {

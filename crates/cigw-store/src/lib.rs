@@ -14,6 +14,7 @@ pub mod error;
 pub mod model;
 mod ops;
 pub mod postgres;
+mod query;
 pub mod sqlite;
 pub mod store;
 

@@ -63,7 +63,7 @@ pub struct NewRun {
     pub account: String,
     /// What to build (default branch already filled in).
     pub git_ref: GitRef,
-    /// Validated parameters, secrets included (stored, never logged).
+    /// Validated parameters, secrets included (stored until the run is sent, never logged).
     pub parameters: Parameters,
     /// The upstream run whose end fired the chain that created this run.
     pub chain_parent: Option<String>,
@@ -157,7 +157,10 @@ pub struct RunRecord {
     pub account: String,
     /// What it builds.
     pub git_ref: GitRef,
-    /// Parameters, secrets included (`Debug` masks them).
+    /// Parameters (`Debug` masks secret ones). Secret values are kept only while the run may
+    /// still have to send its trigger (no provider build yet and not ended); from the change that
+    /// gives it a build or ends it on, they are `***` here and in the database, since a run with
+    /// a build is never triggered again and a rerun uses the provider's own rerun.
     pub parameters: Parameters,
     /// Current state.
     pub state: RunState,
@@ -505,4 +508,35 @@ impl Backend {
             Self::Postgres => "postgres",
         }
     }
+}
+
+/// A query the store runs often, for [`crate::Store::explain`]: the query plan shows whether
+/// the database answers it from an index or reads a whole table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HotQuery {
+    /// [`crate::Store::events_after`].
+    EventsAfter {
+        /// Read after this id.
+        after_id: i64,
+        /// With these filters.
+        filter: EventFilter,
+    },
+    /// [`crate::Store::list_runs`].
+    ListRuns {
+        /// With these filters.
+        filter: RunFilter,
+        /// From this page on.
+        cursor: Option<String>,
+    },
+    /// [`crate::Store::claim_dispatch`].
+    ClaimDispatch,
+    /// [`crate::Store::claim_poll`].
+    ClaimPoll,
+    /// [`crate::Store::find_token_by_hash`].
+    TokenByHash,
+    /// [`crate::Store::count_runs_by_state`].
+    CountRunsByState,
+    /// [`crate::Store::count_unconfirmed_runs`].
+    CountUnconfirmed,
 }

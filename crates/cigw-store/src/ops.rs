@@ -217,7 +217,15 @@ fn check_owner(run: &RunRecord, owner: &str) -> StoreResult<()> {
 }
 
 /// Move `run` to `to` if the machine allows it, stamping the phase times; returns the old state.
+/// Every path that gives a run its provider build or ends it moves its state here, so this is
+/// also where its secret parameter values are dropped once it no longer needs them.
 fn move_state(run: &mut RunRecord, to: RunState, at: DateTime<Utc>) -> Option<RunState> {
+    let moved = apply_move(run, to, at);
+    crate::columns::forget_secret_values(run);
+    moved
+}
+
+fn apply_move(run: &mut RunRecord, to: RunState, at: DateTime<Utc>) -> Option<RunState> {
     let next = RunState::apply(run.state, to)?;
     let from = run.state;
     run.state = next;

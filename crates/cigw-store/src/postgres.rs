@@ -13,13 +13,14 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{QueryBuilder, Row};
 
 use crate::columns::*;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::ops::{self, EventRow, StoredKey, Tx};
+use crate::query;
 use crate::store::Store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -193,7 +194,7 @@ fn bind_run<'q>(sql: &'q str, r: &RunRecord) -> sqlx::query::Query<'q, sqlx::Pos
         .bind(r.git_ref.branch.clone())
         .bind(r.git_ref.tag.clone())
         .bind(r.git_ref.sha.clone())
-        .bind(r.parameters.to_storage_json())
+        .bind(stored_parameters(r))
         .bind(r.state.as_str())
         .bind(r.raw_status.clone())
         .bind(r.message.clone())
@@ -696,20 +697,9 @@ impl Store for PgStore {
 
     async fn events_after(&self, after_id: i64, filter: &EventFilter, limit: u32) -> StoreResult<Vec<EventRecord>> {
         let limit = ops::check_limit(limit)?;
-        let rows = sqlx::query(
-            "SELECT * FROM run_events WHERE id > $1
-               AND ($2::text IS NULL OR target = $2) AND ($3::text IS NULL OR trigger_id = $3)
-               AND ($4::text IS NULL OR run_id = $4) AND ($5::text IS NULL OR state = $5)
-             ORDER BY id LIMIT $6",
-        )
-        .bind(after_id)
-        .bind(&filter.target)
-        .bind(&filter.trigger_id)
-        .bind(&filter.run_id)
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut qb = QueryBuilder::new("");
+        query::events_after(&mut qb, after_id, filter, limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -764,22 +754,9 @@ impl Store for PgStore {
     async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage> {
         let limit = ops::check_limit(filter.limit)?;
         let after = cursor.map(ops::decode_cursor).transpose()?;
-        let rows = sqlx::query(
-            "SELECT * FROM runs
-             WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR state = $2)
-               AND ($3::text IS NULL OR trigger_id = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
-               AND ($5::timestamptz IS NULL OR created_at < $5 OR (created_at = $5 AND id < $6))
-             ORDER BY created_at DESC, id DESC LIMIT $7",
-        )
-        .bind(&filter.target)
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(&filter.trigger_id)
-        .bind(filter.since)
-        .bind(after.as_ref().map(|(t, _)| *t))
-        .bind(after.as_ref().map(|(_, id)| id.clone()))
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut qb = QueryBuilder::new("");
+        query::list_runs(&mut qb, filter, after.as_ref(), limit + 1);
+        let rows = qb.build().fetch_all(&self.pool).await?;
         let mut runs = rows.iter().map(run_from_row).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if runs.len() as i64 > limit {
             runs.truncate(limit as usize);
@@ -791,10 +768,38 @@ impl Store for PgStore {
     }
 
     async fn count_runs_by_state(&self) -> StoreResult<Vec<(RunState, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect()
+        let mut qb = QueryBuilder::new("");
+        query::count_runs_by_state(&mut qb);
+        let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
+        let mut counts =
+            rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect::<StoreResult<Vec<_>>>()?;
+        counts.sort_by_key(|(s, _)| s.as_str());
+        Ok(counts)
+    }
+
+    async fn count_unconfirmed_runs(&self) -> StoreResult<u64> {
+        let mut qb = QueryBuilder::new("");
+        query::count_unconfirmed(&mut qb);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    async fn explain(&self, hot: &HotQuery) -> StoreResult<Vec<String>> {
+        let mut qb = QueryBuilder::new("EXPLAIN ");
+        let rows = match query::hot_query(&mut qb, hot)? {
+            query::Explained::Built => qb.build().fetch_all(&self.pool).await?,
+            query::Explained::Claim(sql) => {
+                let now = trunc(Utc::now());
+                sqlx::query(&format!("EXPLAIN {sql}"))
+                    .bind("explain")
+                    .bind(now)
+                    .bind(now)
+                    .bind(1_i64)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
     async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord> {
@@ -820,10 +825,9 @@ impl Store for PgStore {
     }
 
     async fn find_token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let mut qb = QueryBuilder::new("");
+        query::token_by_hash(&mut qb, hash);
+        let row = qb.build().fetch_optional(&self.pool).await?;
         row.as_ref().map(token_from_row).transpose()
     }
 

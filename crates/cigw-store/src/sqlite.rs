@@ -16,13 +16,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::{Connection, QueryBuilder, Row};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::columns::*;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::ops::{self, EventRow, StoredKey, Tx};
+use crate::query;
 use crate::store::Store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -63,7 +64,10 @@ impl SqliteStore {
                 Durability::Fsync => SqliteSynchronous::Full,
             })
             .busy_timeout(settings.statement_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Zero the space a rewritten row leaves behind, so a dropped secret parameter value
+            // (docs/storage.md) does not linger in the file; FAST adds no I/O.
+            .pragma("secure_delete", "FAST");
         let writer = SqliteConnection::connect_with(&connect).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))
@@ -291,7 +295,7 @@ fn bind_run<'q>(
         .bind(r.git_ref.branch.clone())
         .bind(r.git_ref.tag.clone())
         .bind(r.git_ref.sha.clone())
-        .bind(to_text(&r.parameters.to_storage_json()))
+        .bind(to_text(&stored_parameters(r)))
         .bind(r.state.as_str())
         .bind(r.raw_status.clone())
         .bind(r.message.clone())
@@ -777,20 +781,9 @@ impl Store for SqliteStore {
 
     async fn events_after(&self, after_id: i64, filter: &EventFilter, limit: u32) -> StoreResult<Vec<EventRecord>> {
         let limit = ops::check_limit(limit)?;
-        let rows = sqlx::query(
-            "SELECT * FROM run_events WHERE id > ?1
-               AND (?2 IS NULL OR target = ?2) AND (?3 IS NULL OR trigger_id = ?3)
-               AND (?4 IS NULL OR run_id = ?4) AND (?5 IS NULL OR state = ?5)
-             ORDER BY id LIMIT ?6",
-        )
-        .bind(after_id)
-        .bind(&filter.target)
-        .bind(&filter.trigger_id)
-        .bind(&filter.run_id)
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        let mut qb = QueryBuilder::new("");
+        query::events_after(&mut qb, after_id, filter, limit);
+        let rows = qb.build().fetch_all(&self.read).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -834,22 +827,9 @@ impl Store for SqliteStore {
     async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage> {
         let limit = ops::check_limit(filter.limit)?;
         let after = cursor.map(ops::decode_cursor).transpose()?;
-        let rows = sqlx::query(
-            "SELECT * FROM runs
-             WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR trigger_id = ?3)
-               AND (?4 IS NULL OR created_at >= ?4)
-               AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id < ?6))
-             ORDER BY created_at DESC, id DESC LIMIT ?7",
-        )
-        .bind(&filter.target)
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(&filter.trigger_id)
-        .bind(filter.since.map(micros))
-        .bind(after.as_ref().map(|(t, _)| micros(*t)))
-        .bind(after.as_ref().map(|(_, id)| id.clone()))
-        .bind(limit + 1)
-        .fetch_all(&self.read)
-        .await?;
+        let mut qb = QueryBuilder::new("");
+        query::list_runs(&mut qb, filter, after.as_ref(), limit + 1);
+        let rows = qb.build().fetch_all(&self.read).await?;
         let mut runs = rows.iter().map(run_from_row).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if runs.len() as i64 > limit {
             runs.truncate(limit as usize);
@@ -861,10 +841,38 @@ impl Store for SqliteStore {
     }
 
     async fn count_runs_by_state(&self) -> StoreResult<Vec<(RunState, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
-            .fetch_all(&self.read)
-            .await?;
-        rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect()
+        let mut qb = QueryBuilder::new("");
+        query::count_runs_by_state(&mut qb);
+        let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&self.read).await?;
+        let mut counts =
+            rows.into_iter().map(|(s, n)| Ok((parse_state(&s)?, n as u64))).collect::<StoreResult<Vec<_>>>()?;
+        counts.sort_by_key(|(s, _)| s.as_str());
+        Ok(counts)
+    }
+
+    async fn count_unconfirmed_runs(&self) -> StoreResult<u64> {
+        let mut qb = QueryBuilder::new("");
+        query::count_unconfirmed(&mut qb);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.read).await?;
+        Ok(n as u64)
+    }
+
+    async fn explain(&self, hot: &HotQuery) -> StoreResult<Vec<String>> {
+        let mut qb = QueryBuilder::new("EXPLAIN QUERY PLAN ");
+        let rows = match query::hot_query(&mut qb, hot)? {
+            query::Explained::Built => qb.build().fetch_all(&self.read).await?,
+            query::Explained::Claim(sql) => {
+                let now = micros(Utc::now());
+                sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind("explain")
+                    .bind(now)
+                    .bind(now)
+                    .bind(1_i64)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        rows.iter().map(|r| Ok(r.try_get::<String, _>("detail")?)).collect()
     }
 
     async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord> {
@@ -907,10 +915,9 @@ impl Store for SqliteStore {
     }
 
     async fn find_token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.read)
-            .await?;
+        let mut qb = QueryBuilder::new("");
+        query::token_by_hash(&mut qb, hash);
+        let row = qb.build().fetch_optional(&self.read).await?;
         row.as_ref().map(token_from_row).transpose()
     }
 

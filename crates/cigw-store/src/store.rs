@@ -161,7 +161,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage>;
 
     /// How many runs are in each state (states with none are left out), for metrics gauges.
+    /// Reads no more than the unfinished runs' index entries and one counter row per terminal
+    /// state: cheap enough for every scrape, whatever the retention.
     async fn count_runs_by_state(&self) -> StoreResult<Vec<(RunState, u64)>>;
+
+    /// How many unfinished runs were accepted without a provider id and are not yet matched
+    /// with a build (from the unfinished runs' index alone).
+    async fn count_unconfirmed_runs(&self) -> StoreResult<u64>;
+
+    /// The plan the database chooses for one of the store's frequent queries, one line per
+    /// step (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`), to check that it uses an index.
+    async fn explain(&self, query: &HotQuery) -> StoreResult<Vec<String>>;
 
     // ---- tokens ----
 

@@ -126,6 +126,9 @@ both_backends!(
     prune_by_retention,
     wakeups_follow_commits,
     secrets_stay_out_of_errors_and_debug,
+    frequent_queries_use_indexes,
+    run_gauges_are_exact_without_scanning,
+    secret_values_are_dropped_once_sent,
 );
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,

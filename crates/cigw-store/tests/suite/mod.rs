@@ -920,3 +920,282 @@ pub async fn secrets_stay_out_of_errors_and_debug(ctx: Ctx) {
     let err = s.create_trigger(dup).await.unwrap_err();
     assert!(!err.to_string().contains("s3cr3t-value"));
 }
+
+// ---- query plans, gauges and secrets at rest ----
+
+/// Run one statement on a connection of its own (seeding, ANALYZE), outside the store.
+async fn raw_exec(ctx: &Ctx, sql: &str) {
+    use sqlx::Connection;
+    match ctx.store.backend() {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&ctx.settings.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&ctx.settings.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+/// The text of one text column of one row, read with SQL on a connection of its own: what is
+/// on disk, not what the store makes of it.
+async fn raw_text(ctx: &Ctx, sql_sqlite: &str, sql_pg: &str, id: &str) -> Vec<String> {
+    use sqlx::Connection;
+    match ctx.store.backend() {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&ctx.settings.url).await.unwrap();
+            sqlx::query_scalar(sql_sqlite).bind(id).fetch_all(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&ctx.settings.url).await.unwrap();
+            sqlx::query_scalar(sql_pg).bind(id).fetch_all(&mut c).await.unwrap()
+        }
+    }
+}
+
+async fn stored_parameters(ctx: &Ctx, run_id: &str) -> String {
+    raw_text(
+        ctx,
+        "SELECT parameters FROM runs WHERE id = ?1",
+        "SELECT parameters::text FROM runs WHERE id = $1",
+        run_id,
+    )
+    .await
+    .remove(0)
+}
+
+/// Plans of the frequent queries, printed for the failure message.
+async fn plan(s: &Arc<dyn Store>, q: HotQuery) -> String {
+    let lines = s.explain(&q).await.unwrap();
+    eprintln!("{q:?}:\n  {}", lines.join("\n  "));
+    lines.join("\n")
+}
+
+/// Whether `plan` reads `table` whole (a SQLite `SCAN table` without an index, a PostgreSQL
+/// `Seq Scan on table`).
+fn scans_table(plan: &str, table: &str) -> bool {
+    plan.lines().any(|l| {
+        let l = l.trim();
+        l == format!("SCAN {table}") || l.starts_with(&format!("SCAN {table} ")) && !l.contains(" USING ")
+    }) || plan.contains(&format!("Seq Scan on {table} "))
+}
+
+fn uses_index(plan: &str, index: &str) -> bool {
+    plan.contains(&format!("INDEX {index} "))
+        || plan.contains(&format!("INDEX {index}\n"))
+        || plan.ends_with(&format!("INDEX {index}"))
+        || plan.contains(&format!(" using {index} on "))
+        || plan.contains(&format!(" on {index} "))
+        || plan.contains(&format!(" on {index}\n"))
+}
+
+pub async fn frequent_queries_use_indexes(ctx: Ctx) {
+    let s = &ctx.store;
+    // 2,000 runs of 10 targets, most of them finished, as in a long retention; PostgreSQL plans
+    // from statistics, so it gets them (autovacuum keeps them in production).
+    let mut first = None;
+    for i in 0..40 {
+        let targets: Vec<String> = (0..50).map(|n| format!("t{}", n % 10)).collect();
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let trig = create(s, new_trigger(&targets, t(i))).await;
+        first.get_or_insert(trig.id);
+    }
+    let first = first.unwrap();
+    let run = one_run(s).await;
+    // Enough tokens that PostgreSQL's planner prefers the index to reading the table.
+    let created = if s.backend() == Backend::Sqlite { "0" } else { "now()" };
+    raw_exec(
+        &ctx,
+        &format!(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 1000)
+             INSERT INTO api_tokens (id, name, hash, scopes, allowed_origins, created_at)
+             SELECT 'tok-' || n, 'ci-' || n, 'h-' || n, '[]', '[]', {created} FROM g"
+        ),
+    )
+    .await;
+    // All but 51 runs finished.
+    raw_exec(
+        &ctx,
+        &format!(
+            "UPDATE runs SET state = 'succeeded', next_dispatch_at = NULL WHERE trigger_id <> '{first}' AND id <> '{}'",
+            run.id
+        ),
+    )
+    .await;
+    if s.backend() == Backend::Postgres {
+        raw_exec(&ctx, "VACUUM ANALYZE").await;
+    }
+
+    let events = |filter: EventFilter, after_id: i64| HotQuery::EventsAfter { after_id, filter };
+    let p = plan(s, events(EventFilter { run_id: Some(run.id.clone()), ..Default::default() }, 0)).await;
+    assert!(uses_index(&p, "run_events_run") && !scans_table(&p, "run_events"), "events of one run: {p}");
+    let p = plan(s, events(EventFilter::default(), 1500)).await;
+    assert!(
+        !scans_table(&p, "run_events") && (p.contains("PRIMARY KEY") || uses_index(&p, "run_events_pkey")),
+        "events after an id: {p}"
+    );
+    let p = plan(s, events(EventFilter { trigger_id: Some(run.trigger_id.clone()), ..Default::default() }, 0)).await;
+    assert!(uses_index(&p, "run_events_trigger") && !scans_table(&p, "run_events"), "events of a trigger: {p}");
+    // A target's events: its own index, or the primary key when the planner expects the target
+    // to be common enough after that id (PostgreSQL here); never the whole table.
+    let p = plan(s, events(EventFilter { target: Some("t3".into()), ..Default::default() }, 1500)).await;
+    assert!(!scans_table(&p, "run_events"), "events of a target: {p}");
+
+    let runs = |filter: RunFilter, cursor: Option<String>| HotQuery::ListRuns { filter, cursor };
+    let cursor = Some(format!("{}.{}", t(20).timestamp_micros(), run.id));
+    for (filter, index) in [
+        (RunFilter { target: Some("t3".into()), ..Default::default() }, "runs_target_newest"),
+        (RunFilter { state: Some(RunState::Pending), ..Default::default() }, "runs_state_newest"),
+        (RunFilter { trigger_id: Some(run.trigger_id.clone()), ..Default::default() }, "runs_trigger"),
+        (RunFilter { since: Some(t(30)), ..Default::default() }, "runs_newest"),
+        (RunFilter::default(), "runs_newest"),
+    ] {
+        for cursor in [None, cursor.clone()] {
+            let p = plan(s, runs(filter.clone(), cursor)).await;
+            assert!(uses_index(&p, index) && !scans_table(&p, "runs"), "runs with {filter:?}: {p}");
+        }
+    }
+    let p = plan(s, HotQuery::ClaimDispatch).await;
+    assert!(uses_index(&p, "runs_due_dispatch") && !scans_table(&p, "runs"), "dispatch claim: {p}");
+    let p = plan(s, HotQuery::ClaimPoll).await;
+    assert!(uses_index(&p, "runs_due_poll") && !scans_table(&p, "runs"), "poll claim: {p}");
+    let p = plan(s, HotQuery::TokenByHash).await;
+    assert!(uses_index(&p, "api_tokens_hash") && !scans_table(&p, "api_tokens"), "token by hash: {p}");
+    let p = plan(s, HotQuery::CountRunsByState).await;
+    assert!(uses_index(&p, "runs_active") && !scans_table(&p, "runs"), "runs per state: {p}");
+    let p = plan(s, HotQuery::CountUnconfirmed).await;
+    assert!(uses_index(&p, "runs_active") && !scans_table(&p, "runs"), "unconfirmed runs: {p}");
+}
+
+pub async fn run_gauges_are_exact_without_scanning(ctx: Ctx) {
+    let s = &ctx.store;
+    // What a scan would say, to compare the gauges with after each step.
+    async fn by_listing(s: &Arc<dyn Store>) -> (Vec<(RunState, u64)>, u64) {
+        let page = s.list_runs(&RunFilter { limit: 1000, ..Default::default() }, None).await.unwrap();
+        let mut counts = std::collections::BTreeMap::new();
+        for r in &page.runs {
+            *counts.entry(r.state.as_str()).or_insert(0u64) += 1;
+        }
+        let unconfirmed = page.runs.iter().filter(|r| r.unconfirmed && !r.state.is_terminal()).count() as u64;
+        let counts = counts.into_iter().map(|(k, n)| (k.parse().unwrap(), n)).collect();
+        (counts, unconfirmed)
+    }
+    async fn check(s: &Arc<dyn Store>, step: &str) {
+        let (want, want_unconfirmed) = by_listing(s).await;
+        assert_eq!(s.count_runs_by_state().await.unwrap(), want, "{step}");
+        assert_eq!(s.count_unconfirmed_runs().await.unwrap(), want_unconfirmed, "{step}");
+    }
+    check(s, "empty").await;
+    let trig = create(s, new_trigger(&["a", "b", "c", "d", "e", "f"], t(0))).await;
+    let ids: Vec<String> = trig.runs.iter().map(|r| r.id.clone()).collect();
+    check(s, "created").await;
+    s.request_cancel(&ids[5], t(1)).await.unwrap();
+    check(s, "one canceled before dispatch").await;
+    assert_eq!(s.claim_dispatch("d", t(2), t(60), 10).await.unwrap().len(), 5);
+    let started = |b: &str| DispatchOutcome::Started { run_ref: ProviderRunRef::new(b), next_poll_at: t(5) };
+    s.record_dispatch(&ids[0], "d", started("b0"), t(3)).await.unwrap();
+    s.record_dispatch(&ids[1], "d", started("b1"), t(3)).await.unwrap();
+    let unconfirmed = DispatchOutcome::Unconfirmed { sent_at: t(3), deadline: t(300), next_poll_at: t(5) };
+    s.record_dispatch(&ids[2], "d", unconfirmed.clone(), t(3)).await.unwrap();
+    s.record_dispatch(&ids[3], "d", unconfirmed, t(3)).await.unwrap();
+    s.record_dispatch(&ids[4], "d", DispatchOutcome::Refused { message: "no".into() }, t(3)).await.unwrap();
+    check(s, "dispatched").await;
+    assert_eq!(s.count_unconfirmed_runs().await.unwrap(), 2);
+    s.adopt(&ids[2], ProviderRunRef::new("b2"), t(4)).await.unwrap();
+    s.set_state(&ids[3], RunState::Error, Some("no build appeared".into()), event_kind::ERROR, t(4)).await.unwrap();
+    assert_eq!(s.count_unconfirmed_runs().await.unwrap(), 0, "an ended run is no longer unconfirmed");
+    check(s, "adopted and expired").await;
+    assert_eq!(s.claim_poll("p", t(10), t(70), 10).await.unwrap().len(), 3);
+    s.apply_status(&ids[0], "p", &status(RunState::Succeeded, "success", t(11)), None).await.unwrap();
+    s.apply_status(&ids[1], "p", &status(RunState::Running, "running", t(11)), Some(t(20))).await.unwrap();
+    check(s, "tracked").await;
+    // A refused move changes no count.
+    s.set_state(&ids[0], RunState::Failed, None, event_kind::ERROR, t(12)).await.unwrap();
+    check(s, "refused move").await;
+    let counts = s.count_runs_by_state().await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            (RunState::Canceled, 1),
+            (RunState::Error, 2),
+            (RunState::Queued, 1),
+            (RunState::Running, 1),
+            (RunState::Succeeded, 1)
+        ]
+    );
+    // Pruning the finished runs takes them out of the counts too.
+    let retention = RetentionSettings {
+        runs: Duration::from_secs(1),
+        idempotency_keys: Duration::from_secs(1),
+        deliveries: Duration::from_secs(1),
+        outbox: Duration::from_secs(1),
+    };
+    assert_eq!(s.prune(t(1000), &retention).await.unwrap().runs, 4);
+    check(s, "pruned").await;
+    assert_eq!(s.count_runs_by_state().await.unwrap(), vec![(RunState::Queued, 1), (RunState::Running, 1)]);
+}
+
+/// The row as stored, the events, and (SQLite) the database file never hold a secret value
+/// once the run no longer needs it; until then it is there for every (re)send.
+pub async fn secret_values_are_dropped_once_sent(ctx: Ctx) {
+    let s = &ctx.store;
+    const SECRET: &str = "s3cr3t-value";
+    let trig = create(s, new_trigger(&["retried", "unconfirmed", "refused", "canceled"], t(0))).await;
+    let [retried, unconfirmed, refused, canceled] = [0, 1, 2, 3].map(|i| trig.runs[i].id.clone());
+    assert!(stored_parameters(&ctx, &retried).await.contains(SECRET), "a pending run keeps its secrets");
+
+    s.request_cancel(&canceled, t(1)).await.unwrap();
+    let claimed = s.claim_dispatch("d", t(1), t(60), 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // Not sent (or ambiguous): the run is sent again later, with the secret value.
+    let retry = DispatchOutcome::RetryAt { at: t(10), reason: "maybe_sent: timeout".into() };
+    s.record_dispatch(&retried, "d", retry, t(2)).await.unwrap();
+    assert!(stored_parameters(&ctx, &retried).await.contains(SECRET));
+    let unconfirmed_outcome = DispatchOutcome::Unconfirmed { sent_at: t(2), deadline: t(300), next_poll_at: t(5) };
+    s.record_dispatch(&unconfirmed, "d", unconfirmed_outcome, t(2)).await.unwrap();
+    s.record_dispatch(&refused, "d", DispatchOutcome::Refused { message: "bad branch".into() }, t(2)).await.unwrap();
+
+    let again = s.claim_dispatch("d2", t(10), t(70), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].parameters.get("deploy_key").unwrap().value,
+        ParamValue::String(SECRET.into()),
+        "the retried dispatch sends the secret value"
+    );
+    let started = DispatchOutcome::Started { run_ref: ProviderRunRef::new("b-1"), next_poll_at: t(20) };
+    let after = s.record_dispatch(&retried, "d2", started, t(11)).await.unwrap().run;
+    assert_eq!(after, s.get_run(&retried).await.unwrap(), "what is returned is what is stored");
+    assert_eq!(after.parameters.get("deploy_key").unwrap().value, ParamValue::String("***".into()));
+    assert!(after.parameters.get("deploy_key").unwrap().secret);
+    assert_eq!(after.parameters.get("env").unwrap().value, ParamValue::String("staging".into()));
+    assert_eq!(after.parameters.get("retries").unwrap().value, ParamValue::Int(3));
+
+    assert!(stored_parameters(&ctx, &unconfirmed).await.contains(SECRET), "not matched with a build yet");
+    s.adopt(&unconfirmed, ProviderRunRef::new("b-2"), t(12)).await.unwrap();
+    for id in [&retried, &unconfirmed, &refused, &canceled] {
+        let stored = stored_parameters(&ctx, id).await;
+        assert!(!stored.contains(SECRET), "run {id} still stores the secret: {stored}");
+        assert!(stored.contains("staging"), "{stored}");
+    }
+    let events = raw_text(
+        &ctx,
+        "SELECT data FROM run_events WHERE trigger_id = ?1",
+        "SELECT data::text FROM run_events WHERE trigger_id = $1",
+        &trig.id,
+    )
+    .await;
+    assert_eq!(events.len(), 10, "{events:?}");
+    assert!(events.iter().all(|e| !e.contains(SECRET)), "{events:?}");
+
+    if s.backend() == Backend::Sqlite {
+        // Nothing left in the file either: the write-ahead log folded in, freed space zeroed.
+        raw_exec(&ctx, "PRAGMA wal_checkpoint(TRUNCATE)").await;
+        let path = ctx.settings.url.trim_start_matches("sqlite://");
+        for file in [path.to_string(), format!("{path}-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            let found = bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes());
+            assert!(!found, "{file} still holds the secret value");
+        }
+    }
+}
