@@ -724,4 +724,24 @@ mod tests {
         let d = DatabaseSettings { url: "postgres://u:hunter2@h/d".into(), ..Default::default() };
         assert!(!format!("{d:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn server_limits_have_defaults_and_refuse_zero() {
+        let (s, problems) = parse("");
+        assert!(problems.all().is_empty(), "{problems:?}");
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.server.max_connections, 1024);
+        let (_, problems) = parse(
+            r#"
+            [server]
+            max_connections = 0
+            max_event_streams_per_token = 0
+            idle_timeout = "0s"
+            "#,
+        );
+        let shown: Vec<String> = problems.all().iter().map(|p| p.to_string()).collect();
+        for key in ["server.max_connections", "server.max_event_streams_per_token", "server.idle_timeout"] {
+            assert!(shown.iter().any(|p| p.starts_with(key)), "{key}: {shown:?}");
+        }
+    }
 }

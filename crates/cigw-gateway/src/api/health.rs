@@ -28,8 +28,9 @@ pub const READY_PROBE_ROW: &str = "readyz";
 /// How long `/readyz` waits for the store before answering 503.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Readiness: 200 when the store answers a round trip and commits a write (the time of this check
-/// in one row), within 5 s; else 503. A full disk or a read-only database makes it 503.
+/// Readiness: 200 when the store answers and commits a write within 5 s, else 503.
+///
+/// The write (the time of this check, in one row) fails on a full disk or a read-only database.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = HealthStatus), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
