@@ -107,7 +107,7 @@ async fn a_token_revoked_by_another_replica_ends_the_stream_at_the_next_check() 
 #[tokio::test]
 async fn a_stream_ends_when_its_token_expires() {
     let app = app_with(|s| s.server.stream_token_check = Duration::from_secs(3600)).await;
-    let reader = app.token_with("short-lived", &["read"], |t| t.expires_at = Some(in_secs(2))).await;
+    let reader = app.token_with("short-lived", &["read"], |t| t.expires_at = Some(in_secs(5))).await;
     let mut stream = open(&app, &reader).await.unwrap();
     let run = trigger(&app).await;
     stream.read_until(&run).await;

@@ -111,13 +111,13 @@ async fn a_request_whose_headers_trickle_in_is_closed_after_the_header_read_time
 
 #[tokio::test]
 async fn a_keep_alive_connection_outlives_the_header_timeout_and_closes_after_the_idle_timeout() {
-    let server = serve(limits(Duration::from_millis(300), Duration::from_secs(4))).await;
+    let server = serve(limits(Duration::from_millis(300), Duration::from_secs(10))).await;
     let mut conn = TcpStream::connect(server.addr).await.unwrap();
     assert!(get_on(&mut conn, "/healthz").await.starts_with("HTTP/1.1 200"));
     // Longer than the header timeout, well within the idle timeout: the connection is reused.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(get_on(&mut conn, "/healthz").await.starts_with("HTTP/1.1 200"));
-    assert!(closed_within(&mut conn, SOON + Duration::from_secs(4)).await, "an idle keep-alive connection is closed");
+    assert!(closed_within(&mut conn, SOON + Duration::from_secs(10)).await, "an idle keep-alive connection is closed");
 }
 
 #[tokio::test]
