@@ -168,6 +168,24 @@ pub struct ServerSettings {
     /// How long shutdown waits for in-flight provider calls.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Time a client has to send a request's headers once it started sending them; a connection
+    /// that takes longer is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress (a silent new one, or a keep-alive one between
+    /// requests) is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most open client connections; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most open `/v1/events` streams in this process; more are refused with 429.
+    pub max_event_streams: usize,
+    /// Most open `/v1/events` streams of one token; more are refused with 429.
+    pub max_event_streams_per_token: usize,
+    /// How often an open event stream checks that its token is still valid (revocation by
+    /// another replica; this replica's own revocations end streams at once).
+    #[serde(with = "humantime_serde")]
+    pub stream_token_check: Duration,
 }
 
 impl Default for ServerSettings {
@@ -179,6 +197,12 @@ impl Default for ServerSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 1024,
+            max_event_streams: 512,
+            max_event_streams_per_token: 32,
+            stream_token_check: Duration::from_secs(5),
         }
     }
 }
@@ -498,6 +522,25 @@ fn check_listen(path: &str, value: Option<&str>, problems: &mut Problems) {
     }
 }
 
+fn check_server_limits(server: &ServerSettings, problems: &mut Problems) {
+    let counts = [
+        ("server.max_connections", server.max_connections),
+        ("server.max_event_streams", server.max_event_streams),
+        ("server.max_event_streams_per_token", server.max_event_streams_per_token),
+    ];
+    for (path, value) in counts.into_iter().filter(|(_, v)| *v == 0) {
+        problems.error(path, format!("must be at least 1, got {value}"));
+    }
+    let durations = [
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.idle_timeout", server.idle_timeout),
+        ("server.stream_token_check", server.stream_token_check),
+    ];
+    for (path, _) in durations.into_iter().filter(|(_, d)| d.is_zero()) {
+        problems.error(path, "must be longer than 0s");
+    }
+}
+
 impl Settings {
     /// Parse a merged tree, recording every problem found.
     pub fn from_raw(raw: &serde_json::Value, problems: &mut Problems) -> Settings {
@@ -533,6 +576,7 @@ impl Settings {
         let server: ServerSettings = section(raw, "server", problems);
         check_listen("server.listen", Some(&server.listen), problems);
         check_listen("server.metrics_listen", server.metrics_listen.as_deref(), problems);
+        check_server_limits(&server, problems);
         let database: DatabaseSettings = section(raw, "database", problems);
         if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| database.url.starts_with(p)) {
             problems.error(
@@ -679,5 +723,25 @@ mod tests {
         assert_eq!(redact_url("sqlite://cigw.db"), "sqlite://cigw.db");
         let d = DatabaseSettings { url: "postgres://u:hunter2@h/d".into(), ..Default::default() };
         assert!(!format!("{d:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_refuse_zero() {
+        let (s, problems) = parse("");
+        assert!(problems.all().is_empty(), "{problems:?}");
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.server.max_connections, 1024);
+        let (_, problems) = parse(
+            r#"
+            [server]
+            max_connections = 0
+            max_event_streams_per_token = 0
+            idle_timeout = "0s"
+            "#,
+        );
+        let shown: Vec<String> = problems.all().iter().map(|p| p.to_string()).collect();
+        for key in ["server.max_connections", "server.max_event_streams_per_token", "server.idle_timeout"] {
+            assert!(shown.iter().any(|p| p.starts_with(key)), "{key}: {shown:?}");
+        }
     }
 }

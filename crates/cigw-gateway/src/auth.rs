@@ -24,6 +24,7 @@ use rand::RngCore;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -95,12 +96,36 @@ pub struct Principal {
     /// The token name (recorded as `requested_by`).
     pub name: String,
     scopes: Vec<Scope>,
+    /// The stored token behind the request (none for the bootstrap admin token), so a
+    /// long-lived request can check that it is still valid.
+    credential: Option<Credential>,
+}
+
+/// What identifies a stored token and when it stops being valid.
+#[derive(Debug, Clone)]
+struct Credential {
+    hash: String,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
     /// A principal with already parsed scopes (tests, the bootstrap admin).
     pub fn new(token_id: impl Into<String>, name: impl Into<String>, scopes: Vec<Scope>) -> Self {
-        Self { token_id: token_id.into(), name: name.into(), scopes }
+        Self { token_id: token_id.into(), name: name.into(), scopes, credential: None }
+    }
+
+    /// When the token expires, if it does.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.credential.as_ref().and_then(|c| c.expires_at)
+    }
+
+    /// Whether the token is still valid now: not revoked (by any replica) and not expired. The
+    /// bootstrap admin token lives as long as the configuration.
+    pub async fn still_valid(&self, state: &AppState) -> Result<bool, ApiError> {
+        let Some(credential) = &self.credential else { return Ok(true) };
+        let now = state.now();
+        let record = state.store.find_token_by_hash(&credential.hash).await?;
+        Ok(record.is_some_and(|r| r.id == self.token_id && r.expires_at.is_none_or(|at| at > now)))
     }
 
     fn is_admin(&self) -> bool {
@@ -207,6 +232,7 @@ pub struct AuthState {
     limiters: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
     touched: Mutex<HashMap<String, Instant>>,
     origins: Mutex<OriginCache>,
+    revocations: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -223,6 +249,7 @@ impl AuthState {
             limiters: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
             origins: Mutex::new(OriginCache::default()),
+            revocations: watch::channel(0).0,
         }
     }
 
@@ -258,7 +285,8 @@ impl AuthState {
         self.check_rate(&record)?;
         self.touch(state, &record, now).await;
         let scopes = record.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
-        Ok(Principal::new(record.id, record.name, scopes))
+        let credential = Credential { hash: record.hash, expires_at: record.expires_at };
+        Ok(Principal { credential: Some(credential), ..Principal::new(record.id, record.name, scopes) })
     }
 
     fn check_rate(&self, record: &TokenRecord) -> Result<(), ApiError> {
@@ -298,11 +326,18 @@ impl AuthState {
         }
     }
 
-    /// Forget what this process remembers about a token (after it was revoked).
+    /// Forget what this process remembers about a token (after it was revoked), and have this
+    /// process's open event streams check their tokens at once.
     pub fn forget(&self, token_id: &str) {
         self.limiters.lock().remove(token_id);
         self.touched.lock().remove(token_id);
         self.invalidate_origins();
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever this process revokes a token.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// Make the next CORS check read the tokens' allowed origins again.

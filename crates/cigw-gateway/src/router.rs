@@ -5,7 +5,7 @@
 //! 2. `Trace`: one span per request with the request id and the matched route;
 //! 3. `PropagateRequestId`: echo the id in the response;
 //! 4. `CatchPanic`: a panicking handler becomes a JSON 500;
-//! 5. JSON for bodiless errors (e.g. the timeout's);
+//! 5. JSON for errors produced outside the handlers (the timeout's, the framework's rejections);
 //! 6. `Timeout` (`server.request_timeout`) → 503;
 //! 7. `Cors` (origins: the union of live tokens' allowed origins);
 //! 8. `Compression`;
@@ -90,7 +90,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(panic_response))
-                .layer(axum::middleware::map_response(json_for_bodiless_errors))
+                .layer(axum::middleware::map_response(json_errors))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
                 .layer(cors(state.clone(), auth.clone()))
                 .layer(CompressionLayer::new())
@@ -152,26 +152,54 @@ fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::internal(format!("panic: {cause}")).into_response()
 }
 
-/// Errors produced by middleware (timeout, …) carry no body; give them the API's JSON shape.
-async fn json_for_bodiless_errors<B>(response: Response<B>) -> Response
+/// Longest framework error text kept as the `message` of its JSON form.
+const MAX_REJECTION_TEXT: usize = 1024;
+
+/// Errors produced by middleware (timeout, …) carry no body, and the framework's own rejections
+/// (body too large, wrong content type, unreadable path or query) are plain text: give them all
+/// the API's JSON shape, keeping a short plain-text explanation as the message.
+async fn json_errors<B>(response: Response<B>) -> Response
 where
     B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
     let response = response.map(axum::body::Body::new);
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || response.headers().contains_key(header::CONTENT_TYPE)
-    {
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let is_json = content_type.starts_with("application/json") || content_type.contains("+json");
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let (code, message) = match status {
-        StatusCode::SERVICE_UNAVAILABLE => ("timeout", "the request took longer than the server's time limit"),
+    let plain_text =
+        content_type.starts_with("text/plain") && !response.headers().contains_key(header::CONTENT_ENCODING);
+    let bodiless = content_type.is_empty();
+    let (parts, body) = response.into_parts();
+    let text = match plain_text {
+        true => axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+            .await
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+        false => None,
+    };
+    let (code, default_message) = match status {
+        StatusCode::SERVICE_UNAVAILABLE if bodiless => {
+            ("timeout", "the request took longer than the server's time limit")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
+        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("unprocessable", "the request cannot be processed"),
         _ => ("error", status.canonical_reason().unwrap_or("error")),
     };
-    let mut json = ApiError::Status { status, code, message: message.into() }.into_response();
-    for (name, value) in response.headers() {
-        json.headers_mut().entry(name).or_insert_with(|| value.clone());
+    let message = text.unwrap_or_else(|| default_message.to_string());
+    let mut json = ApiError::Status { status, code, message }.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_ENCODING {
+            json.headers_mut().entry(name).or_insert_with(|| value.clone());
+        }
     }
     json
 }
@@ -214,7 +242,7 @@ mod tests {
             )
             .layer(
                 ServiceBuilder::new()
-                    .layer(axum::middleware::map_response(json_for_bodiless_errors))
+                    .layer(axum::middleware::map_response(json_errors))
                     .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1))),
             );
         let response = app.oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();

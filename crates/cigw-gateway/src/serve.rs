@@ -5,17 +5,21 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::engine::Engine;
 use crate::router::{build_router, metrics_router};
 use crate::state::AppState;
+use connection::{Connections, Limits};
+
+mod connection;
 
 /// Serve the API on `listener` and run the engine until `shutdown` resolves. With
 /// `server.metrics_listen` set, `/metrics` is served on that address instead of `listener`.
 ///
 /// On shutdown the listener stops accepting, event streams and long-polls end, in-flight
-/// requests finish, the engine finishes the provider calls under way (up to
-/// `server.shutdown_grace`) and releases its leases.
+/// requests finish, the engine finishes the provider calls under way and releases its leases,
+/// all within `server.shutdown_grace`; connections still open then are closed.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -34,39 +38,46 @@ pub async fn serve(
 
 /// [`serve`] with the metrics listener already bound (tests bind `127.0.0.1:0`); `None` serves
 /// `/metrics` on the main listener unless `server.metrics_listen` is set.
+///
+/// Connections are served under `[server]`'s limits (see [`connection`]). Shutdown takes at most
+/// `server.shutdown_grace` from the signal: connections still open when it ends are closed, and
+/// the engine is no longer waited for.
 pub async fn serve_with_metrics(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.settings.server.shutdown_grace;
+    let server = &state.settings.server;
+    let grace = server.shutdown_grace;
+    let connections = Connections::new(Limits {
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
+        max_connections: server.max_connections,
+    });
     let (stop, stopped) = watch::channel(false);
     let engine = tokio::spawn(Engine::new(state.clone()).run(stopped));
     let metrics = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving /metrics");
         }
-        let app = metrics_router(state.clone());
-        let mut stopped = stop.subscribe();
-        tokio::spawn(async move {
-            let until_stopped = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            axum::serve(listener, app).with_graceful_shutdown(until_stopped).await
-        })
+        let (connections, app, stopped) = (connections.clone(), metrics_router(state.clone()), stop.subscribe());
+        tokio::spawn(async move { connections.accept(listener, app, stopped).await })
     });
-    let app = build_router(state.clone());
-    let stop_engine = stop.clone();
-    let closing = state.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let signal = {
+        let (stop, closing) = (stop.clone(), state.clone());
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: no new requests");
             closing.begin_closing();
-            let _ = stop_engine.send(true);
+            let _ = stop.send(true);
         })
-        .await;
+    };
+    let served = connections.accept(listener, build_router(state.clone()), stop.subscribe()).await;
+    // The accept loop also ends on its own error; the rest of the shutdown is the same then.
+    let deadline = Instant::now() + grace.max(Duration::from_millis(100));
+    signal.abort();
+    state.begin_closing();
     let _ = stop.send(true);
     if let Some(metrics) = metrics {
         match metrics.await {
@@ -75,7 +86,17 @@ pub async fn serve_with_metrics(
             Ok(Ok(())) => {}
         }
     }
-    if tokio::time::timeout(grace.max(Duration::from_millis(100)), engine).await.is_err() {
+    connections.finish();
+    if !connections.wait_closed(deadline).await {
+        tracing::warn!(
+            open = connections.open(),
+            grace_secs = grace.as_secs(),
+            "closing the connections still open at the end of the grace period"
+        );
+        connections.close();
+        connections.wait_closed(Instant::now() + Duration::from_secs(1)).await;
+    }
+    if tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)), engine).await.is_err() {
         tracing::warn!(grace_secs = grace.as_secs(), "the engine did not stop within the grace period");
     }
     served

@@ -1,5 +1,6 @@
 //! What every request handler and background task shares.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use chrono::{DateTime, Utc};
 use cigw_core::catalog::{Catalog, ConfiguredTarget};
 use cigw_core::config::Settings;
 use cigw_store::Store;
+use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::{InstrumentedTarget, Metrics};
@@ -32,6 +34,73 @@ pub struct AppState {
     pub streams: StreamSettings,
     /// The Prometheus registry this process records into.
     pub metrics: Metrics,
+    /// The open `/v1/events` streams of this process, per token (capped by `[server]`).
+    pub event_streams: Arc<StreamSlots>,
+}
+
+/// Counts open event streams in total and per token, so their number stays under
+/// `server.max_event_streams` and `server.max_event_streams_per_token`.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    open: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// Why a stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamsFull {
+    /// The process has `max_event_streams` open.
+    Total(usize),
+    /// The token has `max_event_streams_per_token` open.
+    PerToken(usize),
+}
+
+impl StreamSlots {
+    /// Take a slot for one stream of `token_id`, unless a cap is reached.
+    pub fn acquire(
+        self: &Arc<Self>,
+        token_id: &str,
+        total: usize,
+        per_token: usize,
+    ) -> Result<StreamSlot, StreamsFull> {
+        let mut open = self.open.lock();
+        let (count, tokens) = &mut *open;
+        if *count >= total {
+            return Err(StreamsFull::Total(total));
+        }
+        let mine = tokens.entry(token_id.to_string()).or_default();
+        if *mine >= per_token {
+            return Err(StreamsFull::PerToken(per_token));
+        }
+        *mine += 1;
+        *count += 1;
+        Ok(StreamSlot { slots: self.clone(), token_id: token_id.to_string() })
+    }
+
+    /// Streams open now, in total.
+    pub fn open(&self) -> usize {
+        self.open.lock().0
+    }
+}
+
+/// One open stream's place; given back when dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    token_id: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock();
+        let (count, tokens) = &mut *open;
+        *count = count.saturating_sub(1);
+        if let Some(mine) = tokens.get_mut(&self.token_id) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                tokens.remove(&self.token_id);
+            }
+        }
+    }
 }
 
 /// Tuning of the live event stream and the long-poll. The defaults suit production; tests
@@ -76,6 +145,7 @@ impl AppState {
             closing: Arc::new(watch::channel(false).0),
             streams: StreamSettings::default(),
             metrics: Metrics::global(),
+            event_streams: Arc::default(),
         }
     }
 

@@ -46,7 +46,14 @@ pub(crate) async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let providers = SandboxProviders::start(args.speed, args.run_for).await.context("starting the simulators")?;
     providers.send_circleci_webhooks_to(format!("http://{addr}/callbacks/circleci/sandbox"));
 
-    let admin_token = args.admin_token.unwrap_or_else(cigw_gateway::auth::generate_token);
+    // A token the user chose (flag or environment) is theirs: it is never echoed.
+    let (admin_token, shown) = match args.admin_token {
+        Some(given) => (given, AdminToken::Given),
+        None => {
+            let generated = cigw_gateway::auth::generate_token();
+            (generated.clone(), AdminToken::Generated(generated))
+        }
+    };
     if !cigw_gateway::auth::is_well_formed(&admin_token) {
         anyhow::bail!("--admin-token must look like `cigw_` followed by at least 43 letters, digits, `-` or `_`");
     }
@@ -61,14 +68,26 @@ pub(crate) async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let state = prepare(raw, true).await?;
     let targets: Vec<String> = state.catalog.targets.keys().cloned().collect();
 
-    println!("{}", banner(&listen, &database, &admin_token, &targets, args.speed));
+    println!("{}", banner(&listen, &database, &shown, &targets, args.speed));
     cigw_gateway::serve::serve(listener, state, cigw_gateway::serve::shutdown_signal()).await?;
     drop(providers);
     Ok(())
 }
 
-fn banner(listen: &str, database: &str, token: &str, targets: &[String], speed: f64) -> String {
+/// The admin token as the banner shows it.
+enum AdminToken {
+    /// Made up by the sandbox: the user learns it from the banner.
+    Generated(String),
+    /// Given with `--admin-token` or `CIGW_SANDBOX_ADMIN_TOKEN`: not printed.
+    Given,
+}
+
+fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], speed: f64) -> String {
     let base = format!("http://{listen}");
+    let (shown, token) = match admin {
+        AdminToken::Generated(token) => (token.clone(), token.clone()),
+        AdminToken::Given => ("the one you gave (not shown)".to_string(), "<your admin token>".to_string()),
+    };
     format!(
         r#"cigw sandbox is running (simulated CircleCI, Codefresh and Codeship at {speed}x speed)
 
@@ -77,7 +96,7 @@ fn banner(listen: &str, database: &str, token: &str, targets: &[String], speed: 
   Health      {base}/healthz
   Database    {database}
   Targets     {targets}
-  Admin token {token}
+  Admin token {shown}
 
 Try it:
   export CIGW_URL={base} CIGW_TOKEN={token}

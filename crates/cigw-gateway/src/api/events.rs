@@ -9,8 +9,10 @@
 //! log, not the buffer, is the source of truth.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -22,19 +24,21 @@ use cigw_store::{EventFilter, EventRecord};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Principal;
+use crate::auth::{AuthState, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::names;
-use crate::state::AppState;
+use crate::state::{AppState, StreamSlot, StreamsFull};
 
 /// The header a reconnecting `EventSource` sends with the id of the last event it received.
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// Longest `?wait=` of `GET /v1/runs/{id}`.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// `Retry-After` of a stream refused because the caps are reached.
+const STREAMS_FULL_RETRY: Duration = Duration::from_secs(5);
 /// A long-poll answers this long before the server's request timeout would cut it.
 const WAIT_MARGIN: Duration = Duration::from_secs(1);
 
@@ -156,9 +160,12 @@ fn parse_stream_request(pairs: Vec<(String, String)>, headers: &HeaderMap) -> Re
     responses(
         (status = 200, content_type = "text/event-stream", body = StreamEvent,
             description = "A stream of `id:` + `data:` messages, each data a StreamEvent"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody,
+            description = "Too many open streams, for this token or in total (`code`: `too_many_streams`)")))]
 pub async fn stream_events(
     State(state): State<AppState>,
+    Extension(auth): Extension<Arc<AuthState>>,
     principal: Principal,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -166,13 +173,28 @@ pub async fn stream_events(
     principal.require_read()?;
     let Query(pairs) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let request = parse_stream_request(pairs, &headers)?;
+    let server = &state.settings.server;
+    let slot = state
+        .event_streams
+        .acquire(&principal.token_id, server.max_event_streams, server.max_event_streams_per_token)
+        .map_err(|full| {
+            let message = match full {
+                StreamsFull::Total(n) => format!("the server has its maximum of {n} event streams open"),
+                StreamsFull::PerToken(n) => {
+                    format!("token `{}` has its maximum of {n} event streams open", principal.name)
+                }
+            };
+            ApiError::RateLimited { code: "too_many_streams", message, retry_after: Some(STREAMS_FULL_RETRY) }
+        })?;
     let start = match request.after {
         Some(id) => id,
         None => state.store.last_event_id().await?,
     };
     tracing::debug!(start, client = %principal.name, "event stream opened");
     let keep_alive = KeepAlive::new().interval(state.streams.keep_alive);
-    let mut response = Sse::new(follow(state, request.filter, start)).keep_alive(keep_alive).into_response();
+    let token = TokenWatch { principal, revocations: auth.revocations() };
+    let stream = follow(state, request.filter, start, token, slot);
+    let mut response = Sse::new(stream).keep_alive(keep_alive).into_response();
     // Reverse proxies (nginx) must pass events through as they come.
     response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
@@ -195,21 +217,75 @@ impl Drop for ClientGauge {
 }
 
 /// The stream of one client: its bounded buffer, fed by a follower task. The stream ends at
-/// once (dropping what is buffered) when the follower stops: slow client, shutdown, store error.
-fn follow(state: AppState, filter: EventFilter, start: i64) -> impl Stream<Item = Result<Event, Infallible>> {
+/// once (dropping what is buffered) when the follower stops: slow client, shutdown, store error,
+/// or its token revoked or expired. It holds its `slot` for as long as it exists.
+fn follow(
+    state: AppState,
+    filter: EventFilter,
+    start: i64,
+    token: TokenWatch,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = mpsc::channel(state.streams.buffer.max(1));
     let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
     let gauge = ClientGauge::connect();
     tokio::spawn(async move {
-        if let Some(reason) = feed(&state, &filter, start, &tx).await {
+        let reason = tokio::select! {
+            reason = feed(&state, &filter, start, &tx) => reason,
+            reason = token.invalidated(&state) => {
+                tracing::info!(client = %token.principal.name, reason, "ending an event stream: its token is no longer valid");
+                Some(reason)
+            }
+        };
+        if let Some(reason) = reason {
             metrics::counter!(names::SSE_DISCONNECTS, "reason" => reason).increment(1);
         }
         drop(stopped_tx);
     });
     ReceiverStream::new(rx).take_until(stopped_rx).map(move |event| {
-        let _counted = &gauge;
+        let _held = (&gauge, &slot);
         Ok(event)
     })
+}
+
+/// The token a stream was opened with, watched so the stream ends when the token does.
+struct TokenWatch {
+    principal: Principal,
+    revocations: watch::Receiver<u64>,
+}
+
+impl TokenWatch {
+    /// Resolves when the token expires (`token_expired`) or is found revoked (`token_revoked`):
+    /// checked at once when this process revokes a token, and every `server.stream_token_check`
+    /// for revocations by other replicas.
+    async fn invalidated(&self, state: &AppState) -> &'static str {
+        let mut revocations = self.revocations.clone();
+        let mut signal_alive = true;
+        let expiry = self.principal.expires_at().map(|at| {
+            let left = (at - state.now()).to_std().unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(state.settings.server.stream_token_check) => {}
+                changed = revocations.changed(), if signal_alive => signal_alive = changed.is_ok(),
+                _ = tokio::time::sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
+                    return "token_expired";
+                }
+            }
+            match self.principal.still_valid(state).await {
+                Ok(true) => {}
+                Ok(false) if self.principal.expires_at().is_some_and(|at| at <= state.now()) => return "token_expired",
+                Ok(false) => return "token_revoked",
+                // The follower reads the same store and closes the stream itself if it stays down.
+                Err(e) => tracing::warn!(error = %e, "checking an event stream's token failed"),
+            }
+        }
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// Copy events after `cursor` into `tx` until the client goes away (`None`) or the server ends
