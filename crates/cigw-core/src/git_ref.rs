@@ -108,7 +108,8 @@ impl GitRef {
         }
         for (field, value) in [("branch", &self.branch), ("tag", &self.tag)] {
             if let Some(v) = value {
-                check_ref_name(v).map_err(|why| RefProblem { field: Some(field), message: format!("`{field}` {why}") })?;
+                check_ref_name(v)
+                    .map_err(|why| RefProblem { field: Some(field), message: format!("`{field}` {why}") })?;
             }
         }
         if let Some(sha) = &self.sha
@@ -175,9 +176,27 @@ mod tests {
 
     #[test]
     fn names_git_refuses_are_refused() {
-        for bad in ["a..b", "a~1", "a^", "a:b", "a?", "a*", "a[b", "a\\b", "a@{1}", "@", "/a", "a/", "a.", "-a", "a//b", ".a",
-            "a/.b", "a.lock", "a/b.lock/c"]
-        {
+        for bad in [
+            "a..b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[b",
+            "a\\b",
+            "a@{1}",
+            "@",
+            "/a",
+            "a/",
+            "a.",
+            "-a",
+            "a//b",
+            ".a",
+            "a/.b",
+            "a.lock",
+            "a/b.lock/c",
+        ] {
             assert!(GitRef::branch(bad).validate().is_err(), "{bad:?}");
         }
         for good in ["a.b", "v1.2.3", "feature/x-y_z", "a@b", "release/2026.01", "ünïcode", "a.lockx"] {
@@ -193,7 +212,9 @@ mod tests {
         assert!(GitRef::branch("b".repeat(MAX_REF_NAME_BYTES)).validate().is_ok());
         // Bidi override, bidi isolate, zero-width space and joiner, BOM, soft hyphen, NUL, DEL,
         // line separator, no-break space.
-        for c in ['\u{202E}', '\u{2066}', '\u{200B}', '\u{200D}', '\u{FEFF}', '\u{AD}', '\0', '\u{7F}', '\u{2028}', '\u{A0}'] {
+        for c in
+            ['\u{202E}', '\u{2066}', '\u{200B}', '\u{200D}', '\u{FEFF}', '\u{AD}', '\0', '\u{7F}', '\u{2028}', '\u{A0}']
+        {
             let problem = GitRef::tag(format!("v1{c}.0")).check().unwrap_err();
             assert_eq!(problem.field, Some("tag"), "{c:?}");
             assert!(problem.message.contains(&format!("U+{:04X}", u32::from(c))), "{}", problem.message);

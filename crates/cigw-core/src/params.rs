@@ -285,7 +285,8 @@ impl fmt::Display for ParamErrors {
         if let Some(count) = self.too_many {
             return write!(f, "parameters: {}", too_many_message(count));
         }
-        let parts: Vec<String> = self.problems.iter().map(|p| format!("parameter `{}`: {}", p.name, p.message)).collect();
+        let parts: Vec<String> =
+            self.problems.iter().map(|p| format!("parameter `{}`: {}", p.name, p.message)).collect();
         f.write_str(&parts.join("; "))
     }
 }
@@ -588,9 +589,6 @@ mod tests {
             default: Some(ParamValue::String("d".repeat(MAX_VALUE_CHARS + 1))),
             ..spec(&"n".repeat(MAX_NAME_CHARS + 1), ParamType::String)
         };
-        assert_eq!(
-            long.problems(),
-            ["the name must be 1 to 128 characters", "default is longer than 512 characters"]
-        );
+        assert_eq!(long.problems(), ["the name must be 1 to 128 characters", "default is longer than 512 characters"]);
     }
 }

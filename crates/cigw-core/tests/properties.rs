@@ -8,8 +8,8 @@ use cigw_core::config::{Problems, Settings, load_raw, load_raw_from_str};
 use cigw_core::git_ref::{MAX_REF_NAME_BYTES, MAX_SHA_LEN, MIN_SHA_LEN};
 use cigw_core::params::{self, MAX_PARAMETERS, MAX_VALUE_CHARS};
 use cigw_core::{GitRef, ParamType, ParamValue, ParameterSpec};
-use proptest::strategy::BoxedStrategy;
 use proptest::prelude::*;
+use proptest::strategy::BoxedStrategy;
 use serde_json::Value;
 
 /// Any JSON value: scalars of every kind (long strings, numeric and boolean strings included)
@@ -43,9 +43,9 @@ fn arb_value_of(kind: ParamType) -> BoxedStrategy<ParamValue> {
     match kind {
         ParamType::Boolean => any::<bool>().prop_map(ParamValue::Bool).boxed(),
         ParamType::Integer => prop_oneof![any::<i64>(), -3i64..3].prop_map(ParamValue::Int).boxed(),
-        ParamType::String => prop_oneof![".{0,20}", "[a-c0-9]{0,2}", Just("true".to_string())]
-            .prop_map(ParamValue::String)
-            .boxed(),
+        ParamType::String => {
+            prop_oneof![".{0,20}", "[a-c0-9]{0,2}", Just("true".to_string())].prop_map(ParamValue::String).boxed()
+        }
     }
 }
 
@@ -53,10 +53,7 @@ fn arb_value_of(kind: ParamType) -> BoxedStrategy<ParamValue> {
 fn arb_spec() -> impl Strategy<Value = ParameterSpec> {
     (arb_type(), any::<bool>(), any::<bool>())
         .prop_flat_map(|(kind, secret, required)| {
-            (
-                prop::option::of(prop::collection::vec(arb_value_of(kind), 1..4)),
-                prop::option::of(arb_value_of(kind)),
-            )
+            (prop::option::of(prop::collection::vec(arb_value_of(kind), 1..4)), prop::option::of(arb_value_of(kind)))
                 .prop_map(move |(allowed, default)| ParameterSpec {
                     name: "p".into(),
                     kind,
