@@ -138,6 +138,19 @@ async fn bad_token_requests_are_422_and_non_admins_403() {
 }
 
 #[tokio::test]
+async fn a_token_request_with_thousands_of_bad_values_gets_a_small_422() {
+    let app = App::with_settings(|s| s.server.body_limit_bytes = 1024 * 1024).await;
+    let origins: Vec<String> = (0..3000).map(|i| format!("ftp://{i}.{}", "o".repeat(200))).collect();
+    let reply =
+        app.post("/v1/tokens", ADMIN, json!({"name": "n", "scopes": ["read"], "allowed_origins": origins})).await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_token_request");
+    assert!(reply.text.len() < 16 * 1024, "a {} byte answer", reply.text.len());
+    assert_eq!(reply.body["details"].as_array().unwrap().len(), 20);
+    assert_eq!(reply.body["details_omitted"], 2980);
+    assert_eq!(reply.body["details"][0]["field"], "allowed_origins[0]");
+}
+
+#[tokio::test]
 async fn the_per_token_rate_limit_answers_429_with_retry_after() {
     let app = App::new().await;
     let token = app.token_with("limited", &["read"], |t| t.rate_limit_per_minute = Some(2)).await;
