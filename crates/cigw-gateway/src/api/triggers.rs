@@ -15,6 +15,7 @@ use cigw_core::{GitRef, Parameters};
 use cigw_store::{CreateOutcome, IdempotencyKey, NewRun, NewTrigger, StoreError, TriggerRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
@@ -39,6 +40,62 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The response header marking a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
+/// A request's parameter map as read: at most [`MAX_PARAMETERS`] entries are kept, further ones
+/// are skipped unread and only counted, so memory never grows with the map.
+#[derive(Debug, Default)]
+pub struct ParamMap {
+    entries: BTreeMap<String, Value>,
+    skipped: usize,
+}
+
+impl ParamMap {
+    /// How many entries the request gave.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.skipped
+    }
+
+    /// Whether it gave none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kept entries (all of them when [`ParamMap::len`] is at most [`MAX_PARAMETERS`]).
+    pub fn entries(&self) -> &BTreeMap<String, Value> {
+        &self.entries
+    }
+}
+
+impl<'de> Deserialize<'de> for ParamMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bounded;
+        impl<'de> serde::de::Visitor<'de> for Bounded {
+            type Value = ParamMap;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of parameter names to values")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ParamMap, A::Error> {
+                use serde::de::IgnoredAny;
+                let mut out = ParamMap::default();
+                loop {
+                    if out.entries.len() < MAX_PARAMETERS {
+                        let Some(name) = map.next_key::<String>()? else { break };
+                        let value = map.next_value()?;
+                        out.entries.insert(name, value);
+                    } else {
+                        let Some(IgnoredAny) = map.next_key::<IgnoredAny>()? else { break };
+                        map.next_value::<IgnoredAny>()?;
+                        out.skipped += 1;
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(Bounded)
+    }
+}
+
 /// A trigger request: build these targets at this ref with these parameters.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,7 +111,7 @@ pub struct TriggerRequest {
     /// names at most 128 characters, string values at most 512 characters.
     #[serde(default)]
     #[schema(value_type = HashMap<String, crate::openapi::ParameterInput>)]
-    pub parameters: BTreeMap<String, Value>,
+    pub parameters: ParamMap,
     /// Per-target ref and parameters (keys: requested targets); override parameters are merged
     /// over the top-level ones (at most 100 after merging).
     #[serde(default)]
@@ -76,7 +133,7 @@ pub struct TargetOverride {
     /// Merged over the request's parameters for this target (same limits).
     #[serde(default)]
     #[schema(value_type = HashMap<String, crate::openapi::ParameterInput>)]
-    pub parameters: BTreeMap<String, Value>,
+    pub parameters: ParamMap,
 }
 
 /// What to build, as a request gives it: `branch` or `tag` (not both; neither → the target's
@@ -425,9 +482,9 @@ fn check_request<'a>(
         if !params_ok {
             continue;
         }
-        let mut requested = req.parameters.clone();
+        let mut requested = req.parameters.entries().clone();
         if let Some(o) = over {
-            requested.extend(o.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
+            requested.extend(o.parameters.entries().iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         match params::validate(&target.spec.parameters, &requested) {
             Ok(parameters) => planned.push(Planned { target, git_ref, parameters }),
@@ -441,7 +498,7 @@ fn check_request<'a>(
             }
             Err(errors) => {
                 for p in errors.problems {
-                    let field = if over.is_some_and(|o| o.parameters.contains_key(&p.name)) {
+                    let field = if over.is_some_and(|o| o.parameters.entries().contains_key(&p.name)) {
                         format!("overrides.{name}.parameters.{}", p.name)
                     } else {
                         format!("parameters.{}", p.name)
@@ -484,18 +541,24 @@ pub async fn create_trigger(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    body: Result<ApiJson<Value>, ApiError>,
+    body: Result<ApiJson<Box<RawValue>>, ApiError>,
 ) -> Result<Response, ApiError> {
     principal.require_any_trigger()?;
     let key = idempotency_key(&headers)?;
-    let ApiJson(body) = body?;
-    let req: TriggerRequest = serde_path_to_error::deserialize(&body).map_err(|e| {
+    // The body is checked as JSON, kept as text and read straight into the request, whose
+    // parameter maps keep at most `MAX_PARAMETERS` entries: memory follows the limits, not
+    // the body. The whole body is parsed as a value only once the request is valid.
+    let ApiJson(raw) = body?;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let req: TriggerRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body".to_string() } else { path };
         let problem = FieldProblem::new(field, e.inner().to_string());
         ApiError::unprocessable("invalid_body", format!("`{}`: {}", problem.field, problem.message), vec![problem])
     })?;
     let planned = check_request(&state, &principal, &req)?;
+    let body: Value = serde_json::from_str(raw.get()).map_err(ApiError::internal)?;
+    drop(raw);
 
     let now = state.now();
     let links = Links::new(&state);
@@ -650,6 +713,21 @@ mod tests {
             h.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&bad).unwrap());
             assert_eq!(idempotency_key(&h).unwrap_err().code(), "invalid_idempotency_key", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn parameter_maps_keep_at_most_the_cap_and_count_the_rest() {
+        let text = format!(
+            "{{{}}}",
+            (0..95_000).map(|i| format!("\"{i:x}\":[{i},{{\"deep\":\"x\"}}]")).collect::<Vec<_>>().join(",")
+        );
+        let map: ParamMap = serde_json::from_str(&text).unwrap();
+        assert_eq!(map.len(), 95_000);
+        assert_eq!(map.entries().len(), MAX_PARAMETERS);
+        let small: ParamMap = serde_json::from_str(r#"{"a": 1, "b": "x"}"#).unwrap();
+        assert_eq!(small.len(), 2);
+        assert_eq!(small.entries()["b"], "x");
+        assert!(serde_json::from_str::<ParamMap>("[1]").is_err());
     }
 
     #[test]
