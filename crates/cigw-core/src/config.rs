@@ -439,8 +439,8 @@ impl TargetSettings {
                 spec
             })
             .collect();
-        if self.default_branch.trim().is_empty() {
-            problems.error(format!("{path}.default_branch"), "must not be empty");
+        if let Err(why) = crate::git_ref::check_ref_name(&self.default_branch) {
+            problems.error(format!("{path}.default_branch"), why);
         }
         TargetSpec {
             name: name.to_string(),

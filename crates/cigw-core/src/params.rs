@@ -5,6 +5,18 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// Most parameters one request (or one target's merged parameters) may carry: CircleCI's limit
+/// for pipeline parameters, applied to every provider so a fan-out is judged once.
+pub const MAX_PARAMETERS: usize = 100;
+/// Longest parameter name, in characters (CircleCI's limit for parameter keys).
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest string parameter value, in characters (CircleCI's limit for parameter values).
+pub const MAX_VALUE_CHARS: usize = 512;
+/// Most declared names or enum values listed in one message; the rest are counted.
+const MAX_LISTED: usize = 10;
+/// Longest rendering of a requested value echoed in a message.
+const MAX_SHOWN_CHARS: usize = 64;
+
 /// The type of a declared parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +110,16 @@ impl ParameterSpec {
     /// Problems with the declaration itself (default or enum values of the wrong type).
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
+            out.push(format!("the name must be 1 to {MAX_NAME_CHARS} characters"));
+        }
+        let too_long = |v: &ParamValue| matches!(v, ParamValue::String(s) if s.chars().count() > MAX_VALUE_CHARS);
+        if self.default.as_ref().is_some_and(too_long) {
+            out.push(format!("default is longer than {MAX_VALUE_CHARS} characters"));
+        }
+        if self.allowed.as_ref().is_some_and(|a| a.iter().any(too_long)) {
+            out.push(format!("an enum value is longer than {MAX_VALUE_CHARS} characters"));
+        }
         if let Some(default) = &self.default {
             if default.kind() != self.kind {
                 out.push(format!("default has type {}, but the parameter is declared {}", default.kind(), self.kind));
@@ -244,11 +266,57 @@ pub struct ParamProblem {
 }
 
 /// Every problem found in one request's parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{}", problems.iter().map(|p| format!("parameter `{}`: {}", p.name, p.message)).collect::<Vec<_>>().join("; "))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParamErrors {
+    /// Set when the request gave more than [`MAX_PARAMETERS`] values (this many): the map is
+    /// refused as a whole and no value is looked at.
+    pub too_many: Option<usize>,
     /// The problems, in parameter-name order.
     pub problems: Vec<ParamProblem>,
+}
+
+/// The message for a parameter map with `count` entries, over [`MAX_PARAMETERS`].
+pub fn too_many_message(count: usize) -> String {
+    format!("at most {MAX_PARAMETERS} parameters, got {count}")
+}
+
+impl fmt::Display for ParamErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(count) = self.too_many {
+            return write!(f, "parameters: {}", too_many_message(count));
+        }
+        let parts: Vec<String> =
+            self.problems.iter().map(|p| format!("parameter `{}`: {}", p.name, p.message)).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl std::error::Error for ParamErrors {}
+
+/// A requested value as messages may echo it: scalars as JSON, cut to [`MAX_SHOWN_CHARS`];
+/// arrays and objects only by their kind, so no message grows with the request.
+fn show_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => describe_json(v).to_string(),
+        scalar => {
+            let text = scalar.to_string();
+            if text.chars().count() > MAX_SHOWN_CHARS {
+                format!("{}…", text.chars().take(MAX_SHOWN_CHARS).collect::<String>())
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// The first [`MAX_LISTED`] items joined with `, `, and how many more there are.
+fn list_some(items: impl ExactSizeIterator<Item = String>) -> String {
+    let total = items.len();
+    let mut text = items.take(MAX_LISTED).collect::<Vec<_>>().join(", ");
+    if total > MAX_LISTED {
+        text.push_str(&format!(" and {} more", total - MAX_LISTED));
+    }
+    text
 }
 
 fn describe_json(v: &serde_json::Value) -> &'static str {
@@ -265,10 +333,16 @@ fn describe_json(v: &serde_json::Value) -> &'static str {
 fn coerce(spec: &ParameterSpec, raw: &serde_json::Value) -> Result<ParamValue, String> {
     use serde_json::Value as J;
     // Secret values are never echoed back in messages.
-    let shown = |v: &J| if spec.secret { describe_json(v).to_string() } else { v.to_string() };
+    let shown = |v: &J| if spec.secret { describe_json(v).to_string() } else { show_json(v) };
     let wrong = |v: &J| format!("expected {}, got {}", spec.kind, shown(v));
     match (spec.kind, raw) {
-        (ParamType::String, J::String(s)) => Ok(ParamValue::String(s.clone())),
+        (ParamType::String, J::String(s)) => {
+            let chars = s.chars().count();
+            if chars > MAX_VALUE_CHARS {
+                return Err(format!("expected at most {MAX_VALUE_CHARS} characters, got {chars}"));
+            }
+            Ok(ParamValue::String(s.clone()))
+        }
         (ParamType::String, J::Number(n)) => Ok(ParamValue::String(n.to_string())),
         (ParamType::String, J::Bool(b)) => Ok(ParamValue::String(b.to_string())),
         (ParamType::Boolean, J::Bool(b)) => Ok(ParamValue::Bool(*b)),
@@ -286,19 +360,28 @@ fn coerce(spec: &ParameterSpec, raw: &serde_json::Value) -> Result<ParamValue, S
 /// Validate requested values against a target's declarations: unknown names, wrong types,
 /// values outside the enum and missing required values are all reported at once. Values are
 /// coerced to the declared type ("true" → true, "42" → 42, 42 → "42" for strings) and defaults
-/// are filled in.
+/// are filled in. A map of more than [`MAX_PARAMETERS`] values is refused as a whole, names
+/// longer than [`MAX_NAME_CHARS`] and string values longer than [`MAX_VALUE_CHARS`] one by one.
+/// Messages never show a secret parameter's value or its allowed values.
 pub fn validate(
     specs: &[ParameterSpec],
     requested: &BTreeMap<String, serde_json::Value>,
 ) -> Result<Parameters, ParamErrors> {
+    if requested.len() > MAX_PARAMETERS {
+        return Err(ParamErrors { too_many: Some(requested.len()), problems: Vec::new() });
+    }
     let mut problems = Vec::new();
     let mut out = Parameters::new();
+    let undeclared = if specs.is_empty() {
+        "not declared (this target takes no parameters)".to_string()
+    } else {
+        format!("not declared (declared: {})", list_some(specs.iter().map(|s| s.name.clone())))
+    };
     for name in requested.keys().filter(|n| !specs.iter().any(|s| &s.name == *n)) {
-        let declared: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        let message = if declared.is_empty() {
-            "not declared (this target takes no parameters)".to_string()
+        let message = if name.chars().count() > MAX_NAME_CHARS {
+            format!("names are at most {MAX_NAME_CHARS} characters")
         } else {
-            format!("not declared (declared: {})", declared.join(", "))
+            undeclared.clone()
         };
         problems.push(ParamProblem { name: name.clone(), message });
     }
@@ -318,12 +401,13 @@ pub fn validate(
                 if let Some(allowed) = &spec.allowed
                     && !allowed.contains(&v)
                 {
-                    let list: Vec<String> = allowed.iter().map(|a| a.to_json().to_string()).collect();
-                    let got = if spec.secret { String::new() } else { format!(", got {}", v.to_json()) };
-                    problems.push(ParamProblem {
-                        name: spec.name.clone(),
-                        message: format!("expected one of {}{got}", list.join(", ")),
-                    });
+                    let message = if spec.secret {
+                        "not one of the allowed values".to_string()
+                    } else {
+                        let list = list_some(allowed.iter().map(|a| show_json(&a.to_json())));
+                        format!("expected one of {list}, got {}", show_json(&v.to_json()))
+                    };
+                    problems.push(ParamProblem { name: spec.name.clone(), message });
                     continue;
                 }
                 out.insert(spec.name.clone(), v, spec.secret);
@@ -336,7 +420,7 @@ pub fn validate(
         }
     }
     problems.sort_by(|a, b| a.name.cmp(&b.name));
-    if problems.is_empty() { Ok(out) } else { Err(ParamErrors { problems }) }
+    if problems.is_empty() { Ok(out) } else { Err(ParamErrors { too_many: None, problems }) }
 }
 
 #[cfg(test)]
@@ -431,6 +515,58 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_parameter_never_shows_its_allowed_values_or_its_value() {
+        let pin = ParameterSpec {
+            secret: true,
+            allowed: Some(vec![ParamValue::String("alpha-secret".into()), ParamValue::String("beta-secret".into())]),
+            ..spec("pin", ParamType::String)
+        };
+        let err = validate(&[pin], &req(json!({"pin": "gamma-guess"}))).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(text, "parameter `pin`: not one of the allowed values");
+        for hidden in ["alpha-secret", "beta-secret", "gamma-guess"] {
+            assert!(!text.contains(hidden), "{text}");
+            assert!(!serde_json::to_string(&err).unwrap().contains(hidden));
+        }
+    }
+
+    #[test]
+    fn parameter_maps_names_and_values_are_capped() {
+        let many: BTreeMap<String, serde_json::Value> =
+            (0..=MAX_PARAMETERS).map(|i| (format!("p{i}"), json!(i))).collect();
+        let err = validate(&specs(), &many).unwrap_err();
+        assert_eq!(err.too_many, Some(MAX_PARAMETERS + 1));
+        assert!(err.problems.is_empty());
+        assert_eq!(err.to_string(), "parameters: at most 100 parameters, got 101");
+
+        let long_name = "n".repeat(MAX_NAME_CHARS + 1);
+        let err = validate(&specs(), &req(json!({ long_name.clone(): 1, "env": "x" }))).unwrap_err();
+        assert_eq!(err.problems[0].name, long_name);
+        assert_eq!(err.problems[0].message, "names are at most 128 characters");
+
+        let s = [spec("note", ParamType::String)];
+        assert!(validate(&s, &req(json!({"note": "é".repeat(MAX_VALUE_CHARS)}))).is_ok());
+        let err = validate(&s, &req(json!({"note": "é".repeat(MAX_VALUE_CHARS + 1)}))).unwrap_err();
+        assert_eq!(err.to_string(), "parameter `note`: expected at most 512 characters, got 513");
+    }
+
+    #[test]
+    fn messages_do_not_grow_with_the_request() {
+        let s = [spec("n", ParamType::Integer)];
+        let big = "x".repeat(10_000);
+        let err = validate(&s, &req(json!({"n": big}))).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+        let err = validate(&s, &req(json!({"n": [big.clone(), big]}))).unwrap_err();
+        assert_eq!(err.to_string(), "parameter `n`: expected integer, got an array");
+        let declared: Vec<ParameterSpec> = (0..50).map(|i| spec(&format!("p{i:02}"), ParamType::String)).collect();
+        let err = validate(&declared, &req(json!({"x": 1}))).unwrap_err();
+        assert_eq!(
+            err.problems[0].message,
+            "not declared (declared: p00, p01, p02, p03, p04, p05, p06, p07, p08, p09 and 40 more)"
+        );
+    }
+
+    #[test]
     fn storage_round_trip_keeps_secrets() {
         let p = validate(&specs(), &req(json!({"env": "prod", "token": "s3cr3t", "count": 7}))).unwrap();
         let stored = p.to_storage_json();
@@ -449,5 +585,10 @@ mod tests {
         };
         assert_eq!(bad_enum.problems(), ["default is not one of the enum values"]);
         assert!(specs().iter().all(|s| s.problems().is_empty()));
+        let long = ParameterSpec {
+            default: Some(ParamValue::String("d".repeat(MAX_VALUE_CHARS + 1))),
+            ..spec(&"n".repeat(MAX_NAME_CHARS + 1), ParamType::String)
+        };
+        assert_eq!(long.problems(), ["the name must be 1 to 128 characters", "default is longer than 512 characters"]);
     }
 }

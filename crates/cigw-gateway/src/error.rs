@@ -11,6 +11,30 @@ use cigw_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// Most problems listed in `details` of one error; the rest are only counted
+/// (`details_omitted`), so an error never grows with the request that caused it.
+pub const MAX_DETAILS: usize = 20;
+/// Longest `field` of a listed problem, in bytes (longer ones are cut, ending with `…`).
+pub const MAX_FIELD_BYTES: usize = 160;
+/// Longest `message` of a listed problem, in bytes.
+pub const MAX_DETAIL_MESSAGE_BYTES: usize = 300;
+/// Longest top-level `message` of an error, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+pub fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 /// One problem with one field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldProblem {
@@ -21,9 +45,13 @@ pub struct FieldProblem {
 }
 
 impl FieldProblem {
-    /// A problem with `field`.
+    /// A problem with `field`; both texts are capped ([`MAX_FIELD_BYTES`],
+    /// [`MAX_DETAIL_MESSAGE_BYTES`]) because both may echo the request.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: truncate(field.into(), MAX_FIELD_BYTES),
+            message: truncate(message.into(), MAX_DETAIL_MESSAGE_BYTES),
+        }
     }
 }
 
@@ -34,9 +62,14 @@ pub struct ErrorBody {
     pub code: String,
     /// A human explanation.
     pub message: String,
-    /// Every problem found, when there are several.
+    /// The problems found, per field: at most 20.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 20)]
     pub details: Vec<FieldProblem>,
+    /// How many further problems were found but not listed in `details`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub details_omitted: Option<usize>,
 }
 
 /// Everything the API answers with other than success.
@@ -108,8 +141,10 @@ pub enum ApiError {
         code: &'static str,
         /// Summary.
         message: String,
-        /// Every problem found.
+        /// The problems found (at most [`MAX_DETAILS`] are sent).
         details: Vec<FieldProblem>,
+        /// Further problems found but not kept.
+        omitted: usize,
     },
     /// 429: a rate limit (the token's, or the provider's) was hit.
     #[error("{message}")]
@@ -169,7 +204,17 @@ impl ApiError {
 
     /// A 422 listing every problem.
     pub fn unprocessable(code: &'static str, message: impl Into<String>, details: Vec<FieldProblem>) -> Self {
-        Self::Unprocessable { code, message: message.into(), details }
+        Self::Unprocessable { code, message: message.into(), details, omitted: 0 }
+    }
+
+    /// A 422 listing some problems, `omitted` more having been found.
+    pub fn unprocessable_with_omitted(
+        code: &'static str,
+        message: impl Into<String>,
+        details: Vec<FieldProblem>,
+        omitted: usize,
+    ) -> Self {
+        Self::Unprocessable { code, message: message.into(), details, omitted }
     }
 
     /// A 404.
@@ -226,18 +271,22 @@ impl ApiError {
         }
     }
 
-    /// The body sent to the client: server errors get a generic message.
+    /// The body sent to the client: server errors get a generic message; the message and the
+    /// details are capped ([`MAX_MESSAGE_BYTES`], [`MAX_DETAILS`]), the rest counted.
     pub fn body(&self) -> ErrorBody {
         let message = match self {
             Self::Unavailable { .. } => "a dependency of the gateway is unavailable; try again later".to_string(),
             Self::Internal { .. } => "internal error; the gateway logged the cause".to_string(),
-            other => other.to_string(),
+            other => truncate(other.to_string(), MAX_MESSAGE_BYTES),
         };
-        let details = match self {
-            Self::BadRequest { details, .. } | Self::Unprocessable { details, .. } => details.clone(),
-            _ => Vec::new(),
+        let (details, omitted): (&[FieldProblem], usize) = match self {
+            Self::BadRequest { details, .. } => (details, 0),
+            Self::Unprocessable { details, omitted, .. } => (details, *omitted),
+            _ => (&[], 0),
         };
-        ErrorBody { code: self.code().to_string(), message, details }
+        let omitted = omitted + details.len().saturating_sub(MAX_DETAILS);
+        let details = details.iter().take(MAX_DETAILS).cloned().collect();
+        ErrorBody { code: self.code().to_string(), message, details, details_omitted: (omitted > 0).then_some(omitted) }
     }
 }
 
@@ -331,6 +380,27 @@ mod tests {
         assert!(!body.message.contains("secret"), "{}", body.message);
         let e = ApiError::Unavailable { cause: "pool timed out at host db.internal".into() };
         assert!(!e.body().message.contains("db.internal"));
+    }
+
+    #[test]
+    fn error_bodies_are_capped_and_count_what_they_leave_out() {
+        let huge = "é".repeat(100_000);
+        let details: Vec<FieldProblem> =
+            (0..MAX_DETAILS + 5).map(|i| FieldProblem::new(format!("f{i}.{huge}"), huge.clone())).collect();
+        assert!(
+            details.iter().all(|d| d.field.len() <= MAX_FIELD_BYTES && d.message.len() <= MAX_DETAIL_MESSAGE_BYTES)
+        );
+        assert!(details[0].field.starts_with("f0.é") && details[0].field.ends_with('…'));
+        let body = ApiError::unprocessable_with_omitted("x", huge.clone(), details, 7).body();
+        assert_eq!(body.details.len(), MAX_DETAILS);
+        assert_eq!(body.details_omitted, Some(5 + 7));
+        assert!(body.message.len() <= MAX_MESSAGE_BYTES);
+        let json = serde_json::to_string(&body).unwrap();
+        assert!(json.len() < 16 * 1024, "{}", json.len());
+        let small = ApiError::unprocessable("x", "m", vec![FieldProblem::new("a", "b")]).body();
+        assert!(!serde_json::to_string(&small).unwrap().contains("details_omitted"));
+        assert_eq!(truncate("abc".into(), 3), "abc");
+        assert_eq!(truncate("abcdef".into(), 5), "ab…");
     }
 
     #[test]

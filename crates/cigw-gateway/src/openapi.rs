@@ -1,8 +1,11 @@
 //! The OpenAPI document of the HTTP API, served at `/openapi.json`.
 
-use utoipa::Modify;
-use utoipa::OpenApi;
+use cigw_core::params::{MAX_NAME_CHARS, MAX_PARAMETERS, MAX_VALUE_CHARS};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::api::{events, health, runs, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
@@ -37,7 +40,7 @@ use crate::error::{ErrorBody, FieldProblem};
         health::readyz,
     ),
     components(schemas(ErrorBody, FieldProblem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &MapConstraints, &CommonResponses),
     tags(
         (name = "triggers", description = "Trigger targets (fan-out, idempotency)"),
         (name = "runs", description = "Read and act on runs"),
@@ -63,6 +66,160 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// A requested parameter value: a string (at most 512 characters), a number or a boolean,
+/// checked and coerced against the parameter's declared type.
+#[derive(Debug)]
+pub struct ParameterInput;
+
+impl PartialSchema for ParameterInput {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_VALUE_CHARS)))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .description(Some("A string (at most 512 characters), a number or a boolean, coerced to the declared type"))
+            .into()
+    }
+}
+
+impl ToSchema for ParameterInput {}
+
+/// A declared parameter value as the API shows it: a string, an integer or a boolean (a secret
+/// parameter's default is shown as the string `***`).
+#[derive(Debug)]
+pub struct ParameterValue;
+
+impl PartialSchema for ParameterValue {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64))),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .description(Some("A string, an integer or a boolean, per the parameter's type"))
+            .into()
+    }
+}
+
+impl ToSchema for ParameterValue {}
+
+/// The property `property` of the object schema `schema`, when both exist.
+fn property_mut<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Object> {
+    let components = openapi.components.as_mut()?;
+    let RefOr::T(Schema::Object(object)) = components.schemas.get_mut(schema)? else { return None };
+    match object.properties.get_mut(property)? {
+        RefOr::T(Schema::Object(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// The array property `property` of the object schema `schema`, when both exist.
+fn property_mut_array<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Array> {
+    let components = openapi.components.as_mut()?;
+    let RefOr::T(Schema::Object(object)) = components.schemas.get_mut(schema)? else { return None };
+    match object.properties.get_mut(property)? {
+        RefOr::T(Schema::Array(p)) => Some(p),
+        _ => None,
+    }
+}
+
+fn string_schema(min: Option<usize>, max: usize) -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).min_length(min).max_length(Some(max)).into()
+}
+
+/// Limits of the request maps (count of entries, key lengths), which field attributes cannot
+/// express: every limit the server checks is in the schema.
+struct MapConstraints;
+
+impl Modify for MapConstraints {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (schema, property) in [("TriggerRequest", "parameters"), ("TargetOverride", "parameters")] {
+            if let Some(p) = property_mut(openapi, schema, property) {
+                p.max_properties = Some(MAX_PARAMETERS);
+                p.property_names = Some(Box::new(string_schema(None, MAX_NAME_CHARS)));
+            }
+        }
+        if let Some(p) = property_mut(openapi, "TriggerRequest", "overrides") {
+            p.max_properties = Some(triggers::MAX_TARGETS);
+        }
+        if let Some(p) = property_mut_array(openapi, "CreateTokenRequest", "scopes") {
+            p.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^(read|cancel|approve|admin|trigger|trigger:.+)$"))
+                    .into(),
+            )));
+        }
+        if let Some(p) = property_mut_array(openapi, "CreateTokenRequest", "allowed_origins") {
+            p.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(
+                ObjectBuilder::new().schema_type(Type::String).pattern(Some("^https?://[^/?#@\\s]+/?$")).into(),
+            )));
+        }
+        if let Some(p) = property_mut(openapi, "TriggerRequest", "labels") {
+            p.max_properties = Some(triggers::MAX_LABELS);
+            p.property_names = Some(Box::new(string_schema(Some(1), triggers::MAX_LABEL_KEY)));
+            p.additional_properties =
+                Some(Box::new(AdditionalProperties::RefOr(RefOr::T(string_schema(None, triggers::MAX_LABEL_VALUE)))));
+        }
+    }
+}
+
+/// Statuses any route can answer whatever its handler does, added where a route does not
+/// document them itself: middleware (time limit → 503, panic → 500), the token check (401,
+/// 403 for a browser origin the token does not allow, 429 for its rate limit, 503 when the
+/// store is down) and the JSON body reader (400, 413, 415, 422).
+struct CommonResponses;
+
+impl CommonResponses {
+    fn add(operation: &mut Operation, status: &str, description: &str) {
+        operation.responses.responses.entry(status.to_string()).or_insert_with(|| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                    )
+                    .build(),
+            )
+        });
+    }
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    Self::add(operation, "401", "No usable token");
+                    Self::add(operation, "403", "A scope is missing, or the token does not allow this origin");
+                    Self::add(operation, "429", "The token's rate limit was hit (see `Retry-After`)");
+                }
+                if operation.request_body.is_some() {
+                    Self::add(operation, "400", "Malformed JSON");
+                    Self::add(operation, "413", "The body is larger than `server.body_limit_bytes`");
+                    Self::add(operation, "415", "The body is not `application/json`");
+                    Self::add(operation, "422", "The body has the wrong shape");
+                }
+                Self::add(operation, "500", "Internal error (the cause is logged, not sent)");
+                Self::add(operation, "503", "The request timed out or the store is unavailable");
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ mod api_support;
 use api_support::{ADMIN, App, in_secs, request};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn missing_malformed_and_unknown_tokens_are_401() {
@@ -135,6 +135,19 @@ async fn bad_token_requests_are_422_and_non_admins_403() {
     app.call(Method::DELETE, "/v1/tokens/any", Some(&reader), None)
         .await
         .assert_error(StatusCode::FORBIDDEN, "missing_scope");
+}
+
+#[tokio::test]
+async fn a_token_request_with_thousands_of_bad_values_gets_a_small_422() {
+    let app = App::with_settings(|s| s.server.body_limit_bytes = 1024 * 1024).await;
+    let origins: Vec<String> = (0..3000).map(|i| format!("ftp://{i}.{}", "o".repeat(200))).collect();
+    let reply =
+        app.post("/v1/tokens", ADMIN, json!({"name": "n", "scopes": ["read"], "allowed_origins": origins})).await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_token_request");
+    assert!(reply.text.len() < 16 * 1024, "a {} byte answer", reply.text.len());
+    assert_eq!(reply.body["details"].as_array().unwrap().len(), 20);
+    assert_eq!(reply.body["details_omitted"], 2980);
+    assert_eq!(reply.body["details"][0]["field"], "allowed_origins[0]");
 }
 
 #[tokio::test]
@@ -278,4 +291,64 @@ async fn the_openapi_document_matches_its_snapshot() {
         assert!(paths.iter().any(|p| *p == path), "{path} in {paths:?}");
     }
     insta::assert_json_snapshot!("openapi", reply.body, { ".info.version" => "[version]" });
+}
+
+/// The constraints schemathesis found missing (issue 12, defect 15) stay in the document: value
+/// types of declared parameters, request limits, query ranges, and every status a route can
+/// answer (the middleware's and the token check's included).
+#[tokio::test]
+async fn the_openapi_document_states_the_constraints_the_server_checks() {
+    let app = App::new().await;
+    let doc = app.call(Method::GET, "/openapi.json", None, None).await.body;
+    let schemas = &doc["components"]["schemas"];
+    let view = &schemas["ParameterView"]["properties"];
+    assert_eq!(view["enum"]["items"]["$ref"], "#/components/schemas/ParameterValue", "{view}");
+    let value_types: Vec<&Value> =
+        schemas["ParameterValue"]["oneOf"].as_array().unwrap().iter().map(|s| &s["type"]).collect();
+    assert_eq!(value_types, [&json!("string"), &json!("integer"), &json!("boolean")]);
+    let token = &schemas["CreateTokenRequest"]["properties"];
+    assert_eq!(token["scopes"]["minItems"], 1);
+    assert_eq!(token["rate_limit_per_minute"]["maximum"], 100_000);
+    let trigger = &schemas["TriggerRequest"]["properties"];
+    assert_eq!(trigger["targets"]["minItems"], 1);
+    assert_eq!(trigger["targets"]["maxItems"], 50);
+    assert_eq!(trigger["parameters"]["maxProperties"], 100);
+    assert_eq!(trigger["parameters"]["propertyNames"]["maxLength"], 128);
+    assert_eq!(trigger["labels"]["maxProperties"], 64);
+    assert_eq!(schemas["RefRequest"]["properties"]["branch"]["maxLength"], 255);
+    assert_eq!(schemas["ErrorBody"]["properties"]["details"]["maxItems"], 20);
+
+    let param = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    assert_eq!(param("/v1/events", "last_event_id")["minimum"], 0);
+    assert_eq!(param("/v1/events", "from")["minimum"], 0);
+    assert_eq!(param("/v1/runs", "limit")["maximum"], 1000);
+    assert_eq!(param("/v1/runs", "cursor")["minLength"], 1);
+    assert_eq!(param("/v1/runs/{id}", "wait")["maximum"], 60);
+
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let statuses: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+            let mut wanted = vec!["500", "503"];
+            if op.get("security").is_some() {
+                wanted.extend(["401", "403", "429"]);
+            }
+            if op.get("requestBody").is_some() {
+                wanted.extend(["400", "413", "415", "422"]);
+            }
+            for status in wanted {
+                assert!(
+                    statuses.iter().any(|s| *s == status),
+                    "{method} {path} does not document {status}: {statuses:?}"
+                );
+            }
+        }
+    }
 }

@@ -179,8 +179,9 @@ async fn target_list_problems_are_422() {
             .await;
     assert_eq!(body["details"][0]["field"], "targets[1]");
     let many: Vec<String> = (0..51).map(|i| format!("t{i}")).collect();
-    let body = refused(&app, json!({"targets": many}), StatusCode::UNPROCESSABLE_ENTITY, "unknown_target").await;
-    assert!(body["details"].as_array().unwrap().iter().any(|d| d["message"].as_str().unwrap().contains("at most 50")));
+    // Over the cap nothing else is looked at: one problem, however long the list.
+    let body = refused(&app, json!({"targets": many}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_targets").await;
+    assert_eq!(body["details"][0]["message"], "at most 50 targets per trigger, got 51");
     let body = refused(
         &app,
         json!({"targets": ["web-e2e"], "overrides": {"circle-build": {}}}),
@@ -290,7 +291,139 @@ async fn malformed_refs_are_422() {
         "invalid_ref",
     )
     .await;
-    assert_eq!(body["details"][0]["field"], "ref");
+    assert_eq!(body["details"][0]["field"], "ref.sha");
+}
+
+#[tokio::test]
+async fn long_refs_and_hidden_characters_are_422_naming_the_field() {
+    let app = App::new().await;
+    let body = refused(
+        &app,
+        json!({"targets": ["web-e2e"], "ref": {"branch": "b".repeat(256)}}),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_ref",
+    )
+    .await;
+    assert_eq!(body["details"][0]["field"], "ref.branch");
+    assert_eq!(body["details"][0]["message"], "`branch` must be at most 255 bytes, got 256");
+    // A right-to-left override makes `v1.0-rc` look like another tag; a zero-width space hides.
+    for hidden in ["v1.0\u{202E}cr-", "main\u{200B}", "release\u{2066}x", "a\u{0}b"] {
+        let body = refused(
+            &app,
+            json!({"targets": ["web-e2e"], "overrides": {"web-e2e": {"ref": {"tag": hidden}}}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_ref",
+        )
+        .await;
+        assert_eq!(body["details"][0]["field"], "overrides.web-e2e.ref.tag", "{hidden:?}");
+        assert!(body["message"].as_str().unwrap().contains("invisible formatting"), "{body}");
+    }
+    // Git's own rules apply too.
+    let body = refused(
+        &app,
+        json!({"targets": ["web-e2e"], "ref": {"branch": "feature..x"}}),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_ref",
+    )
+    .await;
+    assert_eq!(body["details"][0]["field"], "ref.branch");
+    app.trigger(json!({"targets": ["web-e2e"], "ref": {"branch": "b".repeat(255)}})).await;
+}
+
+/// The test catalog plus `web-e2e-2` … `web-e2e-4` (copies of `web-e2e`) and `vault`, which
+/// declares a secret enum parameter `pin`: seven parameterized-or-not targets in all.
+async fn app_with_seven_targets() -> App {
+    use cigw_core::catalog::ConfiguredTarget;
+    use cigw_core::{ParamType, ParameterSpec, ProviderKind};
+    App::with_catalog(
+        |s| s.server.body_limit_bytes = 1024 * 1024,
+        |catalog, fake| {
+            let web = catalog.targets["web-e2e"].spec.clone();
+            for i in 2..=4 {
+                let spec = cigw_core::TargetSpec { name: format!("web-e2e-{i}"), ..web.clone() };
+                catalog.targets.insert(spec.name.clone(), ConfiguredTarget { spec, target: fake.clone() });
+            }
+            let pin = ParameterSpec {
+                secret: true,
+                allowed: Some(vec![ParamValue::String("alpha-7731".into()), ParamValue::String("omega-9912".into())]),
+                ..api_support::param("pin", ParamType::String)
+            };
+            let vault = api_support::spec("vault", ProviderKind::Codefresh, vec![pin]);
+            catalog.targets.insert("vault".into(), ConfiguredTarget { spec: vault, target: fake.clone() });
+        },
+    )
+    .await
+}
+
+const SEVEN: [&str; 7] = ["web-e2e", "web-e2e-2", "web-e2e-3", "web-e2e-4", "web-smoke", "circle-build", "ship-deploy"];
+
+#[tokio::test]
+async fn a_huge_parameter_map_fanned_out_to_seven_targets_gets_a_small_422() {
+    let app = app_with_seven_targets().await;
+    let parameters: serde_json::Map<String, Value> = (0..95_000).map(|i| (format!("{i:x}"), json!(1))).collect();
+    let request = json!({"targets": SEVEN, "parameters": parameters});
+    assert!(serde_json::to_vec(&request).unwrap().len() < 1024 * 1024);
+    let before = app.run_count().await;
+    let reply = app.post("/v1/triggers", ADMIN, request).await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameters");
+    assert_eq!(app.run_count().await, before, "nothing stored");
+    assert!(reply.text.len() < 16 * 1024, "a {} byte answer", reply.text.len());
+    assert_eq!(reply.body["details"][0]["field"], "parameters");
+    assert_eq!(reply.body["details"][0]["message"], "at most 100 parameters, got 95000");
+}
+
+#[tokio::test]
+async fn many_problems_list_the_first_ones_and_count_the_rest() {
+    let app = app_with_seven_targets().await;
+    // 100 undeclared names (within the cap) for seven targets, and `web-smoke` misses its
+    // required `api_key`: 701 problems.
+    let parameters: serde_json::Map<String, Value> =
+        (0..100).map(|i| (format!("undeclared_{i:03}_{}", "x".repeat(100)), json!("v".repeat(500)))).collect();
+    let reply = app.post("/v1/triggers", ADMIN, json!({"targets": SEVEN, "parameters": parameters})).await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameters");
+    assert!(reply.text.len() < 16 * 1024, "a {} byte answer", reply.text.len());
+    let details = reply.body["details"].as_array().unwrap();
+    assert_eq!(details.len(), 20);
+    assert_eq!(reply.body["details_omitted"], 681);
+    assert!(details[0]["field"].as_str().unwrap().starts_with("parameters.undeclared_000_"), "{}", details[0]);
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(message.starts_with("701 problems: `parameters.undeclared_000_"), "{message}");
+    assert!(message.ends_with("; and 698 more"), "{message}");
+    // Overrides are capped on their own, and after merging.
+    let over: serde_json::Map<String, Value> = (0..101).map(|i| (format!("o{i}"), json!(1))).collect();
+    let reply = app
+        .post("/v1/triggers", ADMIN, json!({"targets": ["web-e2e"], "overrides": {"web-e2e": {"parameters": over}}}))
+        .await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameters");
+    assert_eq!(reply.body["details"][0]["field"], "overrides.web-e2e.parameters");
+    let top: serde_json::Map<String, Value> = (0..60).map(|i| (format!("t{i}"), json!(1))).collect();
+    let over: serde_json::Map<String, Value> = (0..60).map(|i| (format!("o{i}"), json!(1))).collect();
+    let reply = app
+        .post(
+            "/v1/triggers",
+            ADMIN,
+            json!({"targets": ["web-e2e"], "parameters": top, "overrides": {"web-e2e": {"parameters": over}}}),
+        )
+        .await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameters");
+    assert_eq!(
+        reply.body["details"][0]["message"],
+        "target `web-e2e`: at most 100 parameters, got 120 (request and override merged)"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_parameter_never_shows_its_allowed_values_or_the_given_value() {
+    let app = app_with_seven_targets().await;
+    let reply =
+        app.post("/v1/triggers", ADMIN, json!({"targets": ["vault"], "parameters": {"pin": "guess-4410"}})).await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameters");
+    for hidden in ["alpha-7731", "omega-9912", "guess-4410"] {
+        assert!(!reply.text.contains(hidden), "{}", reply.text);
+    }
+    assert_eq!(reply.body["details"][0]["message"], "target `vault`: not one of the allowed values");
+    let targets = app.get("/v1/targets", ADMIN).await;
+    assert!(!targets.text.contains("alpha-7731"), "{}", targets.text);
 }
 
 #[tokio::test]

@@ -92,11 +92,14 @@ pub(crate) struct EventsQuery {
     /// Only events of this run.
     run_id: Option<String>,
     /// Only events leaving their run in this state.
+    #[param(value_type = Option<crate::api::runs::RunStateName>)]
     state: Option<String>,
     /// Replay the events after this id (as the `Last-Event-ID` header, which wins when both are given).
+    #[param(minimum = 0)]
     last_event_id: Option<i64>,
     /// Start after this event id; `0` replays the whole log. Without it (and without a last event
     /// id) the stream starts at the current end.
+    #[param(minimum = 0)]
     from: Option<i64>,
 }
 
@@ -369,6 +372,7 @@ fn sse_message(record: EventRecord) -> Event {
 pub struct WaitQuery {
     /// Seconds (0 to 60, fractions allowed) to wait for the run to finish before answering with
     /// its current state; the server answers a second before its own request timeout at the latest.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 60)]
     pub wait: Option<String>,
 }
 

@@ -75,6 +75,7 @@ pub struct RunView {
     /// Provider account name.
     pub account: String,
     /// `pending`, `queued`, `running`, `blocked`, `canceling`, `succeeded`, `failed`, `canceled`, `skipped` or `error`.
+    #[schema(value_type = RunStateName)]
     pub state: String,
     /// The provider's last raw status.
     pub raw_status: Option<String>,
@@ -169,6 +170,7 @@ pub struct EventView {
     /// What happened (`created`, `dispatched`, `state_changed`, `cancel_requested`, …).
     pub kind: String,
     /// The run's state after it happened.
+    #[schema(value_type = RunStateName)]
     pub state: String,
     /// Details; secret values masked.
     #[schema(value_type = Object)]
@@ -209,22 +211,54 @@ pub struct EventList {
     pub events: Vec<EventView>,
 }
 
-/// Filters of `GET /v1/runs`.
+/// The state of a run.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // documents states in OpenAPI; the handlers use `RunState`
+pub(crate) enum RunStateName {
+    /// Stored, not yet sent to the provider.
+    Pending,
+    /// Accepted by the provider, not started.
+    Queued,
+    /// Running.
+    Running,
+    /// Waiting for an approval or on hold.
+    Blocked,
+    /// A cancel was sent; not yet confirmed.
+    Canceling,
+    /// Finished successfully.
+    Succeeded,
+    /// Ran and failed.
+    Failed,
+    /// Canceled.
+    Canceled,
+    /// Nothing to run.
+    Skipped,
+    /// Could not be run.
+    Error,
+}
+
+/// Filters of `GET /v1/runs`; a parameter given twice counts once, the last value winning.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the query for OpenAPI; the handler parses the pairs itself for precise errors
 pub(crate) struct ListRunsQuery {
     /// Only this target.
+    #[param(min_length = 1)]
     target: Option<String>,
     /// Only this state.
+    #[param(value_type = Option<RunStateName>)]
     state: Option<String>,
     /// Only this trigger.
+    #[param(min_length = 1)]
     trigger_id: Option<String>,
     /// Only runs created at or after this RFC 3339 time.
     since: Option<DateTime<Utc>>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 
@@ -289,6 +323,9 @@ fn parse_filter(pairs: Vec<(String, String)>) -> Result<(RunFilter, Option<Strin
     let mut filter = RunFilter::default();
     let mut cursor = None;
     for (key, value) in pairs {
+        if value.is_empty() && matches!(key.as_str(), "target" | "trigger_id" | "cursor") {
+            return Err(ApiError::bad_field(key, "must not be empty (leave the parameter out instead)"));
+        }
         match key.as_str() {
             "target" => filter.target = Some(value),
             "trigger_id" => filter.trigger_id = Some(value),
@@ -584,6 +621,9 @@ mod tests {
             (("limit", "0"), "limit"),
             (("limit", "1001"), "limit"),
             (("colour", "red"), "colour"),
+            (("target", ""), "target"),
+            (("trigger_id", ""), "trigger_id"),
+            (("cursor", ""), "cursor"),
         ] {
             let err = parse_filter(pairs(&[q])).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST);

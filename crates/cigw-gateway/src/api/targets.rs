@@ -18,17 +18,18 @@ pub struct ParameterView {
     pub name: String,
     /// `string`, `boolean` or `integer`.
     #[serde(rename = "type")]
+    #[schema(value_type = ParamTypeName)]
     pub kind: String,
     /// A request must give a value (or the declaration has a default).
     pub required: bool,
     /// Masked wherever shown.
     pub secret: bool,
-    /// The only values allowed, when set.
+    /// The only values allowed, when set (never shown for a secret parameter).
     #[serde(rename = "enum")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<crate::openapi::ParameterValue>>)]
     pub allowed: Option<Vec<serde_json::Value>>,
     /// The value used when a request gives none (`***` for a secret).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::ParameterValue>)]
     pub default: Option<serde_json::Value>,
     /// Description.
     pub description: Option<String>,
@@ -46,6 +47,19 @@ impl From<&ParameterSpec> for ParameterView {
             description: p.description.clone(),
         }
     }
+}
+
+/// The type of a declared parameter.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // documents `ParameterView.type` for OpenAPI
+pub(crate) enum ParamTypeName {
+    /// Any string.
+    String,
+    /// `true` or `false`.
+    Boolean,
+    /// A 64-bit signed integer.
+    Integer,
 }
 
 /// What a target's provider can do.
@@ -93,6 +107,7 @@ pub struct TargetView {
     /// Name.
     pub name: String,
     /// `circleci`, `codefresh` or `codeship`.
+    #[schema(pattern = "^(circleci|codefresh|codeship)$")]
     pub provider: String,
     /// Provider account.
     pub account: String,
@@ -103,6 +118,7 @@ pub struct TargetView {
     /// Built when a request names neither branch nor tag.
     pub default_branch: String,
     /// `queue` or `cancel-previous`.
+    #[schema(pattern = "^(queue|cancel-previous)$")]
     pub concurrency: String,
     /// Runs longer than this many seconds end in `error`.
     pub max_duration_seconds: Option<u64>,

@@ -24,18 +24,22 @@ const MAX_NAME: usize = 100;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// Unique name among live tokens (letters, digits, `.`, `_`, `-`, `@`, `:`).
+    /// Unique name among live tokens (1 to 100 letters, digits, `.`, `_`, `-`, `@`, `:`; not
+    /// `bootstrap-admin`).
+    #[schema(pattern = "^[A-Za-z0-9._@:-]{1,100}$")]
     pub name: String,
-    /// `read`, `trigger`, `trigger:<glob>`, `cancel`, `approve`, `admin`.
+    /// `read`, `trigger`, `trigger:<glob>`, `cancel`, `approve`, `admin` (at least one).
+    #[schema(min_items = 1)]
     pub scopes: Vec<String>,
     /// Lifetime, e.g. `30d`, `12h` (give this or `expires_at`, not both).
     pub expires_in: Option<String>,
-    /// Expiry time (RFC 3339).
+    /// Expiry time (RFC 3339), in the future.
     pub expires_at: Option<DateTime<Utc>>,
     /// Browser origins (`https://host[:port]`) allowed to use the token.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
     /// Requests per minute allowed for this token.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub rate_limit_per_minute: Option<u32>,
 }
 

@@ -9,52 +9,116 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use cigw_core::catalog::ConfiguredTarget;
-use cigw_core::params::{self, MASK};
+use cigw_core::git_ref::RefProblem;
+use cigw_core::params::{self, MASK, MAX_PARAMETERS};
 use cigw_core::{GitRef, Parameters};
 use cigw_store::{CreateOutcome, IdempotencyKey, NewRun, NewTrigger, StoreError, TriggerRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::api::runs::{RefView, RunView};
+use crate::api::runs::RunView;
 use crate::api::{ApiJson, Links};
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::error::{ApiError, ErrorBody, FieldProblem, MAX_DETAILS};
 use crate::state::AppState;
 
 /// Most targets one trigger may fan out to.
 pub const MAX_TARGETS: usize = 50;
+/// Most problems named in the `message` of a 422 (all kept ones are in `details`).
+const MESSAGE_PROBLEMS: usize = 3;
 /// Most labels on one trigger.
-const MAX_LABELS: usize = 64;
-/// Longest label key.
-const MAX_LABEL_KEY: usize = 128;
-/// Longest label value.
-const MAX_LABEL_VALUE: usize = 1024;
+pub const MAX_LABELS: usize = 64;
+/// Longest label key, in characters.
+pub const MAX_LABEL_KEY: usize = 128;
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE: usize = 1024;
 /// The request header carrying an idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The response header marking a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A request's parameter map as read: at most [`MAX_PARAMETERS`] entries are kept, further ones
+/// are skipped unread and only counted, so memory never grows with the map.
+#[derive(Debug, Default)]
+pub struct ParamMap {
+    entries: BTreeMap<String, Value>,
+    skipped: usize,
+}
+
+impl ParamMap {
+    /// How many entries the request gave.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.skipped
+    }
+
+    /// Whether it gave none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kept entries (all of them when [`ParamMap::len`] is at most [`MAX_PARAMETERS`]).
+    pub fn entries(&self) -> &BTreeMap<String, Value> {
+        &self.entries
+    }
+}
+
+impl<'de> Deserialize<'de> for ParamMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bounded;
+        impl<'de> serde::de::Visitor<'de> for Bounded {
+            type Value = ParamMap;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of parameter names to values")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ParamMap, A::Error> {
+                use serde::de::IgnoredAny;
+                let mut out = ParamMap::default();
+                loop {
+                    if out.entries.len() < MAX_PARAMETERS {
+                        let Some(name) = map.next_key::<String>()? else { break };
+                        let value = map.next_value()?;
+                        out.entries.insert(name, value);
+                    } else {
+                        let Some(IgnoredAny) = map.next_key::<IgnoredAny>()? else { break };
+                        map.next_value::<IgnoredAny>()?;
+                        out.skipped += 1;
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(Bounded)
+    }
+}
 
 /// A trigger request: build these targets at this ref with these parameters.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRequest {
     /// Target names (1 to 50, no duplicates).
+    #[schema(min_items = 1, max_items = 50)]
     pub targets: Vec<String>,
     /// What to build: `branch` or `tag` (neither → each target's default branch), optionally `sha`.
     #[serde(rename = "ref", default)]
-    #[schema(value_type = Option<RefView>)]
+    #[schema(value_type = Option<RefRequest>)]
     pub git_ref: Option<GitRef>,
-    /// Parameters for every target, checked against each target's declarations.
+    /// Parameters for every target, checked against each target's declarations: at most 100,
+    /// names at most 128 characters, string values at most 512 characters.
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: BTreeMap<String, Value>,
-    /// Per-target ref and parameters; override parameters are merged over the top-level ones.
+    #[schema(value_type = HashMap<String, crate::openapi::ParameterInput>)]
+    pub parameters: ParamMap,
+    /// Per-target ref and parameters (keys: requested targets); override parameters are merged
+    /// over the top-level ones (at most 100 after merging).
     #[serde(default)]
     pub overrides: BTreeMap<String, TargetOverride>,
-    /// Free-form string labels.
+    /// Free-form string labels: at most 64, keys 1 to 128 characters, values at most 1024.
     #[serde(default)]
+    #[schema(value_type = HashMap<String, String>)]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -64,12 +128,40 @@ pub struct TriggerRequest {
 pub struct TargetOverride {
     /// Replaces the request's ref for this target.
     #[serde(rename = "ref", default)]
-    #[schema(value_type = Option<RefView>)]
+    #[schema(value_type = Option<RefRequest>)]
     pub git_ref: Option<GitRef>,
-    /// Merged over the request's parameters for this target.
+    /// Merged over the request's parameters for this target (same limits).
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: BTreeMap<String, Value>,
+    #[schema(value_type = HashMap<String, crate::openapi::ParameterInput>)]
+    pub parameters: ParamMap,
+}
+
+/// What to build, as a request gives it: `branch` or `tag` (not both; neither → the target's
+/// default branch), optionally a commit `sha`. Branch and tag names follow git's
+/// `check-ref-format` rules (no `..`, `@{`, `//`, no part starting with `.` or ending with
+/// `.lock`, not starting with `-` or `/`, not ending with `/` or `.`), are at most 255 bytes and
+/// hold no whitespace, control or invisible formatting characters (bidi overrides, zero-width).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documents the request for OpenAPI; the handler reads it as a `GitRef`
+pub(crate) struct RefRequest {
+    /// Branch name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\s\x00-\x1F\x7F-\x9F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF~^:?*\[\\]+$"
+    )]
+    branch: Option<String>,
+    /// Tag name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\s\x00-\x1F\x7F-\x9F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF~^:?*\[\\]+$"
+    )]
+    tag: Option<String>,
+    /// Commit sha: 7 to 40 hexadecimal digits.
+    #[schema(pattern = "^[0-9a-fA-F]{7,40}$")]
+    sha: Option<String>,
 }
 
 /// Links of a run in a trigger answer.
@@ -92,6 +184,7 @@ pub struct RunSummary {
     /// Provider kind.
     pub provider: String,
     /// State (`pending` right after intake).
+    #[schema(value_type = crate::api::runs::RunStateName)]
     pub state: String,
     /// Related resources.
     pub links: RunSummaryLinks,
@@ -141,38 +234,46 @@ impl TriggerView {
     }
 }
 
-/// Why a request cannot be accepted, before the codes are folded into one answer.
+/// Why a request cannot be accepted, before the codes are folded into one answer. Keeps the
+/// first [`MAX_DETAILS`] problems and counts the rest, so its size never follows the request's.
+#[derive(Default)]
 struct Problems {
-    items: Vec<(&'static str, FieldProblem)>,
+    items: Vec<FieldProblem>,
+    omitted: usize,
+    codes: BTreeSet<&'static str>,
 }
 
 impl Problems {
     fn push(&mut self, code: &'static str, field: impl Into<String>, message: impl Into<String>) {
-        self.items.push((code, FieldProblem::new(field, message)));
+        self.codes.insert(code);
+        if self.items.len() < MAX_DETAILS {
+            self.items.push(FieldProblem::new(field, message));
+        } else {
+            self.omitted += 1;
+        }
     }
 
     /// One 422 for every problem: `unknown_target` when a target is unknown, the shared code
-    /// when all problems are of one kind, else `validation_failed`.
+    /// when all problems are of one kind, else `validation_failed`. The message names the first
+    /// few problems and how many there are.
     fn into_error(self) -> Option<ApiError> {
-        let (first_code, _) = self.items.first()?;
-        let code = if self.items.iter().any(|(c, _)| *c == "unknown_target") {
-            "unknown_target"
-        } else if self.items.iter().all(|(c, _)| c == first_code) {
-            first_code
-        } else {
-            "validation_failed"
+        let code = match self.codes.len() {
+            0 => return None,
+            _ if self.codes.contains("unknown_target") => "unknown_target",
+            1 => self.codes.first().copied().unwrap_or("validation_failed"),
+            _ => "validation_failed",
         };
-        let details: Vec<FieldProblem> = self.items.into_iter().map(|(_, p)| p).collect();
-        let message = if details.len() == 1 {
-            format!("`{}`: {}", details[0].field, details[0].message)
+        let total = self.items.len() + self.omitted;
+        let message = if total == 1 {
+            format!("`{}`: {}", self.items[0].field, self.items[0].message)
         } else {
-            format!(
-                "{} problems: {}",
-                details.len(),
-                details.iter().map(|p| format!("`{}`: {}", p.field, p.message)).collect::<Vec<_>>().join("; ")
-            )
+            let shown: Vec<String> =
+                self.items.iter().take(MESSAGE_PROBLEMS).map(|p| format!("`{}`: {}", p.field, p.message)).collect();
+            let rest = total - shown.len();
+            let more = if rest > 0 { format!("; and {rest} more") } else { String::new() };
+            format!("{total} problems: {}{more}", shown.join("; "))
         };
-        Some(ApiError::unprocessable(code, message, details))
+        Some(ApiError::unprocessable_with_omitted(code, message, self.items, self.omitted))
     }
 }
 
@@ -263,16 +364,18 @@ fn check_request<'a>(
     principal: &Principal,
     req: &TriggerRequest,
 ) -> Result<Vec<Planned<'a>>, ApiError> {
-    let mut problems = Problems { items: Vec::new() };
+    let mut problems = Problems::default();
     if req.targets.is_empty() {
         problems.push("invalid_targets", "targets", "give at least one target");
     }
     if req.targets.len() > MAX_TARGETS {
+        // Nothing else is looked at: the work (and the answer) must not grow with the list.
         problems.push(
             "invalid_targets",
             "targets",
             format!("at most {MAX_TARGETS} targets per trigger, got {}", req.targets.len()),
         );
+        return Err(problems.into_error().unwrap_or_else(|| ApiError::internal("no problem recorded")));
     }
     let mut seen = BTreeSet::new();
     for (i, name) in req.targets.iter().enumerate() {
@@ -304,29 +407,43 @@ fn check_request<'a>(
         problems.push("invalid_labels", "labels", format!("at most {MAX_LABELS} labels, got {}", req.labels.len()));
     }
     for (key, value) in &req.labels {
-        if key.is_empty() || key.len() > MAX_LABEL_KEY {
+        if key.is_empty() || key.chars().count() > MAX_LABEL_KEY {
             problems.push(
                 "invalid_labels",
                 format!("labels.{key}"),
-                format!("keys must be 1 to {MAX_LABEL_KEY} bytes"),
+                format!("keys must be 1 to {MAX_LABEL_KEY} characters"),
             );
         }
-        if value.len() > MAX_LABEL_VALUE {
+        if value.chars().count() > MAX_LABEL_VALUE {
             problems.push(
                 "invalid_labels",
                 format!("labels.{key}"),
-                format!("values must be at most {MAX_LABEL_VALUE} bytes"),
+                format!("values must be at most {MAX_LABEL_VALUE} characters"),
             );
         }
     }
     let top_ref = req.git_ref.clone().unwrap_or_default();
-    let top_ref_ok = match top_ref.validate() {
+    let top_ref_ok = match top_ref.check() {
         Ok(()) => true,
-        Err(message) => {
-            problems.push("invalid_ref", "ref", message);
+        Err(problem) => {
+            problems.push("invalid_ref", ref_field("ref", &problem), problem.message);
             false
         }
     };
+    // An oversized parameter map is refused as a whole, once, before any target looks at it.
+    let mut params_ok = true;
+    if req.parameters.len() > MAX_PARAMETERS {
+        problems.push("invalid_parameters", "parameters", params::too_many_message(req.parameters.len()));
+        params_ok = false;
+    }
+    for (name, o) in req.overrides.iter().filter(|(_, o)| o.parameters.len() > MAX_PARAMETERS) {
+        problems.push(
+            "invalid_parameters",
+            format!("overrides.{name}.parameters"),
+            params::too_many_message(o.parameters.len()),
+        );
+        params_ok = false;
+    }
 
     let mut planned = Vec::new();
     let mut unique = BTreeSet::new();
@@ -349,8 +466,8 @@ fn check_request<'a>(
         let (git_ref, ref_field) = match over.and_then(|o| o.git_ref.clone()) {
             Some(r) => {
                 let field = format!("overrides.{name}.ref");
-                if let Err(message) = r.validate() {
-                    problems.push("invalid_ref", field, message);
+                if let Err(problem) = r.check() {
+                    problems.push("invalid_ref", ref_field(&field, &problem), problem.message);
                     continue;
                 }
                 (r, field)
@@ -362,15 +479,26 @@ fn check_request<'a>(
         if let Err(message) = target.target.check_ref(&git_ref) {
             problems.push("unsupported_ref", ref_field, format!("target `{name}`: {message}"));
         }
-        let mut requested = req.parameters.clone();
+        if !params_ok {
+            continue;
+        }
+        let mut requested = req.parameters.entries().clone();
         if let Some(o) = over {
-            requested.extend(o.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
+            requested.extend(o.parameters.entries().iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         match params::validate(&target.spec.parameters, &requested) {
             Ok(parameters) => planned.push(Planned { target, git_ref, parameters }),
+            Err(errors) if errors.too_many.is_some() => {
+                let count = errors.too_many.unwrap_or_default();
+                problems.push(
+                    "invalid_parameters",
+                    format!("overrides.{name}.parameters"),
+                    format!("target `{name}`: {} (request and override merged)", params::too_many_message(count)),
+                );
+            }
             Err(errors) => {
                 for p in errors.problems {
-                    let field = if over.is_some_and(|o| o.parameters.contains_key(&p.name)) {
+                    let field = if over.is_some_and(|o| o.parameters.entries().contains_key(&p.name)) {
                         format!("overrides.{name}.parameters.{}", p.name)
                     } else {
                         format!("parameters.{}", p.name)
@@ -383,6 +511,14 @@ fn check_request<'a>(
     match problems.into_error() {
         Some(e) => Err(e),
         None => Ok(planned),
+    }
+}
+
+/// The field of a ref problem under `prefix` (`ref`, `overrides.<target>.ref`): `ref.branch`, ….
+fn ref_field(prefix: &str, problem: &RefProblem) -> String {
+    match problem.field {
+        Some(f) => format!("{prefix}.{f}"),
+        None => prefix.to_string(),
     }
 }
 
@@ -405,18 +541,24 @@ pub async fn create_trigger(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    body: Result<ApiJson<Value>, ApiError>,
+    body: Result<ApiJson<Box<RawValue>>, ApiError>,
 ) -> Result<Response, ApiError> {
     principal.require_any_trigger()?;
     let key = idempotency_key(&headers)?;
-    let ApiJson(body) = body?;
-    let req: TriggerRequest = serde_path_to_error::deserialize(&body).map_err(|e| {
+    // The body is checked as JSON, kept as text and read straight into the request, whose
+    // parameter maps keep at most `MAX_PARAMETERS` entries: memory follows the limits, not
+    // the body. The whole body is parsed as a value only once the request is valid.
+    let ApiJson(raw) = body?;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let req: TriggerRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body".to_string() } else { path };
         let problem = FieldProblem::new(field, e.inner().to_string());
         ApiError::unprocessable("invalid_body", format!("`{}`: {}", problem.field, problem.message), vec![problem])
     })?;
     let planned = check_request(&state, &principal, &req)?;
+    let body: Value = serde_json::from_str(raw.get()).map_err(ApiError::internal)?;
+    drop(raw);
 
     let now = state.now();
     let links = Links::new(&state);
@@ -571,6 +713,21 @@ mod tests {
             h.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&bad).unwrap());
             assert_eq!(idempotency_key(&h).unwrap_err().code(), "invalid_idempotency_key", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn parameter_maps_keep_at_most_the_cap_and_count_the_rest() {
+        let text = format!(
+            "{{{}}}",
+            (0..95_000).map(|i| format!("\"{i:x}\":[{i},{{\"deep\":\"x\"}}]")).collect::<Vec<_>>().join(",")
+        );
+        let map: ParamMap = serde_json::from_str(&text).unwrap();
+        assert_eq!(map.len(), 95_000);
+        assert_eq!(map.entries().len(), MAX_PARAMETERS);
+        let small: ParamMap = serde_json::from_str(r#"{"a": 1, "b": "x"}"#).unwrap();
+        assert_eq!(small.len(), 2);
+        assert_eq!(small.entries()["b"], "x");
+        assert!(serde_json::from_str::<ParamMap>("[1]").is_err());
     }
 
     #[test]

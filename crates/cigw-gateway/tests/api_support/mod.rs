@@ -66,7 +66,7 @@ impl CiTarget for Limited {
     }
 }
 
-fn param(name: &str, kind: ParamType) -> ParameterSpec {
+pub fn param(name: &str, kind: ParamType) -> ParameterSpec {
     ParameterSpec {
         name: name.into(),
         kind,
@@ -78,7 +78,7 @@ fn param(name: &str, kind: ParamType) -> ParameterSpec {
     }
 }
 
-fn spec(name: &str, provider: ProviderKind, parameters: Vec<ParameterSpec>) -> TargetSpec {
+pub fn spec(name: &str, provider: ProviderKind, parameters: Vec<ParameterSpec>) -> TargetSpec {
     TargetSpec {
         name: name.into(),
         provider,
@@ -184,6 +184,14 @@ impl App {
 
     /// An app with adjusted settings.
     pub async fn with_settings(adjust: impl FnOnce(&mut Settings)) -> App {
+        Self::with_catalog(adjust, |_, _| {}).await
+    }
+
+    /// An app with adjusted settings and more targets in its catalog.
+    pub async fn with_catalog(
+        adjust: impl FnOnce(&mut Settings),
+        extend: impl FnOnce(&mut Catalog, &Arc<FakeTarget>),
+    ) -> App {
         cigw_core::telemetry::init_for_tests();
         let dir = tempfile::tempdir().unwrap();
         let db = DatabaseSettings {
@@ -193,7 +201,8 @@ impl App {
         let store = cigw_store::open(&db).await.unwrap();
         store.migrate().await.unwrap();
         let harness = Harness::new();
-        let (catalog, fake) = catalog(&harness);
+        let (mut catalog, fake) = catalog(&harness);
+        extend(&mut catalog, &fake);
         let mut settings = Settings::default();
         settings.auth.admin_token = Some(SecretSetting::new(ADMIN));
         settings.server.body_limit_bytes = 16 * 1024;
