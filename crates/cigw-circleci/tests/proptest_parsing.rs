@@ -64,10 +64,8 @@ fn text_of(options: &'static [&'static str]) -> BoxedStrategy<Value> {
 
 /// An object with any subset of `keys`, each with a value from its strategy.
 fn shaped(keys: Vec<(&'static str, BoxedStrategy<Value>)>) -> impl Strategy<Value = Value> {
-    let parts: Vec<_> = keys
-        .into_iter()
-        .map(|(k, s)| prop::option::weighted(0.85, field(s)).prop_map(move |v| (k, v)))
-        .collect();
+    let parts: Vec<_> =
+        keys.into_iter().map(|(k, s)| prop::option::weighted(0.85, field(s)).prop_map(move |v| (k, v))).collect();
     parts.prop_map(|fields| {
         let mut m = Map::new();
         for (k, v) in fields {

@@ -63,10 +63,8 @@ fn text_of(options: &'static [&'static str]) -> BoxedStrategy<Value> {
 
 /// An object with any subset of `keys`, each with a value from its strategy.
 fn shaped(keys: Vec<(&'static str, BoxedStrategy<Value>)>) -> impl Strategy<Value = Value> {
-    let parts: Vec<_> = keys
-        .into_iter()
-        .map(|(k, s)| prop::option::weighted(0.85, field(s)).prop_map(move |v| (k, v)))
-        .collect();
+    let parts: Vec<_> =
+        keys.into_iter().map(|(k, s)| prop::option::weighted(0.85, field(s)).prop_map(move |v| (k, v))).collect();
     parts.prop_map(|fields| {
         let mut m = Map::new();
         for (k, v) in fields {
@@ -149,7 +147,10 @@ fn auth_json() -> impl Strategy<Value = Value> {
         shaped(vec![
             ("uuid", text_of(&["28123f10-e33d-5533-b53f-111ef8d7b14f"])),
             ("name", text_of(&["Acme"])),
-            ("scopes", prop::collection::vec(text_of(&["build.read", "build.write"]), 0..4).prop_map(Value::Array).boxed()),
+            (
+                "scopes",
+                prop::collection::vec(text_of(&["build.read", "build.write"]), 0..4).prop_map(Value::Array).boxed(),
+            ),
         ]),
         0..3,
     )
