@@ -32,10 +32,10 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// Timestamps as providers might send them, including the edges of what chrono represents.
 fn any_time_text() -> impl Strategy<Value = Value> {
     prop_oneof![
-        (-8_000_000_000_000i64..8_000_000_000_000i64).prop_map(|s| {
+        4 => (-8_000_000_000_000i64..8_000_000_000_000i64).prop_map(|s| {
             Utc.timestamp_opt(s, 0).single().map_or(Value::Null, |t: DateTime<Utc>| Value::from(t.to_rfc3339()))
         }),
-        prop::sample::select(vec![
+        1 => prop::sample::select(vec![
             "+262142-12-31T23:59:59Z",
             "-262143-01-01T00:00:00Z",
             "0000-01-01T00:00:00Z",
@@ -51,7 +51,7 @@ fn any_time_text() -> impl Strategy<Value = Value> {
 
 /// A value for a key of a provider object: usually of a plausible kind, sometimes anything.
 fn field(plausible: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
-    prop_oneof![4 => plausible, 1 => any_json()]
+    prop_oneof![12 => plausible, 1 => any_json()]
 }
 
 fn text_of(options: &'static [&'static str]) -> BoxedStrategy<Value> {
