@@ -216,3 +216,146 @@ proptest! {
         }
     }
 }
+
+mod through_the_client {
+    //! The same, end to end through the adapter: a server answering the adapter's calls with
+    //! generated statuses and bodies never makes `status`, `find_recent` or `trigger` panic.
+
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+    use cigw_codefresh::config::RunOptions;
+    use cigw_codefresh::{AccountSettings, CodefreshAccount, PipelineLocator, TargetSettings};
+    use cigw_core::retry::RetryPolicy;
+    use cigw_core::{CiTarget, GitRef, Parameters, ProviderRunRef, RecentQuery, TriggerSpec};
+    use proptest::prelude::*;
+    use secrecy::SecretString;
+    use serde_json::{Value, json};
+    use url::Url;
+    use wiremock::matchers::{any as any_request, method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::{any_json, build_json, shaped, text_of};
+
+    /// Mostly a success status (so bodies get decoded), sometimes anything.
+    fn answer_status() -> impl Strategy<Value = u16> {
+        prop_oneof![8 => Just(200u16), 2 => 100u16..=599]
+    }
+
+    /// A body: a generated value, arbitrary JSON, or arbitrary bytes.
+    fn body(object: BoxedStrategy<Value>) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => object.prop_map(|v| v.to_string().into_bytes()),
+            1 => any_json().prop_map(|v| v.to_string().into_bytes()),
+            1 => prop::collection::vec(any::<u8>(), 0..256),
+        ]
+    }
+
+    fn list_json() -> BoxedStrategy<Value> {
+        (prop::collection::vec(build_json(), 0..5), prop::option::of(any_json()))
+            .prop_map(|(docs, next)| {
+                json!({"workflows": {"docs": docs, "total": 5}, "pagination": {"nextPage": next.unwrap_or(Value::Null)}})
+            })
+            .boxed()
+    }
+
+    fn pipeline_json() -> BoxedStrategy<Value> {
+        shaped(vec![(
+            "metadata",
+            shaped(vec![("id", text_of(&["65f0c0ffee0123456789abcf"])), ("name", text_of(&["web/e2e"]))]).boxed(),
+        )])
+        .boxed()
+    }
+
+    fn annotations_json() -> BoxedStrategy<Value> {
+        prop::collection::vec(
+            shaped(vec![("key", text_of(&["cigw_run_id"])), ("value", any_json().boxed())]),
+            0..4,
+        )
+        .prop_map(Value::Array)
+        .boxed()
+    }
+
+    fn respond(status: u16, body: &[u8]) -> ResponseTemplate {
+        ResponseTemplate::new(status).set_body_raw(body.to_vec(), "application/json")
+    }
+
+    #[test]
+    fn any_answers_to_the_adapters_calls_never_panic() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let server = rt.block_on(MockServer::start());
+        let mut settings = AccountSettings::new(
+            Url::parse(&format!("{}/api", server.uri())).expect("URL"),
+            SecretString::from("65f0aaaabbbbccccddddeeee.key".to_string()),
+        );
+        settings.retry = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            max_retries: 1,
+            deadline: Duration::from_secs(1),
+        };
+        let account = CodefreshAccount::new("cf", settings).expect("account");
+        let target = account.target_from(
+            "web",
+            TargetSettings {
+                pipeline: PipelineLocator::Name("web/e2e".into()),
+                trigger: None,
+                variables: BTreeMap::new(),
+                options: RunOptions::default(),
+                contexts: vec![],
+            },
+        );
+        let run = ProviderRunRef {
+            id: "65f0c0ffee0123456789abcd".into(),
+            number: None,
+            attempt: 1,
+            url: None,
+            extra: Value::Null,
+        };
+        let trigger = TriggerSpec {
+            run_id: "run-1".into(),
+            git_ref: GitRef::branch("main"),
+            parameters: Parameters::new(),
+            requested_by: "proptest".into(),
+        };
+        let decoded = AtomicUsize::new(0);
+        let config = ProptestConfig { cases: 96, ..ProptestConfig::default() };
+        proptest!(config, |(
+            build in (answer_status(), body(build_json().boxed())),
+            list in (answer_status(), body(list_json())),
+            pipeline in (answer_status(), body(pipeline_json())),
+            annotations in (answer_status(), body(annotations_json())),
+            run_answer in (answer_status(), body(prop_oneof![".{0,30}".prop_map(Value::from), any_json()].boxed())),
+            since in -8_000_000_000_000i64..8_000_000_000_000i64,
+        )| {
+            rt.block_on(async {
+                server.reset().await;
+                Mock::given(method("GET")).and(path_regex(r"/api/workflow$"))
+                    .respond_with(respond(list.0, &list.1)).mount(&server).await;
+                Mock::given(method("GET")).and(path_regex(r"/api/pipelines/"))
+                    .respond_with(respond(pipeline.0, &pipeline.1)).mount(&server).await;
+                Mock::given(method("GET")).and(path_regex(r"/api/annotations"))
+                    .respond_with(respond(annotations.0, &annotations.1)).mount(&server).await;
+                Mock::given(method("POST")).respond_with(respond(run_answer.0, &run_answer.1)).mount(&server).await;
+                Mock::given(any_request()).respond_with(respond(build.0, &build.1)).with_priority(10)
+                    .mount(&server).await;
+                let limit = Duration::from_secs(10);
+                if let Ok(Ok(_)) = tokio::time::timeout(limit, target.status(&run)).await {
+                    decoded.fetch_add(1, Ordering::Relaxed);
+                }
+                let query = RecentQuery {
+                    since: Utc.timestamp_opt(since, 0).single().unwrap_or_default(),
+                    branch: Some("main".into()),
+                    tag: None,
+                    sha: None,
+                };
+                let _ = tokio::time::timeout(limit, target.find_recent(&query)).await;
+                let _ = tokio::time::timeout(limit, target.trigger(&trigger)).await;
+            });
+        });
+        // Not only error paths: some generated answers decoded into a status.
+        assert!(decoded.into_inner() > 0, "no generated answer ever decoded into a status");
+    }
+}
