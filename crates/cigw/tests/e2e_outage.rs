@@ -125,9 +125,12 @@ async fn a_minute_long_provider_outage_queues_triggers_and_delivers_each_once_af
                 .push(format!("{id} ({}) ended {} with {n} build(s): {}", run["target"], run["state"], run["message"]));
         }
     }
+    // Why a refused connection (never ambiguous) can still end in a possible_duplicate: a
+    // dispatch that outlives its lease budget while the adapter retries is taken for a crash.
+    let abandoned = gw.log().matches("dispatch outlived its lease and was abandoned").count();
     let report = format!(
         "{} runs before and {} during a {OUTAGE:?} outage; all terminal {delivered_in:?} after the return; {} builds in all, \
-         {possible_duplicates} possible_duplicate event(s)",
+         {possible_duplicates} possible_duplicate event(s), {abandoned} dispatch(es) abandoned at the lease budget",
         before.len(),
         during.len(),
         builds.total()
