@@ -254,6 +254,57 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// POST a trigger without asserting anything: `None` when no answer arrived (the process is
+    /// down or died mid-request), else the status and body. For load clients that race kills.
+    pub async fn try_trigger(&self, body: &serde_json::Value) -> Option<(u16, serde_json::Value)> {
+        let r = self
+            .request(reqwest::Method::POST, "/v1/triggers")
+            .timeout(Duration::from_secs(20))
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// Every run by id (one page of up to 1000).
+    pub async fn runs_by_id(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.all_runs().await.into_iter().map(|r| (r["id"].as_str().unwrap_or_default().to_string(), r)).collect()
+    }
+
+    /// Wait until every run in `ids` is terminal, reading the run list once a second, up to
+    /// `timeout`; returns the runs by id. Panics naming the stragglers (with their states).
+    pub async fn wait_all_terminal(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self.runs_by_id().await;
+            let open: Vec<String> = ids
+                .iter()
+                .filter(|id| runs.get(*id).is_none_or(|r| !is_terminal(r["state"].as_str().unwrap_or(""))))
+                .map(|id| format!("{id} ({})", runs.get(id).map_or("missing".into(), |r| r["state"].to_string())))
+                .collect();
+            if open.is_empty() {
+                return runs;
+            }
+            if Instant::now() > deadline {
+                panic!("{} of {} runs not terminal after {timeout:?}: {open:?}", open.len(), ids.len());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// How many events of `kind` a run has.
+    pub async fn count_events(&self, run_id: &str, kind: &str) -> usize {
+        self.event_kinds(run_id).await.iter().filter(|k| *k == kind).count()
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
