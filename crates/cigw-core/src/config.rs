@@ -321,6 +321,10 @@ pub struct Timings {
     /// How often the gateway removes what `[retention]` no longer keeps.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
+    /// Most trigger sends of one run that may have reached the provider without the gateway
+    /// identifying the build (ambiguous answers, crashes mid-call); after that many the run ends
+    /// in `error` saying builds may exist, instead of sending again.
+    pub max_unconfirmed_sends: u32,
 }
 
 impl Default for Timings {
@@ -335,6 +339,20 @@ impl Default for Timings {
             retry_max_delay: Duration::from_secs(30),
             dispatch_delay: Duration::ZERO,
             prune_interval: Duration::from_secs(3600),
+            max_unconfirmed_sends: 2,
+        }
+    }
+}
+
+impl Timings {
+    /// Report timings that contradict each other, with their key paths under `path`.
+    pub fn check(&self, path: &str, problems: &mut Problems) {
+        let key = |k: &str| join(path, k);
+        if self.max_unconfirmed_sends == 0 {
+            problems.error(key("max_unconfirmed_sends"), "expected at least 1 (the first send)");
+        }
+        if self.lease < Duration::from_millis(100) {
+            problems.error(key("lease"), "expected at least 100ms: work on a run must fit in 80% of its lease");
         }
     }
 }
@@ -545,7 +563,11 @@ impl Settings {
             database,
             auth: section(raw, "auth", problems),
             retention: section(raw, "retention", problems),
-            timings: section(raw, "timings", problems),
+            timings: {
+                let timings: Timings = section(raw, "timings", problems);
+                timings.check("timings", problems);
+                timings
+            },
             providers,
             targets,
             hooks: named_tables(raw, "hooks", problems),

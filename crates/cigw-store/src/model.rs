@@ -205,6 +205,13 @@ pub struct RunRecord {
     pub requested_by: String,
     /// A cancel was requested; the gateway cancels at the provider once the build is known.
     pub cancel_requested: bool,
+    /// Sends that may have reached the provider without the gateway learning the build: ambiguous
+    /// answers (timeout, reset, 5xx after sending) and claims that ended without an outcome.
+    pub maybe_sent_count: u32,
+    /// When the latest of those sends was made (for a crashed claim: its lease end).
+    pub last_maybe_sent_at: Option<DateTime<Utc>>,
+    /// When the tracker last claimed the run to read it at its provider.
+    pub last_polled_at: Option<DateTime<Utc>>,
 }
 
 impl RunRecord {
@@ -243,8 +250,25 @@ pub enum DispatchOutcome {
         /// Its message.
         message: String,
     },
+    /// The send may have reached the provider (timeout, reset, 5xx after sending): stays
+    /// `pending` (or `canceling`), counts one more possibly-sent send made at `sent_at`, and is
+    /// claimed again at `at` to reconcile before anything is sent again.
+    MaybeSent {
+        /// When the request was sent.
+        sent_at: DateTime<Utc>,
+        /// Next attempt (a reconciliation).
+        at: DateTime<Utc>,
+        /// Why, for the event.
+        reason: String,
+    },
+    /// The run was canceled and nothing it sent could be found at the provider → `canceled`.
+    Canceled {
+        /// Why, for the run's message.
+        message: String,
+    },
     /// Not sent (or rate limited): stays `pending`, lease released, dispatched again at `at`.
-    /// A run whose cancel was requested meanwhile becomes `canceled` instead.
+    /// A run whose cancel was requested meanwhile becomes `canceled` instead, unless an earlier
+    /// send may have reached the provider (then it keeps reconciling).
     RetryAt {
         /// Next attempt.
         at: DateTime<Utc>,

@@ -114,9 +114,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Make a tracked run due for a poll at `now` (callback, refresh) and wake the tracker.
     async fn poll_now(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
 
+    /// Make a tracked run due for a read soon, coalescing repeated requests (refresh): due at
+    /// `now`, but never sooner than `min_gap` after the tracker last read it, and never later
+    /// than it already was; wakes the tracker. Returns when the read is due, `None` when the run
+    /// is not tracked (not dispatched yet, or finished).
+    async fn poll_soon(
+        &self,
+        run_id: &str,
+        now: DateTime<Utc>,
+        min_gap: std::time::Duration,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Up to `limit` unfinished runs of `target` accepted without an id and not yet matched with
+    /// a provider build, oldest send first (so one provider list serves them all, in order).
+    async fn unconfirmed_runs(&self, target: &str, limit: u32) -> StoreResult<Vec<RunRecord>>;
+
     // ---- cancel / gateway-decided ends ----
 
-    /// A pending run that no dispatcher holds becomes `canceled` at once; any other
+    /// A pending run that no dispatcher holds and that never may have reached its provider
+    /// (`maybe_sent_count == 0`) becomes `canceled` at once; any other
     /// non-terminal run becomes `canceling` with `cancel_requested` set (the gateway cancels at
     /// the provider once the build is known); a `cancel_requested` event either way. A terminal
     /// run is a `Conflict`; a run already canceling is unchanged.
