@@ -126,6 +126,9 @@ both_backends!(
     prune_by_retention,
     wakeups_follow_commits,
     secrets_stay_out_of_errors_and_debug,
+    possibly_sent_dispatches_are_counted_and_never_canceled_blind,
+    refreshes_coalesce_against_the_last_read,
+    unconfirmed_runs_in_send_order,
 );
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,

@@ -62,7 +62,10 @@ pub(crate) fn assign(waiting: &[Waiting], mut free: Vec<(RunCandidate, ProviderR
             })
             .collect();
     }
-    free.sort_by(|(a, _), (b, _)| (a.created_at, &a.run_ref.id).cmp(&(b.created_at, &b.run_ref.id)));
+    // Providers list newest first; builds with the same creation time (Codeship shows none
+    // until a build is queued) keep the provider's order.
+    free.reverse();
+    free.sort_by_key(|(c, _)| c.created_at);
     let mut taken = vec![false; free.len()];
     let mut out = Vec::new();
     for w in waiting {
