@@ -603,6 +603,19 @@ mod tests {
         assert!(problems.all().is_empty(), "{problems:?}");
         assert_eq!(s.database.url, "sqlite://cigw.db");
         assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.timings.max_unconfirmed_sends, Timings::default().max_unconfirmed_sends);
+        assert_eq!(s.timings.max_unconfirmed_sends, 2);
+    }
+
+    #[test]
+    fn contradicting_timings_are_refused_with_their_key_paths() {
+        let (_, problems) = parse("[timings]\nmax_unconfirmed_sends = 0\nlease = \"50ms\"\n");
+        let shown: Vec<String> = problems.errors().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|p| p.starts_with("timings.max_unconfirmed_sends: expected at least 1")), "{shown:?}");
+        assert!(shown.iter().any(|p| p.starts_with("timings.lease: expected at least 100ms")), "{shown:?}");
+        let (s, problems) = parse("[timings]\nmax_unconfirmed_sends = 3\n");
+        assert!(!problems.has_errors(), "{problems:?}");
+        assert_eq!(s.timings.max_unconfirmed_sends, 3);
     }
 
     #[test]
