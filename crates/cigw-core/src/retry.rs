@@ -245,7 +245,9 @@ mod tests {
         let end = started + Duration::from_secs(2);
         let (calls, result) = within_budget(
             end,
-            count_calls(policy, CallKind::StartsBuild, || Error::RateLimited { retry_after: Some(Duration::from_secs(61)) }),
+            count_calls(policy, CallKind::StartsBuild, || Error::RateLimited {
+                retry_after: Some(Duration::from_secs(61)),
+            }),
         )
         .await;
         assert_eq!(calls, 1, "the 61s wait does not fit a 2s budget");

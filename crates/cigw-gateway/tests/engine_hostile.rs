@@ -149,7 +149,12 @@ impl World {
 
     /// Trigger POSTs (`…/builds`) the simulator received.
     fn trigger_posts(&self) -> usize {
-        self.harness.recorder().matching(&Method::POST, "/builds").iter().filter(|r| r.path.ends_with("/builds")).count()
+        self.harness
+            .recorder()
+            .matching(&Method::POST, "/builds")
+            .iter()
+            .filter(|r| r.path.ends_with("/builds"))
+            .count()
     }
 
     /// Build list GETs (`…/builds`) the simulator received.
@@ -166,7 +171,10 @@ impl World {
     /// Every trigger POST is processed, then left unanswered past the client timeout.
     fn triggers_hang(&self, times: usize) {
         self.harness.faults().push(
-            ScriptedFault::new(Fault::HangAfterProcessing(HANG)).method(Method::POST).path_contains("/builds").times(times),
+            ScriptedFault::new(Fault::HangAfterProcessing(HANG))
+                .method(Method::POST)
+                .path_contains("/builds")
+                .times(times),
         );
     }
 }
@@ -225,7 +233,7 @@ async fn cancel_of_an_ambiguous_run_finds_its_build_and_cancels_it_at_the_provid
     assert_eq!(done.state, RunState::Canceled, "{done:?}");
     assert_eq!(done.raw_status.as_deref(), Some("stopped"), "the provider stopped the build: {done:?}");
     let build = done.provider_ref.expect("the build was found and adopted").id;
-    assert_eq!(w.sim.build_uuids(PRO_PROJECT_UUID), [build.clone()]);
+    assert_eq!(w.sim.build_uuids(PRO_PROJECT_UUID), std::slice::from_ref(&build));
     let stops = w.harness.recorder().count(&Method::POST, &format!("/builds/{build}/stop"));
     assert_eq!(stops, 1);
     assert_eq!(w.trigger_posts(), 1, "nothing sent again");
@@ -311,7 +319,10 @@ async fn a_burst_of_id_less_triggers_gives_each_run_its_own_build_in_order() {
     // One list call serves every unconfirmed run: about two per poll_initial, not one per run.
     let elapsed = correlated_after.unwrap();
     let allowed = 2 * (elapsed.as_millis() / 200) as usize + 5;
-    assert!(lists_until_correlated <= allowed, "{lists_until_correlated} list calls in {elapsed:?} (allowed {allowed})");
+    assert!(
+        lists_until_correlated <= allowed,
+        "{lists_until_correlated} list calls in {elapsed:?} (allowed {allowed})"
+    );
     drop(w.server);
 }
 

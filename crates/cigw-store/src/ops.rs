@@ -478,9 +478,8 @@ pub(crate) async fn poll_soon(
     min_gap: std::time::Duration,
 ) -> StoreResult<Option<DateTime<Utc>>> {
     let mut run = locked(tx, run_id).await?;
-    let tracked = !run.state.is_terminal()
-        && run.next_dispatch_at.is_none()
-        && (run.provider_ref.is_some() || run.unconfirmed);
+    let tracked =
+        !run.state.is_terminal() && run.next_dispatch_at.is_none() && (run.provider_ref.is_some() || run.unconfirmed);
     if !tracked {
         return Ok(None);
     }

@@ -674,10 +674,8 @@ impl Store for PgStore {
         min_gap: Duration,
     ) -> StoreResult<Option<DateTime<Utc>>> {
         let (run_id, now) = (run_id.to_string(), trunc(now));
-        self.in_tx(move |conn| {
-            Box::pin(async move { ops::poll_soon(&mut PgTx(conn), &run_id, now, min_gap).await })
-        })
-        .await
+        self.in_tx(move |conn| Box::pin(async move { ops::poll_soon(&mut PgTx(conn), &run_id, now, min_gap).await }))
+            .await
     }
 
     async fn unconfirmed_runs(&self, target: &str, limit: u32) -> StoreResult<Vec<RunRecord>> {

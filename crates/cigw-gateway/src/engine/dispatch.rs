@@ -103,7 +103,11 @@ impl Engine {
                     // Recorded before the send, so a duplicate is reported even if this process
                     // dies while sending.
                     crate::metrics::record_possible_duplicate();
-                    tracing::warn!(run_id = run.id, sends = run.maybe_sent_count, "sending again after an unresolved ambiguous dispatch");
+                    tracing::warn!(
+                        run_id = run.id,
+                        sends = run.maybe_sent_count,
+                        "sending again after an unresolved ambiguous dispatch"
+                    );
                     self.state
                         .store
                         .append_event(NewEvent {

@@ -52,7 +52,10 @@ pub(crate) struct Waiting {
 /// the order is kept: the oldest waiting run takes the oldest free build of its ref queued after
 /// its send, the next run the oldest of the rest, and so on; a run whose build is not listed yet
 /// gets nothing this time.
-pub(crate) fn assign(waiting: &[Waiting], mut free: Vec<(RunCandidate, ProviderRunRef)>) -> Vec<(String, ProviderRunRef)> {
+pub(crate) fn assign(
+    waiting: &[Waiting],
+    mut free: Vec<(RunCandidate, ProviderRunRef)>,
+) -> Vec<(String, ProviderRunRef)> {
     if free.iter().any(|(c, _)| c.correlation_id.is_some()) {
         return waiting
             .iter()
@@ -73,7 +76,8 @@ pub(crate) fn assign(waiting: &[Waiting], mut free: Vec<(RunCandidate, ProviderR
             !taken[i]
                 && same(&c.branch, &w.git_ref.branch)
                 && same(&c.tag, &w.git_ref.tag)
-                && (w.git_ref.sha.is_none() || c.sha.as_deref().is_some_and(|s| sha_matches(s, w.git_ref.sha.as_deref())))
+                && (w.git_ref.sha.is_none()
+                    || c.sha.as_deref().is_some_and(|s| sha_matches(s, w.git_ref.sha.as_deref())))
                 && c.created_at >= w.sent_at - CLOCK_SKEW
         });
         if let Some(i) = found {

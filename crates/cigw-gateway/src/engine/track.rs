@@ -123,7 +123,12 @@ impl Engine {
     }
 
     /// List the target's recent builds once and give each unconfirmed run of it its build.
-    async fn correlation_pass(&self, target_name: &str, target: &dyn CiTarget, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn correlation_pass(
+        &self,
+        target_name: &str,
+        target: &dyn CiTarget,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let runs = self.state.store.unconfirmed_runs(target_name, MAX_UNCONFIRMED_PER_PASS).await?;
         let Some(first) = runs.first() else { return Ok(()) };
         let shared = |get: fn(&RunRecord) -> &Option<String>| {
@@ -145,7 +150,8 @@ impl Engine {
         };
         let mut free = Vec::with_capacity(candidates.len());
         for candidate in candidates {
-            let owner = self.state.store.provider_ref_owner(target_name, &candidate.run_ref.id, candidate.run_ref.attempt);
+            let owner =
+                self.state.store.provider_ref_owner(target_name, &candidate.run_ref.id, candidate.run_ref.attempt);
             let run_ref = match owner.await? {
                 None => Some(candidate.run_ref.clone()),
                 Some(_) => self.restarted_attempt(target_name, &candidate).await?,
@@ -156,7 +162,11 @@ impl Engine {
         }
         let waiting: Vec<Waiting> = runs
             .iter()
-            .map(|r| Waiting { run_id: r.id.clone(), git_ref: r.git_ref.clone(), sent_at: r.sent_at.unwrap_or(r.created_at) })
+            .map(|r| Waiting {
+                run_id: r.id.clone(),
+                git_ref: r.git_ref.clone(),
+                sent_at: r.sent_at.unwrap_or(r.created_at),
+            })
             .collect();
         for (run_id, run_ref) in assign(&waiting, free) {
             match self.state.store.adopt(&run_id, run_ref.clone(), now).await {

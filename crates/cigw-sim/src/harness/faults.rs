@@ -52,7 +52,9 @@ impl Listing {
     pub fn shows(&self, created_at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> bool {
         match self {
             Self::Prompt => true,
-            Self::Late(delay) => created_at + chrono::Duration::from_std(*delay).unwrap_or(chrono::Duration::MAX) <= now,
+            Self::Late(delay) => {
+                created_at + chrono::Duration::from_std(*delay).unwrap_or(chrono::Duration::MAX) <= now
+            }
             Self::HiddenSince(since) => created_at < *since,
         }
     }
