@@ -11,7 +11,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::model::RunRecord;
 
 /// The `runs` columns in bind order (`id` first).
-pub(crate) const RUN_COLUMNS: [&str; 39] = [
+pub(crate) const RUN_COLUMNS: [&str; 40] = [
     "id",
     "trigger_id",
     "target",
@@ -51,6 +51,7 @@ pub(crate) const RUN_COLUMNS: [&str; 39] = [
     "maybe_sent_count",
     "last_maybe_sent_at",
     "last_polled_at",
+    "last_refresh_at",
 ];
 
 fn insert_run_sql(placeholder: char) -> String {

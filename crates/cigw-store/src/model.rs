@@ -212,6 +212,8 @@ pub struct RunRecord {
     pub last_maybe_sent_at: Option<DateTime<Utc>>,
     /// When the tracker last claimed the run to read it at its provider.
     pub last_polled_at: Option<DateTime<Utc>>,
+    /// When a read was last requested out of schedule (refresh).
+    pub last_refresh_at: Option<DateTime<Utc>>,
 }
 
 impl RunRecord {

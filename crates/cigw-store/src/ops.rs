@@ -91,6 +91,7 @@ fn run_from_new(n: &NewRun, trigger_id: &str, requested_by: &str, now: DateTime<
         maybe_sent_count: 0,
         last_maybe_sent_at: None,
         last_polled_at: None,
+        last_refresh_at: None,
     }
 }
 
@@ -468,9 +469,11 @@ pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<
     Ok(RunUpdate { run, moved_from, stale: false })
 }
 
-/// Make a tracked run due for a read at `now`, but never sooner than `min_gap` after its last
-/// read, and never later than it already was: repeated refreshes cost one provider read.
-/// Returns when the read is due (`None` when the run is not tracked).
+/// Make a tracked run due for a read soon, coalescing refreshes: an occasional refresh (none in
+/// the `min_gap` before it) makes the run due at `now`; during a burst of refreshes the read is
+/// due `min_gap` after the run's last read, so a burst costs one provider read per `min_gap`.
+/// Never makes a read later than it already was. Returns when the read is due (`None` when the
+/// run is not tracked).
 pub(crate) async fn poll_soon(
     tx: &mut dyn Tx,
     run_id: &str,
@@ -484,14 +487,20 @@ pub(crate) async fn poll_soon(
         return Ok(None);
     }
     let gap = chrono::Duration::from_std(min_gap).unwrap_or_default();
-    let at = run.last_polled_at.map_or(now, |last| (last + gap).max(now));
-    if run.next_poll_at.is_some_and(|due| due <= at) {
-        return Ok(run.next_poll_at);
+    let burst = run.last_refresh_at.is_some_and(|last| now < last + gap);
+    let at = match run.last_polled_at {
+        Some(read) if burst => (read + gap).max(now),
+        _ => now,
+    };
+    run.last_refresh_at = Some(now);
+    if run.next_poll_at.is_none_or(|due| due > at) {
+        run.next_poll_at = Some(at);
     }
-    run.next_poll_at = Some(at);
     tx.update_run(&run).await?;
-    tx.notify_wakeup().await?;
-    Ok(Some(at))
+    if run.next_poll_at == Some(at) {
+        tx.notify_wakeup().await?;
+    }
+    Ok(run.next_poll_at)
 }
 
 /// The unconfirmed runs of a target, oldest send first.

@@ -127,6 +127,7 @@ fn run_from_row(row: &PgRow) -> StoreResult<RunRecord> {
         maybe_sent_count: u32::try_from(row.try_get::<i64, _>("maybe_sent_count")?).unwrap_or(u32::MAX),
         last_maybe_sent_at: row.try_get("last_maybe_sent_at")?,
         last_polled_at: row.try_get("last_polled_at")?,
+        last_refresh_at: row.try_get("last_refresh_at")?,
         id,
     })
 }
@@ -227,6 +228,7 @@ fn bind_run<'q>(sql: &'q str, r: &RunRecord) -> sqlx::query::Query<'q, sqlx::Pos
         .bind(i64::from(r.maybe_sent_count))
         .bind(r.last_maybe_sent_at)
         .bind(r.last_polled_at)
+        .bind(r.last_refresh_at)
 }
 
 fn provider_conflict(r: &RunRecord) -> String {

@@ -215,6 +215,7 @@ fn run_from_row(row: &SqliteRow) -> StoreResult<RunRecord> {
         maybe_sent_count: u32::try_from(row.try_get::<i64, _>("maybe_sent_count")?).unwrap_or(u32::MAX),
         last_maybe_sent_at: opt_time(row, "last_maybe_sent_at")?,
         last_polled_at: opt_time(row, "last_polled_at")?,
+        last_refresh_at: opt_time(row, "last_refresh_at")?,
         id,
     })
 }
@@ -325,6 +326,7 @@ fn bind_run<'q>(
         .bind(i64::from(r.maybe_sent_count))
         .bind(r.last_maybe_sent_at.map(micros))
         .bind(r.last_polled_at.map(micros))
+        .bind(r.last_refresh_at.map(micros))
 }
 
 fn provider_conflict(r: &RunRecord) -> String {

@@ -114,10 +114,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Make a tracked run due for a poll at `now` (callback, refresh) and wake the tracker.
     async fn poll_now(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
 
-    /// Make a tracked run due for a read soon, coalescing repeated requests (refresh): due at
-    /// `now`, but never sooner than `min_gap` after the tracker last read it, and never later
-    /// than it already was; wakes the tracker. Returns when the read is due, `None` when the run
-    /// is not tracked (not dispatched yet, or finished).
+    /// Make a tracked run due for a read soon, coalescing repeated requests (refresh): at `now`
+    /// when no request came in the `min_gap` before; during a burst of requests `min_gap` after
+    /// the tracker last read it; never later than it already was. Wakes the tracker. Returns
+    /// when the read is due, `None` when the run is not tracked (not dispatched yet, or finished).
     async fn poll_soon(
         &self,
         run_id: &str,
