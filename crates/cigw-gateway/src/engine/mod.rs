@@ -141,12 +141,13 @@ impl Engine {
         self.state.settings.timings.lease.mul_f64(0.8)
     }
 
-    /// Until when provider calls on a claimed run may wait (for a rate limit, a backoff): half
-    /// the lease, leaving the rest for the call after the wait. A longer wait is not made: the
+    /// Until when provider calls on a claimed run may wait (for a rate limit, a backoff): a
+    /// quarter of the lease, so a call made at the end of a wait still fits in the work budget
+    /// (defaults: 15s of waiting + a 30s request timeout < 48s). A longer wait is not made: the
     /// call fails as rate limited and the run is scheduled again, so waiting never outlives the
     /// lease (work abandoned mid-call would have to count as a possibly-sent trigger).
     fn wait_budget_end(&self) -> std::time::Instant {
-        std::time::Instant::now() + self.state.settings.timings.lease.mul_f64(0.5)
+        std::time::Instant::now() + self.state.settings.timings.lease.mul_f64(0.25)
     }
 
     /// Claim runs due for dispatch and for a poll.
