@@ -368,3 +368,18 @@ async fn refreshes_are_coalesced_into_one_provider_read_per_poll_initial() {
     assert!(reads <= allowed, "{reads} status reads for 300 refreshes in {elapsed:?} (allowed {allowed})");
     drop(w.server);
 }
+
+#[tokio::test]
+async fn cancel_of_an_accepted_run_whose_build_never_shows_ends_canceled_not_in_error() {
+    let w = world(quick_builds(), json!({}), json!({"unconfirmed_deadline": "2s"})).await;
+    w.harness.faults().set_listing(Listing::HiddenSince(w.harness.clock().now()));
+    let run = w.submit("main").await;
+    w.drive(&run.id, "accepted without an id", |r| r.unconfirmed).await;
+    let update = w.store().request_cancel(&run.id, Utc::now()).await.unwrap();
+    assert_eq!(update.run.state, RunState::Canceling);
+    let done = w.drive(&run.id, "terminal", |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Canceled, "{done:?}");
+    assert!(done.message.as_deref().unwrap_or_default().contains("no build of this run appeared"), "{done:?}");
+    assert_eq!(w.trigger_posts(), 1);
+    drop(w.server);
+}

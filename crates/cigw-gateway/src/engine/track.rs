@@ -109,12 +109,14 @@ impl Engine {
         if fresh.confirm_deadline.is_some_and(|d| now >= d) {
             let sent_at = fresh.sent_at.unwrap_or(fresh.created_at);
             let waited = humanize((now - sent_at).to_std().unwrap_or_default());
-            let (state, message) = if fresh.cancel_requested {
-                (RunState::Canceled, format!("canceled; no build of this run appeared at the provider within {waited}"))
+            let (state, kind, message) = if fresh.cancel_requested {
+                let message = format!("canceled; no build of this run appeared at the provider within {waited}");
+                (RunState::Canceled, store_kind::STATE_CHANGED, message)
             } else {
-                (RunState::Error, format!("accepted by the provider but no build appeared within {waited}"))
+                let message = format!("accepted by the provider but no build appeared within {waited}");
+                (RunState::Error, store_kind::ERROR, message)
             };
-            self.state.store.set_state(&run.id, state, Some(message), store_kind::ERROR, now).await?;
+            self.state.store.set_state(&run.id, state, Some(message), kind, now).await?;
             crate::metrics::record_unconfirmed("expired");
             return Ok(());
         }
