@@ -173,7 +173,8 @@ pub struct RunRecord {
     pub sent_at: Option<DateTime<Utc>>,
     /// When an unconfirmed run gives up ("accepted but no build appeared").
     pub confirm_deadline: Option<DateTime<Utc>>,
-    /// How many times a dispatcher claimed it; above 1 means an earlier attempt may have sent it.
+    /// How many times a dispatcher claimed it (sends, reconciliations and crashed claims alike;
+    /// see `maybe_sent_count` for the sends that may have reached the provider).
     pub dispatch_attempts: u32,
     /// The dispatcher or tracker holding the run.
     pub lease_owner: Option<String>,

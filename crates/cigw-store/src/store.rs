@@ -58,8 +58,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Claim up to `limit` runs due for dispatch (`next_dispatch_at <= now`, lease free),
     /// oldest due first, skipping runs other claimers hold. Each claimed run gets the lease and
-    /// its `dispatch_attempts` incremented in the same statement: a run seen with
-    /// `dispatch_attempts > 1` may have been sent before and must be reconciled first. A claimed
+    /// its `dispatch_attempts` incremented in the same statement. A run that still names a lease
+    /// owner was claimed before without an outcome being recorded (a crash, or work abandoned at
+    /// the end of its lease): that attempt counts as one more possibly-sent send
+    /// (`maybe_sent_count`, `last_maybe_sent_at` = its lease end). A run with
+    /// `maybe_sent_count > 0` must be reconciled before anything is sent again. A claimed
     /// run can be `canceling` (its cancel arrived while an earlier dispatch attempt was in
     /// flight): reconcile it, then `set_state(canceled)` if nothing was sent, or record the build.
     async fn claim_dispatch(
