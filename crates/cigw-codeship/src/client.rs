@@ -157,10 +157,24 @@ impl CodeshipClient {
         url
     }
 
-    /// Wait for the credential's budget and a free request slot.
-    async fn admit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.limiter.until_ready().await;
-        self.in_flight.acquire().await.expect("the semaphore is never closed")
+    /// Wait for the credential's budget and a free request slot. Inside a work budget
+    /// ([`cigw_core::retry::within_budget`]: the gateway's lease on a run) the wait ends with the
+    /// budget, as `RateLimited` (nothing was sent), so the caller schedules the call again
+    /// instead of being abandoned while it waits.
+    async fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let over_budget = || Error::RateLimited { retry_after: None };
+        match cigw_core::retry::budget_end() {
+            Some(end) => {
+                let end = tokio::time::Instant::from_std(end);
+                tokio::time::timeout_at(end, self.limiter.until_ready()).await.map_err(|_| over_budget())?;
+                let permit = tokio::time::timeout_at(end, self.in_flight.acquire()).await.map_err(|_| over_budget())?;
+                Ok(permit.expect("the semaphore is never closed"))
+            }
+            None => {
+                self.limiter.until_ready().await;
+                Ok(self.in_flight.acquire().await.expect("the semaphore is never closed"))
+            }
+        }
     }
 
     /// A valid token: the cached one, or a new one from a single exchange however many callers
@@ -193,7 +207,7 @@ impl CodeshipClient {
     async fn exchange(&self) -> Result<Token> {
         let url = self.url(&["auth"]);
         let response = {
-            let _permit = self.admit().await;
+            let _permit = self.admit().await?;
             self.http
                 .post(url)
                 .header(USER_AGENT, USER_AGENT_VALUE)
@@ -304,7 +318,7 @@ impl CodeshipClient {
             all.extend_from_slice(segments);
             let url = self.url(&all);
             let response = {
-                let _permit = self.admit().await;
+                let _permit = self.admit().await?;
                 let mut builder = self
                     .http
                     .request(method.clone(), url)

@@ -55,6 +55,9 @@ fn default_max_pages() -> u32 {
 fn default_clock_skew() -> Duration {
     Duration::from_secs(60)
 }
+fn default_status_from_list() -> bool {
+    true
+}
 
 /// `[providers.codeship.<name>]` as written.
 #[derive(Debug, Deserialize)]
@@ -98,6 +101,12 @@ pub struct AccountSettings {
     /// Tolerated clock difference with Codeship when comparing `queued_at` to a query's `since`.
     #[serde(default = "default_clock_skew", with = "humantime_serde")]
     pub clock_skew: Duration,
+    /// Status reads come from the project's build list (first page): status reads of one
+    /// project made at the same time share one list request (each still sees data read after it
+    /// was asked), so many runs of one project cost one request; a build not on that page is
+    /// read alone. `false`: every status read is a request for that build.
+    #[serde(default = "default_status_from_list")]
+    pub status_from_list: bool,
 }
 
 /// A resolved account configuration: secrets read, URL parsed. `Debug` never shows the secrets.
@@ -125,6 +134,8 @@ pub struct AccountConfig {
     pub find_recent_max_pages: u32,
     /// Tolerated clock difference.
     pub clock_skew: Duration,
+    /// Status reads of one project share reads of its build list.
+    pub status_from_list: bool,
 }
 
 impl AccountConfig {
@@ -147,6 +158,7 @@ impl AccountConfig {
             token_refresh_margin: default_refresh_margin(),
             find_recent_max_pages: default_max_pages(),
             clock_skew: default_clock_skew(),
+            status_from_list: default_status_from_list(),
         }
     }
 
@@ -207,6 +219,7 @@ impl AccountConfig {
             token_refresh_margin: settings.token_refresh_margin,
             find_recent_max_pages: settings.find_recent_max_pages,
             clock_skew: settings.clock_skew,
+            status_from_list: settings.status_from_list,
         })
     }
 }

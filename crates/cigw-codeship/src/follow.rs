@@ -24,7 +24,7 @@ impl CodeshipFollower {
     /// when the ref does not record its project.
     pub fn for_run(name: impl Into<String>, client: Arc<CodeshipClient>, run: &ProviderRunRef) -> Option<Self> {
         let (project_uuid, project_type) = project_of(run)?;
-        Some(Self { inner: CodeshipTarget::new(name, client, project_uuid, project_type) })
+        Some(Self { inner: CodeshipTarget::new(name, client, project_uuid, project_type).reading_builds_alone() })
     }
 
     /// The project uuid the followed build belongs to.

@@ -48,6 +48,21 @@ pub struct CodeshipTarget {
     client: Arc<CodeshipClient>,
     project_uuid: String,
     project_type: OnceCell<ProjectType>,
+    /// The last read of the first page of the project's builds, shared by status reads; the
+    /// lock makes concurrent status reads wait for one list instead of each sending a request.
+    listed: tokio::sync::Mutex<Option<Listed>>,
+    /// Whether status reads come from the build list (`status_from_list`).
+    status_from_list: bool,
+}
+
+/// One read of a project's build list.
+#[derive(Debug)]
+struct Listed {
+    /// When it was read (the client's clock): the observation time of statuses taken from it.
+    observed_at: DateTime<Utc>,
+    /// When the read started: it serves only status reads asked before that.
+    started: tokio::time::Instant,
+    builds: Vec<Build>,
 }
 
 /// Strip `refs/heads/`, `refs/` or `heads/` and refuse an empty branch.
@@ -80,10 +95,19 @@ impl CodeshipTarget {
     ) -> Self {
         Self {
             name: name.into(),
+            status_from_list: client.config().status_from_list,
             client,
             project_uuid: project_uuid.into(),
             project_type: OnceCell::new_with(project_type),
+            listed: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The same target reading each build alone: a follower reads one build at a time, where a
+    /// list would only cost more.
+    pub(crate) fn reading_builds_alone(mut self) -> Self {
+        self.status_from_list = false;
+        self
     }
 
     /// The project uuid.
@@ -144,8 +168,29 @@ impl CodeshipTarget {
         .map(|_| ())
     }
 
+    /// The build as the project's build list shows it, from a list read started after this
+    /// call began: concurrent status reads of the project wait for one read instead of each
+    /// sending a request, and none gets data older than its call. `None` when the build is not
+    /// on the list's first page (or reading from the list is turned off).
+    async fn listed_build(&self, uuid: &str) -> Result<Option<(Build, DateTime<Utc>)>> {
+        if !self.status_from_list {
+            return Ok(None);
+        }
+        let asked = tokio::time::Instant::now();
+        let mut listed = self.listed.lock().await;
+        if listed.as_ref().is_none_or(|l| l.started < asked) {
+            let (observed_at, started) = (self.client.now(), tokio::time::Instant::now());
+            let (list, _) = self.list_page(1).await?;
+            *listed = Some(Listed { observed_at, started, builds: list.builds });
+        }
+        Ok(listed.as_ref().and_then(|l| l.builds.iter().find(|b| b.uuid == uuid).map(|b| (b.clone(), l.observed_at))))
+    }
+
     fn run_status(&self, build: &Build, run: &ProviderRunRef) -> RunStatus {
-        let now = self.client.now();
+        self.run_status_at(build, run, self.client.now())
+    }
+
+    fn run_status_at(&self, build: &Build, run: &ProviderRunRef, now: DateTime<Utc>) -> RunStatus {
         let (mut state, mut message) = map_status(&build.status, build.finished_at);
         if state.is_terminal() && self.shows_previous_run(build, run) {
             state = RunState::Queued;
@@ -272,6 +317,13 @@ impl CiTarget for CodeshipTarget {
     #[tracing::instrument(skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id, attempt = run.attempt))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         Self::check_run_id(run)?;
+        match self.listed_build(&run.id).await {
+            Ok(Some((build, observed_at))) => return Ok(self.run_status_at(&build, run, observed_at)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(provider = "codeship", error = %e, "reading the build list failed; reading the build alone")
+            }
+        }
         let build = self.get_build(&run.id).await?;
         Ok(self.run_status(&build, run))
     }

@@ -345,6 +345,10 @@ pub struct Timings {
     /// How often the gateway removes what `[retention]` no longer keeps.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
+    /// Most trigger sends of one run that may have reached the provider without the gateway
+    /// identifying the build (ambiguous answers, crashes mid-call); after that many the run ends
+    /// in `error` saying builds may exist, instead of sending again.
+    pub max_unconfirmed_sends: u32,
 }
 
 impl Default for Timings {
@@ -359,6 +363,20 @@ impl Default for Timings {
             retry_max_delay: Duration::from_secs(30),
             dispatch_delay: Duration::ZERO,
             prune_interval: Duration::from_secs(3600),
+            max_unconfirmed_sends: 2,
+        }
+    }
+}
+
+impl Timings {
+    /// Report timings that contradict each other, with their key paths under `path`.
+    pub fn check(&self, path: &str, problems: &mut Problems) {
+        let key = |k: &str| join(path, k);
+        if self.max_unconfirmed_sends == 0 {
+            problems.error(key("max_unconfirmed_sends"), "expected at least 1 (the first send)");
+        }
+        if self.lease < Duration::from_millis(100) {
+            problems.error(key("lease"), "expected at least 100ms: work on a run must fit in 80% of its lease");
         }
     }
 }
@@ -589,7 +607,11 @@ impl Settings {
             database,
             auth: section(raw, "auth", problems),
             retention: section(raw, "retention", problems),
-            timings: section(raw, "timings", problems),
+            timings: {
+                let timings: Timings = section(raw, "timings", problems);
+                timings.check("timings", problems);
+                timings
+            },
             providers,
             targets,
             hooks: named_tables(raw, "hooks", problems),
@@ -625,6 +647,19 @@ mod tests {
         assert!(problems.all().is_empty(), "{problems:?}");
         assert_eq!(s.database.url, "sqlite://cigw.db");
         assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.timings.max_unconfirmed_sends, Timings::default().max_unconfirmed_sends);
+        assert_eq!(s.timings.max_unconfirmed_sends, 2);
+    }
+
+    #[test]
+    fn contradicting_timings_are_refused_with_their_key_paths() {
+        let (_, problems) = parse("[timings]\nmax_unconfirmed_sends = 0\nlease = \"50ms\"\n");
+        let shown: Vec<String> = problems.errors().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|p| p.starts_with("timings.max_unconfirmed_sends: expected at least 1")), "{shown:?}");
+        assert!(shown.iter().any(|p| p.starts_with("timings.lease: expected at least 100ms")), "{shown:?}");
+        let (s, problems) = parse("[timings]\nmax_unconfirmed_sends = 3\n");
+        assert!(!problems.has_errors(), "{problems:?}");
+        assert_eq!(s.timings.max_unconfirmed_sends, 3);
     }
 
     #[test]

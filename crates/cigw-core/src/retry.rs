@@ -46,6 +46,30 @@ pub type RetryObserver = fn(operation: &str, error: &Error, delay: Duration);
 
 static RETRY_OBSERVER: OnceLock<RetryObserver> = OnceLock::new();
 
+tokio::task_local! {
+    /// The moment by which the current piece of work must be done (see [`within_budget`]).
+    static BUDGET_END: Instant;
+}
+
+/// Run `work` with a time budget ending at `end`: no retry started inside it (by
+/// [`with_retry`], or an adapter's rate limiter) waits past that moment; the call fails with its
+/// last error instead, so the caller can schedule the next attempt. The gateway runs every piece
+/// of work on a leased run this way, so a rate-limited call is never abandoned mid-wait when the
+/// lease ends (an abandoned trigger would have to be treated as possibly sent).
+pub async fn within_budget<F: Future>(end: Instant, work: F) -> F::Output {
+    BUDGET_END.scope(end, work).await
+}
+
+/// The end of the current task's budget, when it runs [`within_budget`].
+pub fn budget_end() -> Option<Instant> {
+    BUDGET_END.try_with(|end| *end).ok()
+}
+
+/// Whether waiting `delay` from now still ends within the current budget (always, without one).
+pub fn fits_budget(delay: Duration) -> bool {
+    budget_end().is_none_or(|end| Instant::now() + delay < end)
+}
+
 /// Install the process-wide retry observer (the gateway counts retries in its metrics). The first
 /// installation wins; returns `false` when one was already installed.
 pub fn set_retry_observer(observer: RetryObserver) -> bool {
@@ -74,7 +98,7 @@ where
         .adjust(move |e: &Error, planned: Option<Duration>| {
             let planned = planned?;
             let delay = e.retry_after().map(|d| d.min(max_delay)).unwrap_or(planned);
-            (started.elapsed() + delay <= deadline).then_some(delay)
+            (started.elapsed() + delay <= deadline && fits_budget(delay)).then_some(delay)
         })
         .notify(|e: &Error, delay: Duration| {
             tracing::warn!(operation, error = %e, delay_ms = delay.as_millis() as u64, "retrying provider call");
@@ -207,6 +231,29 @@ mod tests {
         .await;
         assert_eq!(calls, 1);
         assert!(matches!(result, Err(Error::RateLimited { .. })));
+    }
+
+    #[tokio::test]
+    async fn never_waits_past_the_budget_of_the_work() {
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_secs(61),
+            max_retries: 5,
+            deadline: Duration::from_secs(180),
+        };
+        let started = Instant::now();
+        let end = started + Duration::from_secs(2);
+        let (calls, result) = within_budget(
+            end,
+            count_calls(policy, CallKind::StartsBuild, || Error::RateLimited {
+                retry_after: Some(Duration::from_secs(61)),
+            }),
+        )
+        .await;
+        assert_eq!(calls, 1, "the 61s wait does not fit a 2s budget");
+        assert!(matches!(result, Err(Error::RateLimited { .. })));
+        assert!(started.elapsed() < Duration::from_secs(2), "returned at once: {:?}", started.elapsed());
+        assert!(budget_end().is_none(), "the budget belongs to the work only");
     }
 
     #[test]

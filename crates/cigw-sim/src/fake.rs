@@ -120,6 +120,7 @@ impl FakeTarget {
                 Fault::ResetBeforeProcessing => return Err(Error::maybe_sent("connection reset")),
                 Fault::Latency(d) => latency += d,
                 Fault::DropAfterProcessing => {}
+                Fault::HangAfterProcessing(d) => latency += d,
             }
         }
         Ok(latency)
@@ -323,10 +324,11 @@ impl CiTarget for FakeTarget {
     async fn find_recent(&self, q: &RecentQuery) -> Result<Vec<RunCandidate>> {
         self.call(Method::GET, "/recent", CallKind::Idempotent, || {
             let st = self.state.lock();
+            let (listing, now) = (self.harness.faults().listing(), self.harness.clock().now());
             let mut out: Vec<RunCandidate> = st
                 .runs
                 .iter()
-                .filter(|(_, r)| r.created_at >= q.since)
+                .filter(|(_, r)| r.created_at >= q.since && listing.shows(r.created_at, now))
                 .filter(|(_, r)| q.branch.is_none() || r.git_ref.branch == q.branch)
                 .filter(|(_, r)| q.tag.is_none() || r.git_ref.tag == q.tag)
                 .filter(|(_, r)| q.sha.is_none() || r.git_ref.sha == q.sha)

@@ -11,6 +11,6 @@ pub mod harness;
 pub mod sandbox;
 
 pub use harness::{
-    BuildCounter, Fault, FaultConfig, FaultResponses, Faults, Harness, RecordedRequest, Recorder, ScriptedFault,
-    SimClock, SimServer,
+    BuildCounter, Fault, FaultConfig, FaultResponses, Faults, Harness, Listing, RecordedRequest, Recorder,
+    ScriptedFault, SimClock, SimServer,
 };

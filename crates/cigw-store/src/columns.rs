@@ -12,7 +12,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::model::RunRecord;
 
 /// The `runs` columns in bind order (`id` first).
-pub(crate) const RUN_COLUMNS: [&str; 36] = [
+pub(crate) const RUN_COLUMNS: [&str; 40] = [
     "id",
     "trigger_id",
     "target",
@@ -49,6 +49,10 @@ pub(crate) const RUN_COLUMNS: [&str; 36] = [
     "rerun_failed_only",
     "requested_by",
     "cancel_requested",
+    "maybe_sent_count",
+    "last_maybe_sent_at",
+    "last_polled_at",
+    "last_refresh_at",
 ];
 
 fn insert_run_sql(placeholder: char) -> String {
@@ -198,17 +202,23 @@ pub(crate) struct Claim {
     pub(crate) key: fn(&RunRecord) -> Option<DateTime<Utc>>,
 }
 
-/// Runs due for dispatch; each claim counts an attempt.
+/// Runs due for dispatch; each claim counts an attempt. A run still naming a lease owner was
+/// claimed before and never got an outcome recorded (the process died, or abandoned the work at
+/// the end of its lease): that attempt may have sent the trigger, so it counts as a possibly-sent
+/// send made no later than its lease end (SET reads the row's values from before the update).
 pub(crate) const DISPATCH_CLAIM: Claim = Claim {
-    also_set: ", dispatch_attempts = dispatch_attempts + 1",
+    also_set: ", dispatch_attempts = dispatch_attempts + 1, \
+               maybe_sent_count = maybe_sent_count + CASE WHEN lease_owner IS NOT NULL THEN 1 ELSE 0 END, \
+               last_maybe_sent_at = CASE WHEN lease_owner IS NOT NULL THEN lease_until ELSE last_maybe_sent_at END",
     due: "next_dispatch_at IS NOT NULL AND next_dispatch_at <= {now}",
     order_by: "next_dispatch_at",
     key: |r| r.next_dispatch_at,
 };
 
-/// Dispatched runs (with a provider build, or accepted without an id) due for a poll.
+/// Dispatched runs (with a provider build, or accepted without an id) due for a poll; the claim
+/// time is kept as the run's last provider read (refreshes are coalesced against it).
 pub(crate) const POLL_CLAIM: Claim = Claim {
-    also_set: "",
+    also_set: ", last_polled_at = {now}",
     due: "next_poll_at IS NOT NULL AND next_poll_at <= {now} AND next_dispatch_at IS NULL \
           AND (provider_run_id IS NOT NULL OR unconfirmed)",
     order_by: "next_poll_at",
@@ -229,7 +239,7 @@ impl Claim {
                   AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {now})
                 ORDER BY {order_by}, id LIMIT {limit} {lock})
              RETURNING *",
-            also_set = self.also_set,
+            also_set = self.also_set.replace("{now}", &now),
             due = self.due.replace("{now}", &now),
             order_by = self.order_by,
         )

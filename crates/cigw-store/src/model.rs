@@ -176,7 +176,8 @@ pub struct RunRecord {
     pub sent_at: Option<DateTime<Utc>>,
     /// When an unconfirmed run gives up ("accepted but no build appeared").
     pub confirm_deadline: Option<DateTime<Utc>>,
-    /// How many times a dispatcher claimed it; above 1 means an earlier attempt may have sent it.
+    /// How many times a dispatcher claimed it (sends, reconciliations and crashed claims alike;
+    /// see `maybe_sent_count` for the sends that may have reached the provider).
     pub dispatch_attempts: u32,
     /// The dispatcher or tracker holding the run.
     pub lease_owner: Option<String>,
@@ -208,6 +209,15 @@ pub struct RunRecord {
     pub requested_by: String,
     /// A cancel was requested; the gateway cancels at the provider once the build is known.
     pub cancel_requested: bool,
+    /// Sends that may have reached the provider without the gateway learning the build: ambiguous
+    /// answers (timeout, reset, 5xx after sending) and claims that ended without an outcome.
+    pub maybe_sent_count: u32,
+    /// When the latest of those sends was made (for a crashed claim: its lease end).
+    pub last_maybe_sent_at: Option<DateTime<Utc>>,
+    /// When the tracker last claimed the run to read it at its provider.
+    pub last_polled_at: Option<DateTime<Utc>>,
+    /// When a read was last requested out of schedule (refresh).
+    pub last_refresh_at: Option<DateTime<Utc>>,
 }
 
 impl RunRecord {
@@ -246,8 +256,25 @@ pub enum DispatchOutcome {
         /// Its message.
         message: String,
     },
+    /// The send may have reached the provider (timeout, reset, 5xx after sending): stays
+    /// `pending` (or `canceling`), counts one more possibly-sent send made at `sent_at`, and is
+    /// claimed again at `at` to reconcile before anything is sent again.
+    MaybeSent {
+        /// When the request was sent.
+        sent_at: DateTime<Utc>,
+        /// Next attempt (a reconciliation).
+        at: DateTime<Utc>,
+        /// Why, for the event.
+        reason: String,
+    },
+    /// The run was canceled and nothing it sent could be found at the provider → `canceled`.
+    Canceled {
+        /// Why, for the run's message.
+        message: String,
+    },
     /// Not sent (or rate limited): stays `pending`, lease released, dispatched again at `at`.
-    /// A run whose cancel was requested meanwhile becomes `canceled` instead.
+    /// A run whose cancel was requested meanwhile becomes `canceled` instead, unless an earlier
+    /// send may have reached the provider (then it keeps reconciling).
     RetryAt {
         /// Next attempt.
         at: DateTime<Utc>,

@@ -88,6 +88,10 @@ fn run_from_new(n: &NewRun, trigger_id: &str, requested_by: &str, now: DateTime<
         rerun_failed_only: n.rerun_failed_only,
         requested_by: requested_by.to_string(),
         cancel_requested: false,
+        maybe_sent_count: 0,
+        last_maybe_sent_at: None,
+        last_polled_at: None,
+        last_refresh_at: None,
     }
 }
 
@@ -311,8 +315,21 @@ pub(crate) async fn record_dispatch(
             let from = move_state(&mut run, RunState::Error, now);
             (event_kind::DISPATCHED, json!({"outcome": "refused", "message": message}), from)
         }
+        DispatchOutcome::MaybeSent { sent_at, at, reason } => {
+            run.maybe_sent_count = run.maybe_sent_count.saturating_add(1);
+            run.last_maybe_sent_at = Some(*sent_at);
+            run.next_dispatch_at = Some(*at);
+            let data = json!({"at": at, "reason": reason, "maybe_sent": true, "sent_at": sent_at,
+                              "maybe_sent_count": run.maybe_sent_count});
+            (event_kind::DISPATCH_RETRY, data, None)
+        }
+        DispatchOutcome::Canceled { message } => {
+            run.message = Some(message.clone());
+            let from = move_state(&mut run, RunState::Canceled, now);
+            (event_kind::STATE_CHANGED, json!({"reason": message}), from)
+        }
         DispatchOutcome::RetryAt { at, reason } => {
-            if run.cancel_requested && run.provider_ref.is_none() && !run.unconfirmed {
+            if run.cancel_requested && run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0 {
                 // Nothing was sent, so the requested cancel can complete without the provider.
                 run.message = Some("canceled before dispatch".into());
                 let from = move_state(&mut run, RunState::Canceled, now);
@@ -434,7 +451,10 @@ pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<
     }
     run.cancel_requested = true;
     run.updated_at = now;
-    let target = if run.state == RunState::Pending && !run.is_leased(now) && run.provider_ref.is_none() {
+    // A run some earlier send of which may have reached the provider is not "never sent": it
+    // keeps reconciling (as `canceling`) so a build that did start is found and canceled.
+    let never_sent = run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0;
+    let target = if run.state == RunState::Pending && !run.is_leased(now) && never_sent {
         run.message = Some("canceled before dispatch".into());
         RunState::Canceled
     } else {
@@ -455,6 +475,46 @@ pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<
         .await?;
     }
     Ok(RunUpdate { run, moved_from, stale: false })
+}
+
+/// Make a tracked run due for a read soon, coalescing refreshes: an occasional refresh (none in
+/// the `min_gap` before it) makes the run due at `now`; during a burst of refreshes the read is
+/// due `min_gap` after the run's last read, so a burst costs one provider read per `min_gap`.
+/// Never makes a read later than it already was. Returns when the read is due (`None` when the
+/// run is not tracked).
+pub(crate) async fn poll_soon(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    now: DateTime<Utc>,
+    min_gap: std::time::Duration,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    let mut run = locked(tx, run_id).await?;
+    let tracked =
+        !run.state.is_terminal() && run.next_dispatch_at.is_none() && (run.provider_ref.is_some() || run.unconfirmed);
+    if !tracked {
+        return Ok(None);
+    }
+    let gap = chrono::Duration::from_std(min_gap).unwrap_or_default();
+    let burst = run.last_refresh_at.is_some_and(|last| now < last + gap);
+    let at = match run.last_polled_at {
+        Some(read) if burst => (read + gap).max(now),
+        _ => now,
+    };
+    run.last_refresh_at = Some(now);
+    if run.next_poll_at.is_none_or(|due| due > at) {
+        run.next_poll_at = Some(at);
+    }
+    tx.update_run(&run).await?;
+    if run.next_poll_at == Some(at) {
+        tx.notify_wakeup().await?;
+    }
+    Ok(run.next_poll_at)
+}
+
+/// The unconfirmed runs of a target, oldest send first.
+pub(crate) fn by_send_order(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
+    runs.sort_by(|a, b| (a.sent_at.unwrap_or(a.created_at), &a.id).cmp(&(b.sent_at.unwrap_or(b.created_at), &b.id)));
+    runs
 }
 
 pub(crate) async fn set_state(

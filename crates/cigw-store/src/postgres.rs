@@ -125,6 +125,10 @@ fn run_from_row(row: &PgRow) -> StoreResult<RunRecord> {
         rerun_failed_only: row.try_get("rerun_failed_only")?,
         requested_by: row.try_get("requested_by")?,
         cancel_requested: row.try_get("cancel_requested")?,
+        maybe_sent_count: u32::try_from(row.try_get::<i64, _>("maybe_sent_count")?).unwrap_or(u32::MAX),
+        last_maybe_sent_at: row.try_get("last_maybe_sent_at")?,
+        last_polled_at: row.try_get("last_polled_at")?,
+        last_refresh_at: row.try_get("last_refresh_at")?,
         id,
     })
 }
@@ -222,6 +226,10 @@ fn bind_run<'q>(sql: &'q str, r: &RunRecord) -> sqlx::query::Query<'q, sqlx::Pos
         .bind(r.rerun_failed_only)
         .bind(r.requested_by.clone())
         .bind(r.cancel_requested)
+        .bind(i64::from(r.maybe_sent_count))
+        .bind(r.last_maybe_sent_at)
+        .bind(r.last_polled_at)
+        .bind(r.last_refresh_at)
 }
 
 fn provider_conflict(r: &RunRecord) -> String {
@@ -660,6 +668,30 @@ impl Store for PgStore {
             })
         })
         .await
+    }
+
+    async fn poll_soon(
+        &self,
+        run_id: &str,
+        now: DateTime<Utc>,
+        min_gap: Duration,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        let (run_id, now) = (run_id.to_string(), trunc(now));
+        self.in_tx(move |conn| Box::pin(async move { ops::poll_soon(&mut PgTx(conn), &run_id, now, min_gap).await }))
+            .await
+    }
+
+    async fn unconfirmed_runs(&self, target: &str, limit: u32) -> StoreResult<Vec<RunRecord>> {
+        let limit = ops::check_limit(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM runs WHERE target = $1 AND unconfirmed AND state NOT IN {TERMINAL_SQL}
+             ORDER BY sent_at, id LIMIT $2"
+        ))
+        .bind(target)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ops::by_send_order(rows.iter().map(run_from_row).collect::<StoreResult<Vec<_>>>()?))
     }
 
     async fn request_cancel(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate> {

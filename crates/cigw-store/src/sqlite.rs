@@ -216,6 +216,10 @@ fn run_from_row(row: &SqliteRow) -> StoreResult<RunRecord> {
         rerun_failed_only: row.try_get("rerun_failed_only")?,
         requested_by: row.try_get("requested_by")?,
         cancel_requested: row.try_get("cancel_requested")?,
+        maybe_sent_count: u32::try_from(row.try_get::<i64, _>("maybe_sent_count")?).unwrap_or(u32::MAX),
+        last_maybe_sent_at: opt_time(row, "last_maybe_sent_at")?,
+        last_polled_at: opt_time(row, "last_polled_at")?,
+        last_refresh_at: opt_time(row, "last_refresh_at")?,
         id,
     })
 }
@@ -323,6 +327,10 @@ fn bind_run<'q>(
         .bind(r.rerun_failed_only)
         .bind(r.requested_by.clone())
         .bind(r.cancel_requested)
+        .bind(i64::from(r.maybe_sent_count))
+        .bind(r.last_maybe_sent_at.map(micros))
+        .bind(r.last_polled_at.map(micros))
+        .bind(r.last_refresh_at.map(micros))
 }
 
 fn provider_conflict(r: &RunRecord) -> String {
@@ -747,6 +755,37 @@ impl Store for SqliteStore {
             .await;
         self.wake_up();
         found
+    }
+
+    async fn poll_soon(
+        &self,
+        run_id: &str,
+        now: DateTime<Utc>,
+        min_gap: Duration,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        let (run_id, now) = (run_id.to_string(), trunc(now));
+        let due = self
+            .write(move |conn| {
+                Box::pin(async move { ops::poll_soon(&mut SqliteTx(conn), &run_id, now, min_gap).await })
+            })
+            .await?;
+        if due.is_some() {
+            self.wake_up();
+        }
+        Ok(due)
+    }
+
+    async fn unconfirmed_runs(&self, target: &str, limit: u32) -> StoreResult<Vec<RunRecord>> {
+        let limit = ops::check_limit(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM runs WHERE target = ?1 AND unconfirmed AND state NOT IN {TERMINAL_SQL}
+             ORDER BY sent_at, id LIMIT ?2"
+        ))
+        .bind(target)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(ops::by_send_order(rows.iter().map(run_from_row).collect::<StoreResult<Vec<_>>>()?))
     }
 
     async fn request_cancel(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate> {

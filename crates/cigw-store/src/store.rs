@@ -58,8 +58,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Claim up to `limit` runs due for dispatch (`next_dispatch_at <= now`, lease free),
     /// oldest due first, skipping runs other claimers hold. Each claimed run gets the lease and
-    /// its `dispatch_attempts` incremented in the same statement: a run seen with
-    /// `dispatch_attempts > 1` may have been sent before and must be reconciled first. A claimed
+    /// its `dispatch_attempts` incremented in the same statement. A run that still names a lease
+    /// owner was claimed before without an outcome being recorded (a crash, or work abandoned at
+    /// the end of its lease): that attempt counts as one more possibly-sent send
+    /// (`maybe_sent_count`, `last_maybe_sent_at` = its lease end). A run with
+    /// `maybe_sent_count > 0` must be reconciled before anything is sent again. A claimed
     /// run can be `canceling` (its cancel arrived while an earlier dispatch attempt was in
     /// flight): reconcile it, then `set_state(canceled)` if nothing was sent, or record the build.
     async fn claim_dispatch(
@@ -114,9 +117,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Make a tracked run due for a poll at `now` (callback, refresh) and wake the tracker.
     async fn poll_now(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
 
+    /// Make a tracked run due for a read soon, coalescing repeated requests (refresh): at `now`
+    /// when no request came in the `min_gap` before; during a burst of requests `min_gap` after
+    /// the tracker last read it; never later than it already was. Wakes the tracker. Returns
+    /// when the read is due, `None` when the run is not tracked (not dispatched yet, or finished).
+    async fn poll_soon(
+        &self,
+        run_id: &str,
+        now: DateTime<Utc>,
+        min_gap: std::time::Duration,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Up to `limit` unfinished runs of `target` accepted without an id and not yet matched with
+    /// a provider build, oldest send first (so one provider list serves them all, in order).
+    async fn unconfirmed_runs(&self, target: &str, limit: u32) -> StoreResult<Vec<RunRecord>>;
+
     // ---- cancel / gateway-decided ends ----
 
-    /// A pending run that no dispatcher holds becomes `canceled` at once; any other
+    /// A pending run that no dispatcher holds and that never may have reached its provider
+    /// (`maybe_sent_count == 0`) becomes `canceled` at once; any other
     /// non-terminal run becomes `canceling` with `cancel_requested` set (the gateway cancels at
     /// the provider once the build is known); a `cancel_requested` event either way. A terminal
     /// run is a `Conflict`; a run already canceling is unchanged.

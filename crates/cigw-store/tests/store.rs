@@ -129,6 +129,9 @@ both_backends!(
     frequent_queries_use_indexes,
     run_gauges_are_exact_without_scanning,
     secret_values_are_dropped_once_sent,
+    possibly_sent_dispatches_are_counted_and_never_canceled_blind,
+    refreshes_coalesce_against_the_last_read,
+    unconfirmed_runs_in_send_order,
 );
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,

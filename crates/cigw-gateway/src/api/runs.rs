@@ -581,8 +581,12 @@ pub async fn refresh_run(
         return Err(finished(&run));
     }
     // A run not dispatched yet has nothing to read at the provider: waking the engine is enough.
+    // Refreshes are coalesced: an occasional one reads at once; during a burst the read is due
+    // `poll_initial` after the run's last read, so a read token cannot spend more than one
+    // provider read per run per `poll_initial` (every read goes through the account's rate
+    // limit like any poll).
     if run.provider_ref.is_some() || run.unconfirmed {
-        state.store.poll_now(&id, state.now()).await?;
+        state.store.poll_soon(&id, state.now(), state.settings.timings.poll_initial).await?;
     }
     state.wake_engine();
     Ok((StatusCode::ACCEPTED, Json(RunView::new(&run, &Links::new(&state)))))

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cigw_core::catalog::ConfiguredTarget;
-use cigw_core::{ConcurrencyPolicy, Error, RecentQuery, RerunOptions, TriggerOutcome, TriggerSpec};
-use cigw_store::{DispatchOutcome, EventFilter, NewEvent, RunFilter, RunRecord, StoreError, event_kind as store_kind};
+use cigw_core::{ConcurrencyPolicy, Error, ProviderKind, RecentQuery, RerunOptions, TriggerOutcome, TriggerSpec};
+use cigw_store::{DispatchOutcome, NewEvent, RunFilter, RunRecord, StoreError, event_kind as store_kind};
 use rand::Rng;
 use serde_json::json;
 
 use super::matching::{CLOCK_SKEW, rank_candidates};
+use super::track::humanize;
 use super::{Engine, event_kind};
 
 /// After this many attempts that never reached the provider, the run ends in `error`.
@@ -32,7 +33,8 @@ enum Reconciled {
     Adopted,
     /// Nothing yet; look again shortly.
     KeepLooking(String),
-    /// Nothing within the grace window: send again and report a possible duplicate.
+    /// Nothing within the grace window after the latest send: send again (reporting a possible
+    /// duplicate first), or stop when the sends are spent or the run was canceled.
     GiveUp,
 }
 
@@ -55,16 +57,17 @@ impl Engine {
             self.record(&run, DispatchOutcome::Refused { message }).await?;
             return Ok(());
         };
-        let history = self.dispatch_history(&run).await?;
-        if run.cancel_requested && !history.maybe_sent {
+        // The typed history the store keeps: sends that may have reached the provider, counted
+        // from ambiguous answers and from claims that ended without an outcome (crashes).
+        let maybe_sent = run.maybe_sent_count > 0;
+        if run.cancel_requested && !maybe_sent {
             // Nothing reached the provider: the store completes the cancel without it.
             let outcome = DispatchOutcome::RetryAt { at: now, reason: "canceled before dispatch".into() };
             self.record(&run, outcome).await?;
             return Ok(());
         }
-        let mut possible_duplicate = false;
-        if history.maybe_sent {
-            let reconciled = self.reconcile(&run, &target, history.grace_start, now).await?;
+        if maybe_sent {
+            let reconciled = self.reconcile(&run, &target, now).await?;
             crate::metrics::record_reconciliation(match &reconciled {
                 Reconciled::Adopted => "adopted",
                 Reconciled::KeepLooking(_) => "not_found_yet",
@@ -82,20 +85,51 @@ impl Engine {
                     return Ok(());
                 }
                 Reconciled::GiveUp if run.cancel_requested => {
-                    let outcome = DispatchOutcome::RetryAt { at: now, reason: "canceled; no build was found".into() };
-                    self.record(&run, outcome).await?;
+                    let grace = humanize(self.state.settings.timings.reconcile_grace);
+                    let message = format!(
+                        "canceled; no build was found at the provider within {grace} after the last send that may \
+                         have reached it"
+                    );
+                    self.record(&run, DispatchOutcome::Canceled { message }).await?;
                     return Ok(());
                 }
-                Reconciled::GiveUp => possible_duplicate = true,
+                Reconciled::GiveUp if run.maybe_sent_count >= self.state.settings.timings.max_unconfirmed_sends => {
+                    let message = self.builds_may_exist(&run, &target, now);
+                    tracing::warn!(run_id = run.id, sends = run.maybe_sent_count, "{message}");
+                    self.record(&run, DispatchOutcome::Refused { message }).await?;
+                    return Ok(());
+                }
+                Reconciled::GiveUp => {
+                    // Recorded before the send, so a duplicate is reported even if this process
+                    // dies while sending.
+                    crate::metrics::record_possible_duplicate();
+                    tracing::warn!(
+                        run_id = run.id,
+                        sends = run.maybe_sent_count,
+                        "sending again after an unresolved ambiguous dispatch"
+                    );
+                    self.state
+                        .store
+                        .append_event(NewEvent {
+                            run_id: run.id.clone(),
+                            kind: store_kind::POSSIBLE_DUPLICATE.into(),
+                            data: json!({
+                                "reason": "an earlier send may have started a build that could not be found; sending again",
+                                "maybe_sent_count": run.maybe_sent_count,
+                                "last_maybe_sent_at": run.last_maybe_sent_at,
+                            }),
+                            created_at: self.state.now(),
+                        })
+                        .await?;
+                }
             }
         }
         if target.spec.concurrency == ConcurrencyPolicy::CancelPrevious && run.rerun_of.is_none() {
             self.cancel_previous(&run).await;
         }
 
-        let result = self.send(&run, &target).await;
-        let sent = result.as_ref().is_ok_and(|o| !matches!(o, TriggerOutcome::NothingToRun { .. }));
-        let outcome = self.outcome_of(&run, result, now);
+        let (result, sent_at) = self.send(&run, &target).await;
+        let outcome = self.outcome_of(&run, result, sent_at);
         let reached = matches!(
             outcome,
             DispatchOutcome::Started { .. }
@@ -110,24 +144,58 @@ impl Engine {
         if unconfirmed {
             crate::metrics::record_unconfirmed("accepted");
         }
-        if possible_duplicate && sent {
-            crate::metrics::record_possible_duplicate();
-            tracing::warn!(run_id = run.id, "sent again after an unresolved ambiguous dispatch");
-            self.state
-                .store
-                .append_event(NewEvent {
-                    run_id: run.id.clone(),
-                    kind: store_kind::POSSIBLE_DUPLICATE.into(),
-                    data: json!({"reason": "an earlier attempt may have started a build that could not be found"}),
-                    created_at: self.state.now(),
-                })
-                .await?;
-        }
         Ok(())
     }
 
-    /// Call the provider: a trigger, or a rerun of the original run's build.
-    async fn send(&self, run: &RunRecord, target: &ConfiguredTarget) -> cigw_core::Result<TriggerOutcome> {
+    /// The `error` message of a run that stopped sending: builds may exist at the provider, and
+    /// where to look for them.
+    fn builds_may_exist(&self, run: &RunRecord, target: &ConfiguredTarget, now: DateTime<Utc>) -> String {
+        let r = &run.git_ref;
+        let mut what = match (&r.branch, &r.tag) {
+            (_, Some(tag)) => format!("tag `{tag}`"),
+            (Some(branch), None) => format!("branch `{branch}`"),
+            (None, None) => format!("the default branch `{}`", target.spec.default_branch),
+        };
+        if let Some(sha) = &r.sha {
+            what.push_str(&format!(" at commit `{sha}`"));
+        }
+        let echo = match run.provider {
+            ProviderKind::Codeship => String::new(),
+            _ => format!(", carrying run id `{}`", run.id),
+        };
+        let from = (run.created_at - CLOCK_SKEW).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let to = (now + CLOCK_SKEW).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        format!(
+            "stopped after {n} trigger sends that may have reached {provider} without the build being identified \
+             ({grace} of looking after the last one): builds may exist at the provider. Look at {provider} target \
+             `{target}` ({locator}) for builds of {what} created between {from} and {to}{echo}, and cancel any \
+             that should not run; cigw sends nothing more for this run",
+            n = run.maybe_sent_count,
+            provider = run.provider,
+            grace = humanize(self.state.settings.timings.reconcile_grace),
+            target = run.target,
+            locator = target.target.locator(),
+        )
+    }
+
+    /// Call the provider (a trigger, or a rerun of the original run's build) and say when the
+    /// call started. Triggers of a target whose provider answers without an id are sent one at a
+    /// time (in this process), so the order of sends is the order the provider queues builds in:
+    /// correlation then matches them one to one, oldest send to oldest build.
+    async fn send(
+        &self,
+        run: &RunRecord,
+        target: &ConfiguredTarget,
+    ) -> (cigw_core::Result<TriggerOutcome>, DateTime<Utc>) {
+        let _in_order = match target.target.capabilities().trigger_returns_id {
+            true => None,
+            false => Some(self.locks.send_lock(&run.target).lock_owned().await),
+        };
+        let sent_at = self.state.now();
+        (self.send_unordered(run, target).await, sent_at)
+    }
+
+    async fn send_unordered(&self, run: &RunRecord, target: &ConfiguredTarget) -> cigw_core::Result<TriggerOutcome> {
         if let Some(original_id) = &run.rerun_of {
             let original = self.state.store.get_run(original_id).await.map_err(|e| Error::other(e.to_string()))?;
             let Some(provider_ref) = original.provider_ref else {
@@ -148,8 +216,9 @@ impl Engine {
         &self,
         run: &RunRecord,
         result: cigw_core::Result<TriggerOutcome>,
-        now: DateTime<Utc>,
+        sent_at: DateTime<Utc>,
     ) -> DispatchOutcome {
+        let now = self.state.now();
         let timings = &self.state.settings.timings;
         let first_poll = now + chrono::Duration::from_std(timings.poll_initial).unwrap_or_default();
         match result {
@@ -172,7 +241,7 @@ impl Engine {
             }
             Err(e @ (Error::MaybeSent { .. } | Error::Unavailable { .. })) => {
                 let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
-                DispatchOutcome::RetryAt { at, reason: format!("{}: {e}", retry_reason::MAYBE_SENT) }
+                DispatchOutcome::MaybeSent { sent_at, at, reason: format!("{}: {e}", retry_reason::MAYBE_SENT) }
             }
             Err(e) => DispatchOutcome::Refused { message: e.to_string() },
         }
@@ -183,7 +252,6 @@ impl Engine {
         &self,
         run: &RunRecord,
         target: &ConfiguredTarget,
-        grace_start: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Reconciled, StoreError> {
         let query = RecentQuery {
@@ -219,10 +287,13 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+        // Every further send waits a full grace of looking, counted from the latest send.
         let grace = chrono::Duration::from_std(self.state.settings.timings.reconcile_grace).unwrap_or_default();
-        match grace_start {
-            Some(start) if now - start >= grace => Ok(Reconciled::GiveUp),
-            _ => Ok(Reconciled::KeepLooking("no matching build yet".into())),
+        let latest_send = run.last_maybe_sent_at.unwrap_or(run.created_at);
+        if now - latest_send >= grace {
+            Ok(Reconciled::GiveUp)
+        } else {
+            Ok(Reconciled::KeepLooking("no matching build yet".into()))
         }
     }
 
@@ -251,27 +322,6 @@ impl Engine {
         self.state.store.record_dispatch(&run.id, &self.owner, outcome, self.state.now()).await.map(|_| ())
     }
 
-    /// What earlier attempts of this run left behind.
-    async fn dispatch_history(&self, run: &RunRecord) -> Result<DispatchHistory, StoreError> {
-        if run.dispatch_attempts <= 1 {
-            return Ok(DispatchHistory::default());
-        }
-        let filter = EventFilter { run_id: Some(run.id.clone()), ..EventFilter::default() };
-        let events = self.state.store.events_after(0, &filter, 1000).await?;
-        let retries: Vec<_> = events.iter().filter(|e| e.kind == store_kind::DISPATCH_RETRY).collect();
-        let ambiguous = |reason: &str| {
-            reason.starts_with(retry_reason::MAYBE_SENT) || reason.starts_with(retry_reason::RECONCILING)
-        };
-        let grace_start = retries
-            .iter()
-            .find(|e| e.data.get("reason").and_then(|r| r.as_str()).is_some_and(ambiguous))
-            .map(|e| e.created_at);
-        // Every earlier claim records exactly one `dispatch_retry`; a missing one means the
-        // process died while its request was in flight.
-        let crashed = (retries.len() as u32) < run.dispatch_attempts - 1;
-        Ok(DispatchHistory { maybe_sent: crashed || grace_start.is_some(), grace_start })
-    }
-
     fn reconcile_step(&self) -> Duration {
         let t = &self.state.settings.timings;
         (t.reconcile_grace / 6).clamp(Duration::from_millis(50), t.poll_initial.max(Duration::from_millis(50)))
@@ -283,12 +333,4 @@ impl Engine {
         let base = Duration::from_millis(500).saturating_mul(1 << attempts.min(10)).min(cap);
         base.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
-}
-
-#[derive(Debug, Default)]
-struct DispatchHistory {
-    /// An earlier attempt may have reached the provider.
-    maybe_sent: bool,
-    /// When the search for that attempt's build began.
-    grace_start: Option<DateTime<Utc>>,
 }

@@ -2,7 +2,7 @@
 //! (adapters only list candidates).
 
 use chrono::{DateTime, Utc};
-use cigw_core::{GitRef, RunCandidate};
+use cigw_core::{GitRef, ProviderRunRef, RunCandidate};
 
 /// How far a provider's creation time may lag behind ours (clock skew between hosts).
 pub(crate) const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
@@ -32,6 +32,60 @@ pub(crate) fn rank_candidates(
     });
     candidates.sort_by_key(|c| c.created_at);
     candidates
+}
+
+/// A run accepted without an id, waiting for its build.
+#[derive(Debug, Clone)]
+pub(crate) struct Waiting {
+    /// The run id.
+    pub(crate) run_id: String,
+    /// What it builds.
+    pub(crate) git_ref: GitRef,
+    /// When its trigger was sent.
+    pub(crate) sent_at: DateTime<Utc>,
+}
+
+/// Match runs accepted without an id (in send order) with free provider builds (each with the
+/// ref its owner would adopt), one to one.
+///
+/// Where the provider echoes correlation ids, each run takes the build carrying its id. Otherwise
+/// the order is kept: the oldest waiting run takes the oldest free build of its ref queued after
+/// its send, the next run the oldest of the rest, and so on; a run whose build is not listed yet
+/// gets nothing this time.
+pub(crate) fn assign(
+    waiting: &[Waiting],
+    mut free: Vec<(RunCandidate, ProviderRunRef)>,
+) -> Vec<(String, ProviderRunRef)> {
+    if free.iter().any(|(c, _)| c.correlation_id.is_some()) {
+        return waiting
+            .iter()
+            .filter_map(|w| {
+                let (_, r) = free.iter().find(|(c, _)| c.correlation_id.as_deref() == Some(w.run_id.as_str()))?;
+                Some((w.run_id.clone(), r.clone()))
+            })
+            .collect();
+    }
+    // Providers list newest first; builds with the same creation time (Codeship shows none
+    // until a build is queued) keep the provider's order.
+    free.reverse();
+    free.sort_by_key(|(c, _)| c.created_at);
+    let mut taken = vec![false; free.len()];
+    let mut out = Vec::new();
+    for w in waiting {
+        let found = free.iter().enumerate().position(|(i, (c, _))| {
+            !taken[i]
+                && same(&c.branch, &w.git_ref.branch)
+                && same(&c.tag, &w.git_ref.tag)
+                && (w.git_ref.sha.is_none()
+                    || c.sha.as_deref().is_some_and(|s| sha_matches(s, w.git_ref.sha.as_deref())))
+                && c.created_at >= w.sent_at - CLOCK_SKEW
+        });
+        if let Some(i) = found {
+            taken[i] = true;
+            out.push((w.run_id.clone(), free[i].1.clone()));
+        }
+    }
+    out
 }
 
 fn same(candidate: &Option<String>, wanted: &Option<String>) -> bool {
@@ -99,6 +153,49 @@ mod tests {
             ],
         );
         assert_eq!(ids(got), ["skewed", "early", "late"]);
+    }
+
+    fn waiting(id: &str, branch: &str, sent: i64) -> Waiting {
+        Waiting { run_id: id.into(), git_ref: GitRef::branch(branch), sent_at: at(sent) }
+    }
+
+    fn free(v: Vec<RunCandidate>) -> Vec<(RunCandidate, ProviderRunRef)> {
+        v.into_iter().map(|c| (c.clone(), c.run_ref)).collect()
+    }
+
+    fn pairs(v: Vec<(String, ProviderRunRef)>) -> Vec<(String, String)> {
+        v.into_iter().map(|(run, r)| (run, r.id)).collect()
+    }
+
+    #[test]
+    fn assignment_is_one_to_one_and_keeps_the_order_of_sends() {
+        // Listed newest first, as providers do; three runs of one branch sent a second apart.
+        let builds = vec![
+            cand("c", "main", None, 1_002, None),
+            cand("other", "dev", None, 1_001, None),
+            cand("b", "main", None, 1_001, None),
+            cand("a", "main", None, 1_000, None),
+        ];
+        let runs = [waiting("r1", "main", 1_000), waiting("r2", "main", 1_001), waiting("r3", "main", 1_002)];
+        let got = pairs(assign(&runs, free(builds)));
+        let want = [("r1", "a"), ("r2", "b"), ("r3", "c")].map(|(r, b)| (r.to_string(), b.to_string()));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_build_not_listed_yet_leaves_the_newest_runs_waiting() {
+        let runs = [waiting("r1", "main", 1_000), waiting("r2", "main", 1_001), waiting("r3", "main", 1_002)];
+        let got = pairs(assign(&runs, free(vec![cand("a", "main", None, 1_000, None)])));
+        assert_eq!(got, [("r1".to_string(), "a".to_string())]);
+        let none = assign(&runs, free(vec![cand("old", "main", None, 100, None)]));
+        assert!(none.is_empty(), "a build queued long before every send belongs to none of them");
+    }
+
+    #[test]
+    fn echoed_ids_assign_each_run_its_own_build() {
+        let runs = [waiting("r1", "main", 1_000), waiting("r2", "main", 1_001)];
+        let builds = vec![cand("x", "main", None, 1_000, Some("r2")), cand("y", "main", None, 1_001, Some("r9"))];
+        assert_eq!(pairs(assign(&runs, free(builds))), [("r2".to_string(), "x".to_string())]);
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! restarted process) never work on one run at once.
 
 mod dispatch;
+mod locks;
 mod matching;
 mod schedule;
 mod track;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use cigw_core::retry::within_budget;
 use cigw_store::RunRecord;
 use futures::StreamExt;
 use futures::future::join_all;
@@ -41,13 +44,14 @@ pub mod event_kind {
 pub struct Engine {
     state: AppState,
     owner: String,
+    locks: Arc<locks::TargetLocks>,
 }
 
 impl Engine {
     /// An engine over `state`, holding leases under a name unique to this process.
     pub fn new(state: AppState) -> Self {
         let owner = format!("cigw-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        Self { state, owner }
+        Self { state, owner, locks: Arc::default() }
     }
 
     /// The lease owner name.
@@ -137,6 +141,15 @@ impl Engine {
         self.state.settings.timings.lease.mul_f64(0.8)
     }
 
+    /// Until when provider calls on a claimed run may wait (for a rate limit, a backoff): a
+    /// quarter of the lease, so a call made at the end of a wait still fits in the work budget
+    /// (defaults: 15s of waiting + a 30s request timeout < 48s). A longer wait is not made: the
+    /// call fails as rate limited and the run is scheduled again, so waiting never outlives the
+    /// lease (work abandoned mid-call would have to count as a possibly-sent trigger).
+    fn wait_budget_end(&self) -> std::time::Instant {
+        std::time::Instant::now() + self.state.settings.timings.lease.mul_f64(0.25)
+    }
+
     /// Claim runs due for dispatch and for a poll.
     async fn claim(&self, dispatch_limit: u32, poll_limit: u32) -> (Vec<RunRecord>, Vec<RunRecord>) {
         let now = self.state.now();
@@ -170,7 +183,8 @@ impl Engine {
         let span =
             tracing::info_span!("dispatch", run_id = %run.id, target = %run.target, attempt = run.dispatch_attempts);
         let run_id = run.id.clone();
-        if tokio::time::timeout(self.work_budget(), self.dispatch(run).instrument(span)).await.is_err() {
+        let work = within_budget(self.wait_budget_end(), self.dispatch(run).instrument(span));
+        if tokio::time::timeout(self.work_budget(), work).await.is_err() {
             tracing::warn!(run_id, "dispatch outlived its lease and was abandoned; the next claim reconciles it");
         }
         // The run's events changed (or an attempt was made): wake the event streams.
@@ -181,7 +195,8 @@ impl Engine {
         let attempt = run.provider_ref.as_ref().map(|r| r.attempt);
         let span = tracing::info_span!("track", run_id = %run.id, target = %run.target, attempt);
         let run_id = run.id.clone();
-        if tokio::time::timeout(self.work_budget(), self.track(run).instrument(span)).await.is_err() {
+        let work = within_budget(self.wait_budget_end(), self.track(run).instrument(span));
+        if tokio::time::timeout(self.work_budget(), work).await.is_err() {
             tracing::warn!(run_id, "a poll outlived its lease and was abandoned; the run is polled again");
         }
         self.state.notify_events();

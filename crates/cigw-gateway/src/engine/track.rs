@@ -10,10 +10,13 @@ use cigw_core::{CiTarget, ProviderRunRef, RecentQuery, RunState, RunStatus};
 use cigw_store::{EventFilter, NewEvent, RunRecord, StoreError, event_kind as store_kind};
 use serde_json::json;
 
-use super::matching::{CLOCK_SKEW, rank_candidates};
+use super::matching::{CLOCK_SKEW, Waiting, assign};
 use super::schedule::next_poll;
 use super::{Engine, event_kind};
 use crate::metrics::InstrumentedTarget;
+
+/// Most unconfirmed runs of one target one correlation pass matches.
+const MAX_UNCONFIRMED_PER_PASS: u32 = 500;
 
 impl Engine {
     /// Handle one run claimed for polling.
@@ -77,48 +80,108 @@ impl Engine {
     }
 
     /// Match a run accepted without an id with a provider build, or give up at its deadline.
+    ///
+    /// One pass serves every unconfirmed run of the target: one provider list, matched one to
+    /// one in the order the triggers were sent ([`assign`]). Passes of a target run one at a
+    /// time and at most about twice per `poll_initial`; a run whose pass just happened waits for
+    /// the next one.
     async fn correlate(&self, run: &RunRecord, target: &dyn CiTarget, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let sent_at = run.sent_at.unwrap_or(run.created_at);
-        let query = RecentQuery {
-            since: sent_at - CLOCK_SKEW,
-            branch: run.git_ref.branch.clone(),
-            tag: run.git_ref.tag.clone(),
-            sha: run.git_ref.sha.clone(),
-        };
-        match target.find_recent(&query).await {
-            Ok(candidates) => {
-                for candidate in rank_candidates(&run.id, &run.git_ref, sent_at, candidates) {
-                    let run_ref = match self.restarted_attempt(&run.target, &candidate).await? {
-                        Some(next) => next,
-                        None => candidate.run_ref.clone(),
-                    };
-                    match self.state.store.adopt(&run.id, run_ref.clone(), now).await {
-                        Ok(_) => {
-                            tracing::info!(
-                                run_id = run.id,
-                                provider_id = run_ref.id,
-                                attempt = run_ref.attempt,
-                                "build correlated"
-                            );
-                            crate::metrics::record_unconfirmed("correlated");
-                            return self.release(run).await;
-                        }
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
+        let step = self.state.settings.timings.poll_initial;
+        {
+            let lock = self.locks.correlate_lock(&run.target);
+            let mut last_pass = lock.lock().await;
+            let fresh = self.state.store.get_run(&run.id).await?;
+            if fresh.state.is_terminal() {
+                return Ok(());
             }
-            Err(e) => tracing::warn!(run_id = run.id, error = %e, "listing recent builds failed"),
+            if !fresh.unconfirmed {
+                return self.release(run).await;
+            }
+            if last_pass.is_none_or(|t| t.elapsed() >= step / 2) {
+                *last_pass = Some(tokio::time::Instant::now());
+                self.correlation_pass(&run.target, target, now).await?;
+            }
         }
-        if run.confirm_deadline.is_some_and(|d| now >= d) {
-            let waited = (now - sent_at).to_std().unwrap_or_default();
-            let message = format!("accepted by the provider but no build appeared within {}", humanize(waited));
-            self.state.store.set_state(&run.id, RunState::Error, Some(message), store_kind::ERROR, now).await?;
+        let fresh = self.state.store.get_run(&run.id).await?;
+        if !fresh.unconfirmed {
+            return self.release(run).await;
+        }
+        if fresh.confirm_deadline.is_some_and(|d| now >= d) {
+            let sent_at = fresh.sent_at.unwrap_or(fresh.created_at);
+            let waited = humanize((now - sent_at).to_std().unwrap_or_default());
+            let (state, kind, message) = if fresh.cancel_requested {
+                let message = format!("canceled; no build of this run appeared at the provider within {waited}");
+                (RunState::Canceled, store_kind::STATE_CHANGED, message)
+            } else {
+                let message = format!("accepted by the provider but no build appeared within {waited}");
+                (RunState::Error, store_kind::ERROR, message)
+            };
+            self.state.store.set_state(&run.id, state, Some(message), kind, now).await?;
             crate::metrics::record_unconfirmed("expired");
             return Ok(());
         }
-        let step = chrono::Duration::from_std(self.state.settings.timings.poll_initial).unwrap_or_default();
+        let step = chrono::Duration::from_std(step).unwrap_or_default();
         self.reschedule(run, Some(now + step)).await
+    }
+
+    /// List the target's recent builds once and give each unconfirmed run of it its build.
+    async fn correlation_pass(
+        &self,
+        target_name: &str,
+        target: &dyn CiTarget,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let runs = self.state.store.unconfirmed_runs(target_name, MAX_UNCONFIRMED_PER_PASS).await?;
+        let Some(first) = runs.first() else { return Ok(()) };
+        let shared = |get: fn(&RunRecord) -> &Option<String>| {
+            let value = get(first);
+            runs.iter().all(|r| get(r) == value).then(|| value.clone()).flatten()
+        };
+        let query = RecentQuery {
+            since: runs.iter().map(|r| r.sent_at.unwrap_or(r.created_at)).min().unwrap_or(now) - CLOCK_SKEW,
+            branch: shared(|r| &r.git_ref.branch),
+            tag: shared(|r| &r.git_ref.tag),
+            sha: shared(|r| &r.git_ref.sha),
+        };
+        let candidates = match target.find_recent(&query).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(target = target_name, error = %e, "listing recent builds failed");
+                return Ok(());
+            }
+        };
+        let mut free = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let owner =
+                self.state.store.provider_ref_owner(target_name, &candidate.run_ref.id, candidate.run_ref.attempt);
+            let run_ref = match owner.await? {
+                None => Some(candidate.run_ref.clone()),
+                Some(_) => self.restarted_attempt(target_name, &candidate).await?,
+            };
+            if let Some(run_ref) = run_ref {
+                free.push((candidate, run_ref));
+            }
+        }
+        let waiting: Vec<Waiting> = runs
+            .iter()
+            .map(|r| Waiting {
+                run_id: r.id.clone(),
+                git_ref: r.git_ref.clone(),
+                sent_at: r.sent_at.unwrap_or(r.created_at),
+            })
+            .collect();
+        for (run_id, run_ref) in assign(&waiting, free) {
+            match self.state.store.adopt(&run_id, run_ref.clone(), now).await {
+                Ok(_) => {
+                    tracing::info!(run_id, provider_id = run_ref.id, attempt = run_ref.attempt, "build correlated");
+                    crate::metrics::record_unconfirmed("correlated");
+                }
+                // Taken meanwhile (another replica's pass), or the run ended: the next pass retries.
+                Err(StoreError::Conflict { what }) => tracing::info!(run_id, what, "correlation lost a race"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// A build some finished run already owns, queued again after that run ended: the provider
@@ -226,8 +289,11 @@ impl Engine {
 }
 
 /// `90s` → `1m 30s`.
-fn humanize(d: std::time::Duration) -> String {
+pub(super) fn humanize(d: std::time::Duration) -> String {
     let secs = d.as_secs();
+    if secs == 0 && !d.is_zero() {
+        return format!("{}ms", d.as_millis());
+    }
     match (secs / 60, secs % 60) {
         (0, s) => format!("{s}s"),
         (m, 0) => format!("{m}m"),

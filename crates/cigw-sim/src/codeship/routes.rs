@@ -258,7 +258,13 @@ async fn list_builds(
     };
     let base = base_url(&headers);
     // Newest first, by when each build was created (a Basic restart does not move it).
-    let mut builds: Vec<&SimBuild> = state.builds.iter().rev().filter(|b| b.project_uuid == project).collect();
+    let listing = sim.harness.faults().listing();
+    let mut builds: Vec<&SimBuild> = state
+        .builds
+        .iter()
+        .rev()
+        .filter(|b| b.project_uuid == project && listing.shows(b.runs[0].created_at, now))
+        .collect();
     builds.sort_by_key(|b| std::cmp::Reverse(b.runs[0].created_at));
     let items = builds.into_iter().map(|b| b.to_json(&b.view(&state.config, kind, now), kind, &base)).collect();
     paged("builds", items, &query, &format!("{base}/v2/organizations/{org}/projects/{project}/builds"))

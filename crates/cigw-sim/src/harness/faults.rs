@@ -30,6 +30,34 @@ pub enum Fault {
     ResetBeforeProcessing,
     /// Wait this long before processing.
     Latency(Duration),
+    /// Process the request, then answer nothing for this long (past the client's timeout) and
+    /// close the connection: the client times out on a request that took effect.
+    HangAfterProcessing(Duration),
+}
+
+/// Which builds the simulators' list endpoints show (never their single-build endpoints).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Listing {
+    /// Every build, at once.
+    #[default]
+    Prompt,
+    /// A build only once it has existed this long (simulated time): lists lag behind.
+    Late(Duration),
+    /// No build created from now on (simulated time) ever appears in a list.
+    HiddenSince(chrono::DateTime<chrono::Utc>),
+}
+
+impl Listing {
+    /// Whether a build created at `created_at` is listed at `now`.
+    pub fn shows(&self, created_at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> bool {
+        match self {
+            Self::Prompt => true,
+            Self::Late(delay) => {
+                created_at + chrono::Duration::from_std(*delay).unwrap_or(chrono::Duration::MAX) <= now
+            }
+            Self::HiddenSince(since) => created_at < *since,
+        }
+    }
 }
 
 /// A fault applied to the next matching requests.
@@ -99,6 +127,7 @@ pub struct FaultConfig {
 pub struct Faults {
     config: Mutex<FaultConfig>,
     scripted: Mutex<Vec<ScriptedFault>>,
+    listing: Mutex<Listing>,
 }
 
 impl Faults {
@@ -117,10 +146,21 @@ impl Faults {
         self.scripted.lock().push(fault);
     }
 
-    /// Remove every fault.
+    /// Remove every fault (lists show every build again).
     pub fn clear(&self) {
         self.scripted.lock().clear();
         *self.config.lock() = FaultConfig::default();
+        *self.listing.lock() = Listing::Prompt;
+    }
+
+    /// Change which builds list endpoints show.
+    pub fn set_listing(&self, listing: Listing) {
+        *self.listing.lock() = listing;
+    }
+
+    /// Which builds list endpoints show.
+    pub fn listing(&self) -> Listing {
+        *self.listing.lock()
     }
 
     /// The faults for one request, in the order to apply them.
@@ -209,6 +249,22 @@ mod tests {
         assert_eq!(f.pick(&Method::POST, "/project/gh/a/b/pipeline"), vec![Fault::DropAfterProcessing]);
         assert_eq!(f.pick(&Method::POST, "/project/gh/a/b/pipeline"), vec![Fault::DropAfterProcessing]);
         assert!(f.pick(&Method::POST, "/project/gh/a/b/pipeline").is_empty());
+    }
+
+    #[test]
+    fn listings_can_lag_or_hide_builds() {
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let later = |s| t0 + chrono::Duration::seconds(s);
+        assert!(Listing::Prompt.shows(t0, t0));
+        let late = Listing::Late(Duration::from_secs(5));
+        assert!(!late.shows(t0, later(4)) && late.shows(t0, later(5)));
+        let hidden = Listing::HiddenSince(later(10));
+        assert!(hidden.shows(t0, later(1000)) && !hidden.shows(later(10), later(1000)));
+        let f = Faults::default();
+        f.set_listing(late);
+        assert_eq!(f.listing(), late);
+        f.clear();
+        assert_eq!(f.listing(), Listing::Prompt);
     }
 
     #[test]

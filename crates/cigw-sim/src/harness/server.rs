@@ -111,6 +111,7 @@ async fn inject(harness: Harness, responses: FaultResponses, req: Request, next:
     let faults = harness.faults().pick(&parts.method, parts.uri.path());
     let req = Request::from_parts(parts, Body::from(bytes));
     let mut drop_after = false;
+    let mut hang_after = None;
     for fault in faults {
         match fault {
             Fault::Latency(d) => tokio::time::sleep(d).await,
@@ -118,9 +119,14 @@ async fn inject(harness: Harness, responses: FaultResponses, req: Request, next:
             Fault::ServerError { status } => return (responses.server_error)(status),
             Fault::ResetBeforeProcessing => return hang_up(kill).await,
             Fault::DropAfterProcessing => drop_after = true,
+            Fault::HangAfterProcessing(d) => hang_after = Some(d),
         }
     }
     let response = next.run(req).await;
+    if let Some(d) = hang_after {
+        tokio::time::sleep(d).await;
+        return hang_up(kill).await;
+    }
     if drop_after {
         return hang_up(kill).await;
     }

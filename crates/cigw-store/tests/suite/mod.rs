@@ -1198,4 +1198,80 @@ pub async fn secret_values_are_dropped_once_sent(ctx: Ctx) {
             assert!(!found, "{file} still holds the secret value");
         }
     }
+/// Issue 12: sends that may have reached the provider are counted in typed columns (ambiguous
+/// answers and claims that ended without an outcome), and such a run is never canceled blind.
+pub async fn possibly_sent_dispatches_are_counted_and_never_canceled_blind(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = one_run(s).await;
+    let first = s.claim_dispatch("d1", t(1), t(31), 10).await.unwrap();
+    assert_eq!((first[0].maybe_sent_count, first[0].last_maybe_sent_at), (0, None), "a first claim sent nothing");
+    // d1 dies mid-call: the next claim counts its attempt as possibly sent, no later than its lease end.
+    let second = s.claim_dispatch("d2", t(60), t(90), 10).await.unwrap();
+    assert_eq!((second[0].maybe_sent_count, second[0].last_maybe_sent_at), (1, Some(t(31))));
+    let ambiguous = DispatchOutcome::MaybeSent { sent_at: t(61), at: t(70), reason: "timeout".into() };
+    let u = s.record_dispatch(&run.id, "d2", ambiguous, t(62)).await.unwrap();
+    assert_eq!((u.run.state, u.run.maybe_sent_count, u.run.last_maybe_sent_at), (RunState::Pending, 2, Some(t(61))));
+    assert_eq!((u.run.next_dispatch_at, u.run.lease_owner.clone()), (Some(t(70)), None));
+    let ev = events_of(s, &run.id).await.pop().unwrap();
+    assert_eq!((ev.kind.as_str(), ev.data["maybe_sent"].clone()), (event_kind::DISPATCH_RETRY, json!(true)));
+
+    // Not leased and pending, yet possibly sent: canceling, still due for dispatch (to reconcile).
+    let u = s.request_cancel(&run.id, t(63)).await.unwrap();
+    assert_eq!((u.run.state, u.run.next_dispatch_at), (RunState::Canceling, Some(t(70))));
+    s.claim_dispatch("d3", t(70), t(100), 10).await.unwrap();
+    let keep_looking = DispatchOutcome::RetryAt { at: t(75), reason: "reconciling".into() };
+    let u = s.record_dispatch(&run.id, "d3", keep_looking, t(71)).await.unwrap();
+    assert_eq!(u.run.state, RunState::Canceling, "never canceled before the reconciliation ends");
+    s.claim_dispatch("d4", t(75), t(105), 10).await.unwrap();
+    let none_found = DispatchOutcome::Canceled { message: "canceled; no build was found".into() };
+    let u = s.record_dispatch(&run.id, "d4", none_found, t(76)).await.unwrap();
+    assert_eq!((u.run.state, u.run.message.as_deref()), (RunState::Canceled, Some("canceled; no build was found")));
+
+    // A run that provably never reached the provider still cancels at once.
+    let never = one_run(s).await;
+    assert_eq!(s.request_cancel(&never.id, t(80)).await.unwrap().run.state, RunState::Canceled);
+}
+
+/// Issue 12: refreshes are coalesced to one provider read per run per gap.
+pub async fn refreshes_coalesce_against_the_last_read(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = dispatched(s, "b-1").await;
+    let pending = one_run(s).await;
+    let gap = Duration::from_secs(5);
+    assert_eq!(s.poll_soon(&pending.id, t(3), gap).await.unwrap(), None, "nothing to read before dispatch");
+    let claimed = s.claim_poll("t", t(10), t(40), 10).await.unwrap();
+    assert_eq!((claimed.len(), claimed[0].last_polled_at), (1, Some(t(10))));
+    s.apply_status(&run.id, "t", &status(RunState::Running, "running", t(10)), Some(t(100))).await.unwrap();
+    // An occasional refresh reads at once, even just after a scheduled read.
+    assert_eq!(s.poll_soon(&run.id, t(11), gap).await.unwrap(), Some(t(11)));
+    s.claim_poll("t", t(11), t(41), 10).await.unwrap();
+    s.apply_status(&run.id, "t", &status(RunState::Running, "running", t(11)), Some(t(100))).await.unwrap();
+    // A burst: one read per gap after the last read, however many refreshes.
+    for now in [12, 13, 14, 15] {
+        assert_eq!(s.poll_soon(&run.id, t(now), gap).await.unwrap(), Some(t(16)), "one read per gap");
+    }
+    assert!(s.claim_poll("t", t(15), t(45), 10).await.unwrap().is_empty());
+    assert_eq!(s.claim_poll("t", t(16), t(46), 10).await.unwrap().len(), 1);
+    s.apply_status(&run.id, "t", &status(RunState::Running, "running", t(16)), Some(t(18))).await.unwrap();
+    assert_eq!(s.poll_soon(&run.id, t(17), gap).await.unwrap(), Some(t(18)), "an earlier scheduled read stays");
+    assert!(matches!(s.poll_soon("missing", t(17), gap).await.unwrap_err(), StoreError::NotFound { .. }));
+}
+
+/// Issue 12: the unconfirmed runs of a target, oldest send first.
+pub async fn unconfirmed_runs_in_send_order(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(one_run(s).await.id);
+    }
+    let other = create(s, new_trigger(&["b"], t(0))).await.runs.remove(0);
+    s.claim_dispatch("d", t(1), t(61), 10).await.unwrap();
+    for (id, sent) in ids.iter().zip([3, 2, 4]).chain([(&other.id, 1)]) {
+        let outcome = DispatchOutcome::Unconfirmed { sent_at: t(sent), deadline: t(300), next_poll_at: t(20) };
+        s.record_dispatch(id, "d", outcome, t(5)).await.unwrap();
+    }
+    let got: Vec<String> = s.unconfirmed_runs("a", 10).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(got, [ids[1].clone(), ids[0].clone(), ids[2].clone()]);
+    s.adopt(&ids[1], ProviderRunRef::new("b-9"), t(6)).await.unwrap();
+    assert_eq!(s.unconfirmed_runs("a", 10).await.unwrap().len(), 2, "a matched run is no longer unconfirmed");
 }

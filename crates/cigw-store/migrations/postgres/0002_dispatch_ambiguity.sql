@@ -1,0 +1,8 @@
+-- Typed dispatch history (issue 12): how many sends of a run may have reached its provider and
+-- when the latest of them was made, so reconciliation never has to read the event log; and when
+-- the tracker last read the run at its provider and when it was last asked to refresh, so
+-- refreshes can be coalesced.
+ALTER TABLE runs ADD COLUMN maybe_sent_count BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN last_maybe_sent_at TIMESTAMPTZ;
+ALTER TABLE runs ADD COLUMN last_polled_at TIMESTAMPTZ;
+ALTER TABLE runs ADD COLUMN last_refresh_at TIMESTAMPTZ;
