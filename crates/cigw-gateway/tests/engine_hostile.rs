@@ -383,3 +383,26 @@ async fn cancel_of_an_accepted_run_whose_build_never_shows_ends_canceled_not_in_
     assert_eq!(w.trigger_posts(), 1);
     drop(w.server);
 }
+
+#[tokio::test]
+async fn an_ambiguous_trigger_whose_build_list_keeps_failing_ends_in_error_without_a_resend() {
+    let w = world(quick_builds(), json!({}), json!({"unconfirmed_deadline": "2s"})).await;
+    w.triggers_hang(1);
+    // Every build list answers 503: the build can be neither found nor ruled out.
+    w.harness.faults().push(
+        ScriptedFault::new(Fault::ServerError { status: http::StatusCode::SERVICE_UNAVAILABLE })
+            .method(Method::GET)
+            .path_contains("/builds")
+            .times(100_000),
+    );
+    let run = w.submit("main").await;
+    let done = w.drive(&run.id, "terminal", |r| r.state.is_terminal()).await;
+
+    assert_eq!(done.state, RunState::Error, "{done:?}");
+    let message = done.message.clone().unwrap_or_default();
+    assert!(message.contains("could not look for the build"), "{message}");
+    assert!(message.contains("builds may exist at the provider"), "{message}");
+    assert_eq!(w.trigger_posts(), 1, "a trigger whose build cannot be looked for is never sent again");
+    assert!(!w.events(&run.id).await.iter().any(|e| e.kind == "possible_duplicate"));
+    drop(w.server);
+}

@@ -73,6 +73,7 @@ fn fault_name(f: &Fault) -> &'static str {
         Fault::ResetBeforeProcessing => "reset_before_processing",
         Fault::DropAfterProcessing => "drop_after_processing",
         Fault::Latency(_) => "latency_past_timeout",
+        Fault::HangAfterProcessing(_) => "hang_after_processing",
     }
 }
 

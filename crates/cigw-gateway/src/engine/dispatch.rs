@@ -36,6 +36,9 @@ enum Reconciled {
     /// Nothing within the grace window after the latest send: send again (reporting a possible
     /// duplicate first), or stop when the sends are spent or the run was canceled.
     GiveUp,
+    /// The provider's build list kept failing for `timings.unconfirmed_deadline` after the
+    /// latest send: the build can be neither found nor ruled out, so nothing is sent again.
+    CannotLook(String),
 }
 
 impl Engine {
@@ -72,6 +75,7 @@ impl Engine {
                 Reconciled::Adopted => "adopted",
                 Reconciled::KeepLooking(_) => "not_found_yet",
                 Reconciled::GiveUp => "gave_up",
+                Reconciled::CannotLook(_) => "cannot_look",
             });
             match reconciled {
                 Reconciled::Adopted => {
@@ -82,6 +86,16 @@ impl Engine {
                     let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
                     let reason = format!("{}: {why}", retry_reason::RECONCILING);
                     self.record(&run, DispatchOutcome::RetryAt { at, reason }).await?;
+                    return Ok(());
+                }
+                Reconciled::CannotLook(why) => {
+                    let message = format!(
+                        "could not look for the build of a trigger that may have reached {provider}: {why}. {rest}",
+                        provider = run.provider,
+                        rest = self.builds_may_exist(&run, &target, now),
+                    );
+                    tracing::warn!(run_id = run.id, sends = run.maybe_sent_count, "{message}");
+                    self.record(&run, DispatchOutcome::Refused { message }).await?;
                     return Ok(());
                 }
                 Reconciled::GiveUp if run.cancel_requested => {
@@ -260,9 +274,19 @@ impl Engine {
             tag: run.git_ref.tag.clone(),
             sha: run.git_ref.sha.clone(),
         };
+        let latest_send = run.last_maybe_sent_at.unwrap_or(run.created_at);
         let candidates = match target.target.find_recent(&query).await {
             Ok(c) => c,
-            Err(e) => return Ok(Reconciled::KeepLooking(format!("listing recent builds failed: {e}"))),
+            Err(e) => {
+                let why = format!("listing recent builds failed: {e}");
+                let deadline =
+                    chrono::Duration::from_std(self.state.settings.timings.unconfirmed_deadline).unwrap_or_default();
+                if now - latest_send >= deadline {
+                    let waited = humanize((now - latest_send).to_std().unwrap_or_default());
+                    return Ok(Reconciled::CannotLook(format!("{why} (for {waited} after the last send)")));
+                }
+                return Ok(Reconciled::KeepLooking(why));
+            }
         };
         let first_poll = now + chrono::Duration::from_std(self.state.settings.timings.poll_initial).unwrap_or_default();
         for candidate in rank_candidates(&run.id, &run.git_ref, run.created_at, candidates) {
@@ -289,7 +313,6 @@ impl Engine {
         }
         // Every further send waits a full grace of looking, counted from the latest send.
         let grace = chrono::Duration::from_std(self.state.settings.timings.reconcile_grace).unwrap_or_default();
-        let latest_send = run.last_maybe_sent_at.unwrap_or(run.created_at);
         if now - latest_send >= grace {
             Ok(Reconciled::GiveUp)
         } else {

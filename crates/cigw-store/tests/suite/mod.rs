@@ -1198,6 +1198,8 @@ pub async fn secret_values_are_dropped_once_sent(ctx: Ctx) {
             assert!(!found, "{file} still holds the secret value");
         }
     }
+}
+
 /// Issue 12: sends that may have reached the provider are counted in typed columns (ambiguous
 /// answers and claims that ended without an outcome), and such a run is never canceled blind.
 pub async fn possibly_sent_dispatches_are_counted_and_never_canceled_blind(ctx: Ctx) {
