@@ -349,6 +349,10 @@ pub struct Timings {
     /// identifying the build (ambiguous answers, crashes mid-call); after that many the run ends
     /// in `error` saying builds may exist, instead of sending again.
     pub max_unconfirmed_sends: u32,
+    /// How long a run may keep failing to reach its provider (connection refused, rate limited:
+    /// attempts that provably sent nothing) before it ends in `error`; counted from its creation.
+    #[serde(with = "humantime_serde")]
+    pub dispatch_deadline: Duration,
 }
 
 impl Default for Timings {
@@ -364,6 +368,7 @@ impl Default for Timings {
             dispatch_delay: Duration::ZERO,
             prune_interval: Duration::from_secs(3600),
             max_unconfirmed_sends: 2,
+            dispatch_deadline: Duration::from_secs(3600),
         }
     }
 }
@@ -376,7 +381,10 @@ impl Timings {
             problems.error(key("max_unconfirmed_sends"), "expected at least 1 (the first send)");
         }
         if self.lease < Duration::from_millis(100) {
-            problems.error(key("lease"), "expected at least 100ms: work on a run must fit in 80% of its lease");
+            problems.error(key("lease"), "expected at least 100ms: a lease is renewed every third of it");
+        }
+        if self.dispatch_deadline.is_zero() {
+            problems.error(key("dispatch_deadline"), "expected more than 0s");
         }
     }
 }

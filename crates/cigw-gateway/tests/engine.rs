@@ -533,20 +533,55 @@ async fn a_slow_provider_call_does_not_hold_up_other_runs() {
 }
 
 #[tokio::test]
-async fn work_that_outlives_its_lease_is_abandoned_and_reconciled_not_resent() {
+async fn a_call_longer_than_the_lease_keeps_its_run_by_renewing_the_lease() {
     let w = world(FakeConfig::default()).await;
     let mut settings = (*w.state.settings).clone();
     settings.timings.lease = Duration::from_millis(500);
     let state = AppState::new(w.store().clone(), (*w.state.catalog).clone(), settings);
     let engine = Engine::new(state);
-    // The provider starts the build at once but answers only after the lease has run out.
+    // The provider starts the build at once but answers only after the lease would have run out.
     w.harness.faults().push(
         ScriptedFault::new(Fault::Latency(Duration::from_millis(900))).method(Method::POST).path_contains("/trigger"),
     );
     let run = w.submit(GitRef::branch("main")).await;
+    engine.tick().await;
+    let after = w.store().get_run(&run.id).await.unwrap();
+    assert!(after.provider_ref.is_some(), "the slow answer was recorded: {after:?}");
+    assert_eq!(after.maybe_sent_count, 0, "a renewed lease is not a crash: {after:?}");
+    assert_eq!(w.harness.builds().count(&run.id), 1);
+    assert!(!w.event_kinds(&run.id).await.contains(&"reconciled".to_string()));
+}
+
+#[tokio::test]
+async fn work_whose_lease_is_lost_is_abandoned_and_reconciled_not_resent() {
+    let w = world(FakeConfig::default()).await;
+    let mut settings = (*w.state.settings).clone();
+    settings.timings.lease = Duration::from_millis(500);
+    let state = AppState::new(w.store().clone(), (*w.state.catalog).clone(), settings);
+    let engine = Engine::new(state);
+    // The provider starts the build at once but answers late; meanwhile the lease is taken away
+    // (as when the store cannot confirm it, or another replica claims the run).
+    w.harness.faults().push(
+        ScriptedFault::new(Fault::Latency(Duration::from_millis(900))).method(Method::POST).path_contains("/trigger"),
+    );
+    let run = w.submit(GitRef::branch("main")).await;
+    let store = w.store().clone();
+    let steal = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Another replica whose clock says the lease is over claims the run, then lets it go.
+        let later = chrono::Utc::now() + chrono::Duration::seconds(10);
+        let stolen = store.claim_dispatch("thief", later, later + chrono::Duration::seconds(1), 10).await.unwrap();
+        assert_eq!(stolen.len(), 1);
+        store.release_leases("thief").await.unwrap();
+    });
     let started = std::time::Instant::now();
     engine.tick().await;
-    assert!(started.elapsed() < Duration::from_millis(800), "abandoned within the lease: {:?}", started.elapsed());
+    steal.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(850),
+        "abandoned once the lease was lost: {:?}",
+        started.elapsed()
+    );
     for _ in 0..600 {
         engine.tick().await;
         if w.store().get_run(&run.id).await.unwrap().state.is_terminal() {

@@ -406,3 +406,23 @@ async fn an_ambiguous_trigger_whose_build_list_keeps_failing_ends_in_error_witho
     assert!(!w.events(&run.id).await.iter().any(|e| e.kind == "possible_duplicate"));
     drop(w.server);
 }
+
+#[tokio::test]
+async fn a_provider_that_cannot_be_reached_is_retried_until_the_dispatch_deadline() {
+    // Nothing listens on port 1: every attempt provably sends nothing.
+    let account = json!({"base_url": "http://127.0.0.1:1/v2"});
+    let w = world(quick_builds(), account, json!({"dispatch_deadline": "3s", "retry_max_delay": "100ms"})).await;
+    let run = w.submit("main").await;
+    let done = w.drive(&run.id, "terminal", |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Error, "{done:?}");
+    let message = done.message.clone().unwrap_or_default();
+    assert!(message.contains("could not be reached for"), "{message}");
+    let lasted = done.finished_at.unwrap() - done.created_at;
+    assert!(
+        lasted >= chrono::Duration::seconds(3),
+        "an outage is waited out until the deadline, not for a count of attempts: {lasted}"
+    );
+    assert!(done.dispatch_attempts > 1, "retried: {}", done.dispatch_attempts);
+    assert_eq!(w.trigger_posts(), 0);
+    drop(w.server);
+}

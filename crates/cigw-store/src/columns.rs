@@ -75,6 +75,18 @@ pub(crate) static PG_INSERT_RUN: LazyLock<String> = LazyLock::new(|| insert_run_
 /// The update for PostgreSQL.
 pub(crate) static PG_UPDATE_RUN: LazyLock<String> = LazyLock::new(|| update_run_sql('$'));
 
+/// Extends the lease of a run still held by its owner (binds: run id, owner, now, new end).
+/// A lease that already ended is not renewed: another claimer may hold the run by then.
+pub(crate) fn renew_lease_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "UPDATE runs SET lease_until = {until} WHERE id = {id} AND lease_owner = {owner} AND lease_until > {now}",
+        id = p(1),
+        owner = p(2),
+        now = p(3),
+        until = p(4)
+    )
+}
+
 /// Terminal states as an SQL list, for claim queries.
 pub(crate) const TERMINAL_SQL: &str = "('succeeded', 'failed', 'canceled', 'skipped', 'error')";
 

@@ -546,6 +546,24 @@ impl Store for PgStore {
         .await
     }
 
+    async fn renew_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let renewed = sqlx::query(&renew_lease_sql(|n| format!("${n}")))
+            .bind(run_id)
+            .bind(owner)
+            .bind(trunc(now))
+            .bind(trunc(until))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(renewed == 1)
+    }
+
     async fn release_leases(&self, owner: &str) -> StoreResult<u64> {
         let owner = owner.to_string();
         self.in_tx(move |conn| {

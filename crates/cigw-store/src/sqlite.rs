@@ -639,6 +639,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn renew_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (run_id, owner) = (run_id.to_string(), owner.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                let renewed = sqlx::query(&renew_lease_sql(|n| format!("?{n}")))
+                    .bind(&run_id)
+                    .bind(&owner)
+                    .bind(micros(now))
+                    .bind(micros(until))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                Ok(renewed == 1)
+            })
+        })
+        .await
+    }
+
     async fn create_trigger(&self, trigger: NewTrigger) -> StoreResult<CreateOutcome> {
         let outcome = self
             .write(move |conn| Box::pin(async move { ops::create_trigger(&mut SqliteTx(conn), &trigger).await }))

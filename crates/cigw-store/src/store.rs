@@ -44,6 +44,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Release every run and outbox lease held by `owner` (graceful shutdown); returns how many.
     async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
 
+    /// Extend `owner`'s lease on a run to `until` while it works on it; `false` when the lease
+    /// is no longer held (it ended at or before `now`, or another claimer has the run): the
+    /// caller must stop working on the run.
+    async fn renew_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     // ---- intake ----
 
     /// Store a trigger, its runs (pending), the idempotency key and a `created` event per run

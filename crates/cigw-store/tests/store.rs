@@ -132,6 +132,7 @@ both_backends!(
     possibly_sent_dispatches_are_counted_and_never_canceled_blind,
     refreshes_coalesce_against_the_last_read,
     unconfirmed_runs_in_send_order,
+    leases_are_renewed_only_while_held,
 );
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,

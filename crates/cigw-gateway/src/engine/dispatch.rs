@@ -14,9 +14,6 @@ use super::matching::{CLOCK_SKEW, rank_candidates};
 use super::track::humanize;
 use super::{Engine, event_kind};
 
-/// After this many attempts that never reached the provider, the run ends in `error`.
-const MAX_UNSENT_ATTEMPTS: u32 = 12;
-
 /// Why an earlier attempt was postponed, written as the prefix of the `dispatch_retry` reason.
 mod retry_reason {
     /// The request never left (or was rate limited): sending again is safe.
@@ -244,9 +241,17 @@ impl Engine {
             },
             Ok(TriggerOutcome::NothingToRun { message }) => DispatchOutcome::NothingToRun { message },
             Err(e @ (Error::NotSent { .. } | Error::RateLimited { .. })) => {
-                if run.dispatch_attempts >= MAX_UNSENT_ATTEMPTS {
+                // An outage is waited out (nothing was sent, so retrying is safe) until the
+                // run's dispatch deadline; a count of attempts would end runs within seconds
+                // once waits are bounded by the lease.
+                let waited = (now - run.created_at).to_std().unwrap_or_default();
+                if waited >= timings.dispatch_deadline {
                     return DispatchOutcome::Refused {
-                        message: format!("gave up after {} attempts: {e}", run.dispatch_attempts),
+                        message: format!(
+                            "the provider could not be reached for {} ({} attempts, none of which reached it): {e}",
+                            humanize(waited),
+                            run.dispatch_attempts
+                        ),
                     };
                 }
                 let wait = e.retry_after().unwrap_or_else(|| self.backoff(run.dispatch_attempts));

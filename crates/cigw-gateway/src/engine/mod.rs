@@ -9,6 +9,7 @@ mod matching;
 mod schedule;
 mod track;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,18 +135,45 @@ impl Engine {
         handled
     }
 
-    /// How long one run may be worked on: less than its lease, so this process never works on a
-    /// run after the lease it claimed it with has ended (when another claim, by another replica
-    /// or by this process's next pass, may already hold it).
-    fn work_budget(&self) -> Duration {
-        self.state.settings.timings.lease.mul_f64(0.8)
+    /// Run `work` on a claimed run while renewing the run's lease every third of the lease, so
+    /// a slow provider call (a long request timeout, a retry) keeps the run instead of letting
+    /// another claimer take it mid-call. When the lease cannot be renewed (another claimer has
+    /// the run, or the store cannot confirm ours before it runs out) the work is dropped: the
+    /// next claim then counts the attempt as possibly sent and reconciles it. `false` then.
+    async fn under_lease(&self, run_id: &str, work: impl Future<Output = ()>) -> bool {
+        let lease = self.state.settings.timings.lease;
+        let every = (lease / 3).max(Duration::from_millis(10));
+        let renew = async {
+            let mut held_until = tokio::time::Instant::now() + lease;
+            loop {
+                tokio::time::sleep(every).await;
+                let now = self.state.now();
+                let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+                match self.state.store.renew_lease(run_id, &self.owner, now, until).await {
+                    Ok(true) => held_until = tokio::time::Instant::now() + lease,
+                    Ok(false) => return "the lease was lost",
+                    Err(e) => {
+                        tracing::warn!(run_id, error = %e, "renewing a lease failed");
+                        // Stop before the lease we can still prove ends.
+                        if tokio::time::Instant::now() + every >= held_until {
+                            return "the lease could not be renewed";
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = work => true,
+            why = renew => {
+                tracing::warn!(run_id, why, "work on a run was abandoned");
+                false
+            }
+        }
     }
 
     /// Until when provider calls on a claimed run may wait (for a rate limit, a backoff): a
-    /// quarter of the lease, so a call made at the end of a wait still fits in the work budget
-    /// (defaults: 15s of waiting + a 30s request timeout < 48s). A longer wait is not made: the
-    /// call fails as rate limited and the run is scheduled again, so waiting never outlives the
-    /// lease (work abandoned mid-call would have to count as a possibly-sent trigger).
+    /// quarter of the lease. A longer wait is not made: the call fails as rate limited and the
+    /// run is scheduled again, so a run is never held (and its lease renewed) just to wait.
     fn wait_budget_end(&self) -> std::time::Instant {
         std::time::Instant::now() + self.state.settings.timings.lease.mul_f64(0.25)
     }
@@ -184,8 +212,8 @@ impl Engine {
             tracing::info_span!("dispatch", run_id = %run.id, target = %run.target, attempt = run.dispatch_attempts);
         let run_id = run.id.clone();
         let work = within_budget(self.wait_budget_end(), self.dispatch(run).instrument(span));
-        if tokio::time::timeout(self.work_budget(), work).await.is_err() {
-            tracing::warn!(run_id, "dispatch outlived its lease and was abandoned; the next claim reconciles it");
+        if !self.under_lease(&run_id, work).await {
+            tracing::warn!(run_id, "dispatch lost its lease and was abandoned; the next claim reconciles it");
         }
         // The run's events changed (or an attempt was made): wake the event streams.
         self.state.notify_events();
@@ -196,8 +224,8 @@ impl Engine {
         let span = tracing::info_span!("track", run_id = %run.id, target = %run.target, attempt);
         let run_id = run.id.clone();
         let work = within_budget(self.wait_budget_end(), self.track(run).instrument(span));
-        if tokio::time::timeout(self.work_budget(), work).await.is_err() {
-            tracing::warn!(run_id, "a poll outlived its lease and was abandoned; the run is polled again");
+        if !self.under_lease(&run_id, work).await {
+            tracing::warn!(run_id, "a poll lost its lease and was abandoned; the run is polled again");
         }
         self.state.notify_events();
     }

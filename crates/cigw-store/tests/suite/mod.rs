@@ -1277,3 +1277,19 @@ pub async fn unconfirmed_runs_in_send_order(ctx: Ctx) {
     s.adopt(&ids[1], ProviderRunRef::new("b-9"), t(6)).await.unwrap();
     assert_eq!(s.unconfirmed_runs("a", 10).await.unwrap().len(), 2, "a matched run is no longer unconfirmed");
 }
+
+/// A lease is renewed only by its owner and only while it still holds; a renewed lease keeps
+/// other claimers off the run.
+pub async fn leases_are_renewed_only_while_held(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = one_run(s).await;
+    let claimed = s.claim_dispatch("a", t(1), t(31), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(s.renew_lease(&run.id, "a", t(20), t(50)).await.unwrap(), "the owner renews a live lease");
+    assert!(!s.renew_lease(&run.id, "b", t(21), t(60)).await.unwrap(), "another owner cannot");
+    assert!(s.claim_dispatch("b", t(40), t(70), 10).await.unwrap().is_empty(), "the renewed lease still holds at 40");
+    assert!(!s.renew_lease(&run.id, "a", t(50), t(80)).await.unwrap(), "a lease that ended is not renewed");
+    let taken = s.claim_dispatch("b", t(51), t(81), 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "after it ended another claimer takes the run");
+    assert_eq!(taken[0].maybe_sent_count, 1, "and counts the abandoned attempt as possibly sent");
+}
