@@ -223,6 +223,7 @@ async fn a_crash_during_dispatch_is_reconciled_after_the_lease_expires() {
     let claimed =
         w.store().claim_dispatch("dead-process", now, now + chrono::Duration::milliseconds(50), 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
+    w.store().mark_sending(&run.id, "dead-process", now).await.unwrap();
     let spec = cigw_core::TriggerSpec {
         run_id: run.id.clone(),
         git_ref: run.git_ref.clone(),
@@ -235,6 +236,27 @@ async fn a_crash_during_dispatch_is_reconciled_after_the_lease_expires() {
     assert_eq!(done.state, RunState::Succeeded);
     assert_eq!(w.harness.builds().count(&run.id), 1, "the crashed attempt's build was adopted");
     assert!(w.event_kinds(&run.id).await.contains(&"reconciled".to_string()));
+}
+
+#[tokio::test]
+async fn a_crash_before_the_send_is_sent_once_without_a_reconciliation() {
+    let w = world(FakeConfig::default()).await;
+    let run = w.submit(GitRef::branch("main")).await;
+    // A dispatcher claims the run and dies before it marked (or made) any send.
+    let now = Utc::now();
+    let claimed =
+        w.store().claim_dispatch("dead-process", now, now + chrono::Duration::milliseconds(50), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let done = w.finish(&run.id).await;
+    assert_eq!(done.state, RunState::Succeeded);
+    assert_eq!(done.maybe_sent_count, 0, "nothing was sent before the crash: {done:?}");
+    assert_eq!(w.harness.builds().count(&run.id), 1);
+    let kinds = w.event_kinds(&run.id).await;
+    assert!(
+        !kinds.contains(&"reconciled".to_string()) && !kinds.contains(&"possible_duplicate".to_string()),
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::model::RunRecord;
 
 /// The `runs` columns in bind order (`id` first).
-pub(crate) const RUN_COLUMNS: [&str; 40] = [
+pub(crate) const RUN_COLUMNS: [&str; 41] = [
     "id",
     "trigger_id",
     "target",
@@ -53,6 +53,7 @@ pub(crate) const RUN_COLUMNS: [&str; 40] = [
     "last_maybe_sent_at",
     "last_polled_at",
     "last_refresh_at",
+    "sending_since",
 ];
 
 fn insert_run_sql(placeholder: char) -> String {
@@ -214,18 +215,32 @@ pub(crate) struct Claim {
     pub(crate) key: fn(&RunRecord) -> Option<DateTime<Utc>>,
 }
 
-/// Runs due for dispatch; each claim counts an attempt. A run still naming a lease owner was
-/// claimed before and never got an outcome recorded (the process died, or abandoned the work at
-/// the end of its lease): that attempt may have sent the trigger, so it counts as a possibly-sent
-/// send made no later than its lease end (SET reads the row's values from before the update).
+/// Runs due for dispatch; each claim counts an attempt. A run whose send mark is still set was
+/// being sent by a claimer that never recorded the outcome (the process died, or lost its lease
+/// mid-call): that send may have reached the provider, so it counts as a possibly-sent send,
+/// made no later than the end of the lease it was made under. A claimer that died before
+/// sending left no mark, and nothing is counted (SET reads the row's values from before the
+/// update).
 pub(crate) const DISPATCH_CLAIM: Claim = Claim {
     also_set: ", dispatch_attempts = dispatch_attempts + 1, \
-               maybe_sent_count = maybe_sent_count + CASE WHEN lease_owner IS NOT NULL THEN 1 ELSE 0 END, \
-               last_maybe_sent_at = CASE WHEN lease_owner IS NOT NULL THEN lease_until ELSE last_maybe_sent_at END",
+               maybe_sent_count = maybe_sent_count + CASE WHEN sending_since IS NOT NULL THEN 1 ELSE 0 END, \
+               last_maybe_sent_at = CASE WHEN sending_since IS NOT NULL THEN COALESCE(lease_until, sending_since) \
+                                    ELSE last_maybe_sent_at END, \
+               sending_since = NULL",
     due: "next_dispatch_at IS NOT NULL AND next_dispatch_at <= {now}",
     order_by: "next_dispatch_at",
     key: |r| r.next_dispatch_at,
 };
+
+/// Marks a send in progress on a run still leased by its owner (binds: run id, owner, now).
+pub(crate) fn mark_sending_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "UPDATE runs SET sending_since = {now} WHERE id = {id} AND lease_owner = {owner} AND lease_until > {now}",
+        id = p(1),
+        owner = p(2),
+        now = p(3)
+    )
+}
 
 /// Dispatched runs (with a provider build, or accepted without an id) due for a poll; the claim
 /// time is kept as the run's last provider read (refreshes are coalesced against it).

@@ -218,6 +218,8 @@ pub struct RunRecord {
     pub last_polled_at: Option<DateTime<Utc>>,
     /// When a read was last requested out of schedule (refresh).
     pub last_refresh_at: Option<DateTime<Utc>>,
+    /// When a send of the trigger started whose outcome is not recorded yet (write-ahead mark).
+    pub sending_since: Option<DateTime<Utc>>,
 }
 
 impl RunRecord {

@@ -92,6 +92,7 @@ fn run_from_new(n: &NewRun, trigger_id: &str, requested_by: &str, now: DateTime<
         last_maybe_sent_at: None,
         last_polled_at: None,
         last_refresh_at: None,
+        sending_since: None,
     }
 }
 
@@ -271,6 +272,14 @@ fn state_event(from: RunState, run: &RunRecord, extra: Value) -> Value {
     json!({"from": from.as_str(), "to": run.state.as_str(), "detail": extra})
 }
 
+/// The answer of a write-ahead send mark: `Conflict` when the owner no longer holds the run.
+pub(crate) fn marked(run_id: &str, owner: &str, rows: u64) -> StoreResult<()> {
+    match rows {
+        1 => Ok(()),
+        _ => Err(StoreError::Conflict { what: format!("run {run_id} is not leased by {owner}") }),
+    }
+}
+
 pub(crate) async fn record_dispatch(
     tx: &mut dyn Tx,
     run_id: &str,
@@ -285,6 +294,7 @@ pub(crate) async fn record_dispatch(
     }
     run.lease_owner = None;
     run.lease_until = None;
+    run.sending_since = None;
     run.updated_at = now;
     let (kind, data, moved_from) = match outcome {
         DispatchOutcome::Started { run_ref, next_poll_at } => {

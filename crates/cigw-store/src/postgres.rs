@@ -129,6 +129,7 @@ fn run_from_row(row: &PgRow) -> StoreResult<RunRecord> {
         last_maybe_sent_at: row.try_get("last_maybe_sent_at")?,
         last_polled_at: row.try_get("last_polled_at")?,
         last_refresh_at: row.try_get("last_refresh_at")?,
+        sending_since: row.try_get("sending_since")?,
         id,
     })
 }
@@ -230,6 +231,7 @@ fn bind_run<'q>(sql: &'q str, r: &RunRecord) -> sqlx::query::Query<'q, sqlx::Pos
         .bind(r.last_maybe_sent_at)
         .bind(r.last_polled_at)
         .bind(r.last_refresh_at)
+        .bind(r.sending_since)
 }
 
 fn provider_conflict(r: &RunRecord) -> String {
@@ -544,6 +546,17 @@ impl Store for PgStore {
             })
         })
         .await
+    }
+
+    async fn mark_sending(&self, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let marked = sqlx::query(&mark_sending_sql(|n| format!("${n}")))
+            .bind(run_id)
+            .bind(owner)
+            .bind(trunc(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        ops::marked(run_id, owner, marked)
     }
 
     async fn renew_lease(

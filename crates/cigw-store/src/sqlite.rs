@@ -220,6 +220,7 @@ fn run_from_row(row: &SqliteRow) -> StoreResult<RunRecord> {
         last_maybe_sent_at: opt_time(row, "last_maybe_sent_at")?,
         last_polled_at: opt_time(row, "last_polled_at")?,
         last_refresh_at: opt_time(row, "last_refresh_at")?,
+        sending_since: opt_time(row, "sending_since")?,
         id,
     })
 }
@@ -331,6 +332,7 @@ fn bind_run<'q>(
         .bind(r.last_maybe_sent_at.map(micros))
         .bind(r.last_polled_at.map(micros))
         .bind(r.last_refresh_at.map(micros))
+        .bind(r.sending_since.map(micros))
 }
 
 fn provider_conflict(r: &RunRecord) -> String {
@@ -637,6 +639,25 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn mark_sending(&self, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (id, owner_name) = (run_id.to_string(), owner.to_string());
+        let marked = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    let n = sqlx::query(&mark_sending_sql(|n| format!("?{n}")))
+                        .bind(&id)
+                        .bind(&owner_name)
+                        .bind(micros(now))
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    Ok(n)
+                })
+            })
+            .await?;
+        ops::marked(run_id, owner, marked)
     }
 
     async fn renew_lease(

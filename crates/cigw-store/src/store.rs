@@ -44,6 +44,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Release every run and outbox lease held by `owner` (graceful shutdown); returns how many.
     async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
 
+    /// Mark, just before a trigger is sent, that `owner` is sending it (a write-ahead mark that
+    /// [`Store::record_dispatch`] clears). A later claim that finds the mark knows the send may
+    /// have reached the provider; one that finds none knows nothing was sent. `Conflict` when
+    /// `owner` no longer holds the run: then nothing may be sent.
+    async fn mark_sending(&self, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
     /// Extend `owner`'s lease on a run to `until` while it works on it; `false` when the lease
     /// is no longer held (it ended at or before `now`, or another claimer has the run): the
     /// caller must stop working on the run.

@@ -139,7 +139,7 @@ impl Engine {
             self.cancel_previous(&run).await;
         }
 
-        let (result, sent_at) = self.send(&run, &target).await;
+        let (result, sent_at) = self.send(&run, &target).await?;
         let outcome = self.outcome_of(&run, result, sent_at);
         let reached = matches!(
             outcome,
@@ -193,17 +193,21 @@ impl Engine {
     /// call started. Triggers of a target whose provider answers without an id are sent one at a
     /// time (in this process), so the order of sends is the order the provider queues builds in:
     /// correlation then matches them one to one, oldest send to oldest build.
+    ///
+    /// The send is marked in the store first (write-ahead), so if this process dies mid-call the
+    /// next claim knows the trigger may have been sent; a lease lost before the mark sends nothing.
     async fn send(
         &self,
         run: &RunRecord,
         target: &ConfiguredTarget,
-    ) -> (cigw_core::Result<TriggerOutcome>, DateTime<Utc>) {
+    ) -> Result<(cigw_core::Result<TriggerOutcome>, DateTime<Utc>), StoreError> {
         let _in_order = match target.target.capabilities().trigger_returns_id {
             true => None,
             false => Some(self.locks.send_lock(&run.target).lock_owned().await),
         };
         let sent_at = self.state.now();
-        (self.send_unordered(run, target).await, sent_at)
+        self.state.store.mark_sending(&run.id, &self.owner, sent_at).await?;
+        Ok((self.send_unordered(run, target).await, sent_at))
     }
 
     async fn send_unordered(&self, run: &RunRecord, target: &ConfiguredTarget) -> cigw_core::Result<TriggerOutcome> {

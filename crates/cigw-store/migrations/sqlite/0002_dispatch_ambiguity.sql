@@ -6,3 +6,7 @@ ALTER TABLE runs ADD COLUMN maybe_sent_count INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN last_maybe_sent_at INTEGER;
 ALTER TABLE runs ADD COLUMN last_polled_at INTEGER;
 ALTER TABLE runs ADD COLUMN last_refresh_at INTEGER;
+-- Write-ahead mark of a send in progress: set just before a trigger is sent, cleared when its
+-- outcome is recorded. A claim that finds it set knows an earlier attempt may have sent the
+-- trigger (the process died mid-call); one that finds it clear knows nothing was sent.
+ALTER TABLE runs ADD COLUMN sending_since INTEGER;

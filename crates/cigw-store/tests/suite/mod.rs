@@ -1207,9 +1207,16 @@ pub async fn possibly_sent_dispatches_are_counted_and_never_canceled_blind(ctx: 
     let run = one_run(s).await;
     let first = s.claim_dispatch("d1", t(1), t(31), 10).await.unwrap();
     assert_eq!((first[0].maybe_sent_count, first[0].last_maybe_sent_at), (0, None), "a first claim sent nothing");
-    // d1 dies mid-call: the next claim counts its attempt as possibly sent, no later than its lease end.
+    // d1 dies before sending: no send mark, nothing counted.
+    let again = s.claim_dispatch("d1b", t(40), t(45), 10).await.unwrap();
+    assert_eq!((again[0].maybe_sent_count, again[0].last_maybe_sent_at), (0, None), "died before sending");
+    // d1b marks its send and dies mid-call: the next claim counts that send as possibly sent, no
+    // later than the end of its lease.
+    s.mark_sending(&run.id, "d1b", t(41)).await.unwrap();
+    assert!(s.mark_sending(&run.id, "d1", t(42)).await.is_err(), "only the lease holder marks a send");
     let second = s.claim_dispatch("d2", t(60), t(90), 10).await.unwrap();
-    assert_eq!((second[0].maybe_sent_count, second[0].last_maybe_sent_at), (1, Some(t(31))));
+    assert_eq!((second[0].maybe_sent_count, second[0].last_maybe_sent_at), (1, Some(t(45))));
+    assert_eq!(second[0].sending_since, None, "the claim takes the mark over into the count");
     let ambiguous = DispatchOutcome::MaybeSent { sent_at: t(61), at: t(70), reason: "timeout".into() };
     let u = s.record_dispatch(&run.id, "d2", ambiguous, t(62)).await.unwrap();
     assert_eq!((u.run.state, u.run.maybe_sent_count, u.run.last_maybe_sent_at), (RunState::Pending, 2, Some(t(61))));
@@ -1291,5 +1298,5 @@ pub async fn leases_are_renewed_only_while_held(ctx: Ctx) {
     assert!(!s.renew_lease(&run.id, "a", t(50), t(80)).await.unwrap(), "a lease that ended is not renewed");
     let taken = s.claim_dispatch("b", t(51), t(81), 10).await.unwrap();
     assert_eq!(taken.len(), 1, "after it ended another claimer takes the run");
-    assert_eq!(taken[0].maybe_sent_count, 1, "and counts the abandoned attempt as possibly sent");
+    assert_eq!(taken[0].maybe_sent_count, 0, "the abandoned attempt had not marked a send");
 }
