@@ -426,3 +426,27 @@ async fn a_provider_that_cannot_be_reached_is_retried_until_the_dispatch_deadlin
     assert_eq!(w.trigger_posts(), 0);
     drop(w.server);
 }
+
+#[tokio::test]
+async fn the_grace_counts_from_the_ambiguous_answer_not_from_the_start_of_the_send() {
+    // The trigger times out after 1.5 s, longer than the 1 s grace: counted from the start of the
+    // send, the grace would be over before the first look.
+    let w = world(quick_builds(), json!({"timeout": "1500ms"}), json!({"reconcile_grace": "1s"})).await;
+    w.triggers_hang(100);
+    w.harness.faults().set_listing(Listing::HiddenSince(w.harness.clock().now()));
+    let run = w.submit("main").await;
+    let done = w.drive(&run.id, "terminal", |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Error, "{done:?}");
+    let requests = w.harness.recorder().requests();
+    let posts: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.method == Method::POST && r.path.ends_with("/builds"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    let looks =
+        requests[posts[0]..posts[1]].iter().filter(|r| r.method == Method::GET && r.path.ends_with("/builds")).count();
+    assert!(looks >= 3, "a full grace of looking after the answer, not {looks} look(s)");
+    drop(w.server);
+}

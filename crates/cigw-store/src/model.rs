@@ -262,7 +262,8 @@ pub enum DispatchOutcome {
     /// `pending` (or `canceling`), counts one more possibly-sent send made at `sent_at`, and is
     /// claimed again at `at` to reconcile before anything is sent again.
     MaybeSent {
-        /// When the request was sent.
+        /// The last moment the request may have reached the provider (when its ambiguous answer
+        /// came): the reconciliation grace counts from here.
         sent_at: DateTime<Utc>,
         /// Next attempt (a reconciliation).
         at: DateTime<Utc>,

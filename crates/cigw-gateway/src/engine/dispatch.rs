@@ -139,8 +139,8 @@ impl Engine {
             self.cancel_previous(&run).await;
         }
 
-        let (result, sent_at) = self.send(&run, &target).await?;
-        let outcome = self.outcome_of(&run, result, sent_at);
+        let result = self.send(&run, &target).await?;
+        let outcome = self.outcome_of(&run, result);
         let reached = matches!(
             outcome,
             DispatchOutcome::Started { .. }
@@ -200,14 +200,13 @@ impl Engine {
         &self,
         run: &RunRecord,
         target: &ConfiguredTarget,
-    ) -> Result<(cigw_core::Result<TriggerOutcome>, DateTime<Utc>), StoreError> {
+    ) -> Result<cigw_core::Result<TriggerOutcome>, StoreError> {
         let _in_order = match target.target.capabilities().trigger_returns_id {
             true => None,
             false => Some(self.locks.send_lock(&run.target).lock_owned().await),
         };
-        let sent_at = self.state.now();
-        self.state.store.mark_sending(&run.id, &self.owner, sent_at).await?;
-        Ok((self.send_unordered(run, target).await, sent_at))
+        self.state.store.mark_sending(&run.id, &self.owner, self.state.now()).await?;
+        Ok(self.send_unordered(run, target).await)
     }
 
     async fn send_unordered(&self, run: &RunRecord, target: &ConfiguredTarget) -> cigw_core::Result<TriggerOutcome> {
@@ -227,12 +226,7 @@ impl Engine {
         target.target.trigger(&spec).await
     }
 
-    fn outcome_of(
-        &self,
-        run: &RunRecord,
-        result: cigw_core::Result<TriggerOutcome>,
-        sent_at: DateTime<Utc>,
-    ) -> DispatchOutcome {
+    fn outcome_of(&self, run: &RunRecord, result: cigw_core::Result<TriggerOutcome>) -> DispatchOutcome {
         let now = self.state.now();
         let timings = &self.state.settings.timings;
         let first_poll = now + chrono::Duration::from_std(timings.poll_initial).unwrap_or_default();
@@ -264,7 +258,9 @@ impl Engine {
             }
             Err(e @ (Error::MaybeSent { .. } | Error::Unavailable { .. })) => {
                 let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
-                DispatchOutcome::MaybeSent { sent_at, at, reason: format!("{}: {e}", retry_reason::MAYBE_SENT) }
+                // The request may have reached the provider until its ambiguous answer came (a
+                // timeout can end long after the request left): the grace counts from now.
+                DispatchOutcome::MaybeSent { sent_at: now, at, reason: format!("{}: {e}", retry_reason::MAYBE_SENT) }
             }
             Err(e) => DispatchOutcome::Refused { message: e.to_string() },
         }
