@@ -379,9 +379,9 @@ async fn three_hundred_triggers_through_provider_faults_end_with_one_build_or_a_
 /// `possible_duplicate`, stops after `timings.max_unconfirmed_sends` (default 2) unconfirmed
 /// sends and ends the run in `error` (saying builds may exist at the provider).
 ///
-/// KNOWN FAILURE on the code this suite was written against (issue 12 defect 1, engine fix
-/// pending): silent runs re-send at once after the first grace, with no limit; blind runs stay
-/// `pending` for ever, because a failing list keeps reconciliation looking with no deadline.
+/// Blind runs end in `error` after `timings.unconfirmed_deadline` of failing lists, having sent
+/// once. (Before issue 12's fix, silent runs re-sent at once after the first grace with no limit
+/// and blind runs stayed `pending` for ever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ambiguous_trigger_the_provider_never_lists_is_sent_at_most_twice_and_reported() {
     const PER_PROVIDER: usize = 4;
