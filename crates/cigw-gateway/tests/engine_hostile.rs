@@ -450,3 +450,30 @@ async fn the_grace_counts_from_the_ambiguous_answer_not_from_the_start_of_the_se
     assert!(looks >= 3, "a full grace of looking after the answer, not {looks} look(s)");
     drop(w.server);
 }
+
+#[tokio::test]
+async fn a_rate_limited_build_list_is_waited_for_not_given_up_on() {
+    let w = world(quick_builds(), json!({}), json!({"unconfirmed_deadline": "1s"})).await;
+    w.triggers_hang(1);
+    // Every build list is rate limited for a while (longer than `unconfirmed_deadline`).
+    w.harness.faults().push(
+        ScriptedFault::new(Fault::RateLimit { retry_after: None })
+            .method(Method::GET)
+            .path_contains("/builds")
+            .times(100_000),
+    );
+    let run = w.submit("main").await;
+    w.drive(&run.id, "possibly sent", |r| r.maybe_sent_count == 1).await;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        w.engine.tick().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = w.store().get_run(&run.id).await.unwrap();
+    assert!(!waiting.state.is_terminal(), "waiting for the budget is not failing to look: {waiting:?}");
+    w.harness.faults().clear();
+    let done = w.drive(&run.id, "terminal", |r| r.state.is_terminal()).await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+    assert_eq!(w.trigger_posts(), 1, "the build was found, not sent again");
+    drop(w.server);
+}

@@ -284,8 +284,14 @@ impl Engine {
             Ok(c) => c,
             Err(e) => {
                 let why = format!("listing recent builds failed: {e}");
-                let deadline =
-                    chrono::Duration::from_std(self.state.settings.timings.unconfirmed_deadline).unwrap_or_default();
+                // Waiting for the budget is not failing to look: a rate-limited list only gives
+                // up at the dispatch deadline; a failing one after `unconfirmed_deadline`.
+                let timings = &self.state.settings.timings;
+                let deadline = match e {
+                    Error::RateLimited { .. } => timings.dispatch_deadline.max(timings.unconfirmed_deadline),
+                    _ => timings.unconfirmed_deadline,
+                };
+                let deadline = chrono::Duration::from_std(deadline).unwrap_or_default();
                 if now - latest_send >= deadline {
                     let waited = humanize((now - latest_send).to_std().unwrap_or_default());
                     return Ok(Reconciled::CannotLook(format!("{why} (for {waited} after the last send)")));
