@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use cigw_core::rate_limit::Budget;
 use cigw_core::retry::{RetryPolicy, with_retry};
 use cigw_core::{CallKind, Error, Result};
-use governor::DefaultDirectRateLimiter;
 use http::{HeaderMap, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -75,7 +75,7 @@ pub struct CircleciClient {
     http: reqwest::Client,
     base_url: Url,
     auth: CircleciAuth,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    limiter: Option<Arc<Budget>>,
     permits: Arc<Semaphore>,
     retry: RetryPolicy,
     max_pages: usize,
@@ -110,7 +110,7 @@ impl CircleciClient {
             http,
             base_url: cfg.base_url.clone(),
             auth,
-            limiter: cfg.rate_limit.map(|l| Arc::new(l.limiter())),
+            limiter: cfg.rate_limit.map(|l| Arc::new(Budget::bursty(&l))),
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             retry: cfg.retry.clone(),
             max_pages: cfg.max_pages.max(1),
@@ -151,7 +151,7 @@ impl CircleciClient {
         body: Option<&serde_json::Value>,
     ) -> Result<Answer> {
         if let Some(l) = &self.limiter {
-            l.until_ready().await;
+            l.until_ready(kind).await;
         }
         let _permit = self.permits.acquire().await.map_err(|e| Error::not_sent(e.to_string()))?;
         let mut req = self.http.request(method.clone(), url.clone()).header(http::header::ACCEPT, "application/json");

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use cigw_core::rate_limit::Budget;
 use cigw_core::retry::{RetryPolicy, with_retry};
 use cigw_core::{CallKind, Error, Result};
-use governor::DefaultDirectRateLimiter;
 use reqwest::Method;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -109,7 +109,7 @@ pub struct Client {
     base_url: Url,
     auth: SecretString,
     retry: RetryPolicy,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    limiter: Option<Arc<Budget>>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -139,7 +139,7 @@ impl Client {
             base_url: settings.base_url.clone(),
             auth: settings.api_key.clone(),
             retry: settings.retry.clone(),
-            limiter: settings.rate_limit.map(|l| Arc::new(l.limiter())),
+            limiter: settings.rate_limit.map(|l| Arc::new(Budget::bursty(&l))),
             in_flight: Arc::new(Semaphore::new(settings.concurrency.max(1))),
         })
     }
@@ -187,7 +187,7 @@ impl Client {
     async fn request(&self, kind: CallKind, operation: &'static str, call: &Call) -> Result<Answer> {
         let _permit = self.in_flight.acquire().await.map_err(|_| Error::other("the account's client was shut down"))?;
         if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
+            limiter.until_ready(kind).await;
         }
         let segments: Vec<&str> = call.segments.iter().map(String::as_str).collect();
         let url = self.url(&segments);

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cigw_core::rate_limit::Budget;
 use cigw_core::{CallKind, Error, Result};
-use governor::DefaultDirectRateLimiter;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -73,7 +73,7 @@ pub struct CodeshipClient {
     base_url: Url,
     organization: String,
     auth: TokenCache,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Budget,
     in_flight: Semaphore,
     config: AccountConfig,
     clock: Clock,
@@ -121,7 +121,7 @@ impl CodeshipClient {
                 next_id: AtomicU64::new(1),
             },
             // Evenly spaced: every window of a minute stays within Codeship's budget whatever its boundaries.
-            limiter: config.rate_limit.smooth_limiter(),
+            limiter: Budget::smooth(&config.rate_limit),
             in_flight: Semaphore::new(config.concurrency.max(1)),
             config,
             clock,
@@ -161,17 +161,17 @@ impl CodeshipClient {
     /// ([`cigw_core::retry::within_budget`]: the gateway's lease on a run) the wait ends with the
     /// budget, as `RateLimited` (nothing was sent), so the caller schedules the call again
     /// instead of being abandoned while it waits.
-    async fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+    async fn admit(&self, kind: CallKind) -> Result<tokio::sync::SemaphorePermit<'_>> {
         let over_budget = || Error::RateLimited { retry_after: None };
         match cigw_core::retry::budget_end() {
             Some(end) => {
                 let end = tokio::time::Instant::from_std(end);
-                tokio::time::timeout_at(end, self.limiter.until_ready()).await.map_err(|_| over_budget())?;
+                tokio::time::timeout_at(end, self.limiter.until_ready(kind)).await.map_err(|_| over_budget())?;
                 let permit = tokio::time::timeout_at(end, self.in_flight.acquire()).await.map_err(|_| over_budget())?;
                 Ok(permit.expect("the semaphore is never closed"))
             }
             None => {
-                self.limiter.until_ready().await;
+                self.limiter.until_ready(kind).await;
                 Ok(self.in_flight.acquire().await.expect("the semaphore is never closed"))
             }
         }
@@ -207,7 +207,8 @@ impl CodeshipClient {
     async fn exchange(&self) -> Result<Token> {
         let url = self.url(&["auth"]);
         let response = {
-            let _permit = self.admit().await?;
+            // The exchange is rare and every call waits for it: it takes the priority of a trigger.
+            let _permit = self.admit(CallKind::StartsBuild).await?;
             self.http
                 .post(url)
                 .header(USER_AGENT, USER_AGENT_VALUE)
@@ -318,7 +319,7 @@ impl CodeshipClient {
             all.extend_from_slice(segments);
             let url = self.url(&all);
             let response = {
-                let _permit = self.admit().await?;
+                let _permit = self.admit(kind).await?;
                 let mut builder = self
                     .http
                     .request(method.clone(), url)

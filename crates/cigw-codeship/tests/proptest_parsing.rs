@@ -4,105 +4,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
 use cigw_codeship::error::{ErrorAnswer, error_messages, parse_error, until_next_minute};
 use cigw_codeship::models::{AuthResponse, Build, BuildEnvelope, BuildList, BuildStatus, next_link};
 use cigw_codeship::status::map_status;
 use cigw_codeship::target::normalize_branch;
 use cigw_core::{CallKind, Error, RunState};
+use cigw_sim::arbitrary::*;
 use proptest::prelude::*;
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
-
-/// Any JSON value, nested a few levels.
-fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        ".{0,40}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 24, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(".{0,12}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-/// Timestamps as providers might send them, including the edges of what chrono represents.
-fn any_time_text() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        4 => (-8_000_000_000_000i64..8_000_000_000_000i64).prop_map(|s| {
-            Utc.timestamp_opt(s, 0).single().map_or(Value::Null, |t: DateTime<Utc>| Value::from(t.to_rfc3339()))
-        }),
-        1 => prop::sample::select(vec![
-            "+262142-12-31T23:59:59Z",
-            "-262143-01-01T00:00:00Z",
-            "0000-01-01T00:00:00Z",
-            "9999-12-31T23:59:59.999999999+23:59",
-            "1970-01-01T00:00:00-23:59",
-            "2026-13-40T25:61:61Z",
-            "",
-            "not a time",
-        ])
-        .prop_map(Value::from),
-    ]
-}
-
-/// A value for a key of a provider object: usually of a plausible kind, sometimes anything.
-fn field(plausible: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
-    prop_oneof![12 => plausible, 1 => any_json()]
-}
-
-fn text_of(options: &'static [&'static str]) -> BoxedStrategy<Value> {
-    prop_oneof![prop::sample::select(options).prop_map(Value::from), ".{0,20}".prop_map(Value::from)].boxed()
-}
-
-/// An object with any subset of `keys`, each with a value from its strategy.
-fn shaped(keys: Vec<(&'static str, BoxedStrategy<Value>)>) -> impl Strategy<Value = Value> {
-    let parts: Vec<_> =
-        keys.into_iter().map(|(k, s)| prop::option::weighted(0.85, field(s)).prop_map(move |v| (k, v))).collect();
-    parts.prop_map(|fields| {
-        let mut m = Map::new();
-        for (k, v) in fields {
-            if let Some(v) = v {
-                m.insert(k.to_string(), v);
-            }
-        }
-        Value::Object(m)
-    })
-}
-
-fn any_status() -> impl Strategy<Value = StatusCode> {
-    (100u16..=999).prop_map(|s| StatusCode::from_u16(s).expect("100..=999 is a valid status"))
-}
-
-fn any_kind() -> impl Strategy<Value = CallKind> {
-    prop_oneof![Just(CallKind::Idempotent), Just(CallKind::StartsBuild)]
-}
-
-fn retry_after_headers() -> impl Strategy<Value = HeaderMap> {
-    let value = prop_oneof![
-        any::<u64>().prop_map(|n| n.to_string()),
-        "[ -~]{0,40}",
-        Just("Wed, 21 Oct 2015 07:28:00 GMT".to_string()),
-        Just("Fri, 31 Dec 9999 23:59:59 GMT".to_string()),
-    ];
-    prop::option::of(value).prop_map(|v| {
-        let mut h = HeaderMap::new();
-        if let Some(v) = v.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            h.insert(reqwest::header::RETRY_AFTER, v);
-        }
-        h
-    })
-}
-
-fn any_now() -> impl Strategy<Value = DateTime<Utc>> {
-    (-8_000_000_000_000i64..8_000_000_000_000i64).prop_map(|s| Utc.timestamp_opt(s, 0).single().unwrap_or_default())
-}
 
 const BUILD_STATUSES: &[&str] = &[
     "initiated",

@@ -5,6 +5,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::CallKind;
 use serde::{Deserialize, Deserializer};
 
 /// So many requests per period.
@@ -56,6 +58,49 @@ impl RateLimit {
 
     fn quota(&self) -> Quota {
         Quota::with_period(self.per_request()).unwrap_or_else(|| Quota::per_second(self.requests))
+    }
+}
+
+/// The share of an account's budget that reads (status, lists, cancels, approvals) may use;
+/// the rest is kept for calls that start builds, so following many runs never starves dispatch.
+pub const READ_SHARE: f64 = 0.75;
+
+/// One account's request budget, shared by all its targets: every call takes a slot of the
+/// whole budget, and reads also take one of a smaller budget ([`READ_SHARE`]), so however many
+/// reads wait, a trigger finds a free slot within a few request spacings.
+pub struct Budget {
+    all: DefaultDirectRateLimiter,
+    reads: DefaultDirectRateLimiter,
+}
+
+impl Budget {
+    /// A budget allowing bursts of up to the whole budget (as [`RateLimit::limiter`]).
+    pub fn bursty(limit: &RateLimit) -> Self {
+        Self { all: limit.limiter(), reads: Self::read_share(limit).limiter() }
+    }
+
+    /// A budget spacing requests evenly (as [`RateLimit::smooth_limiter`]).
+    pub fn smooth(limit: &RateLimit) -> Self {
+        Self { all: limit.smooth_limiter(), reads: Self::read_share(limit).smooth_limiter() }
+    }
+
+    /// Wait until a call of `kind` may be made, and take its slot.
+    pub async fn until_ready(&self, kind: CallKind) {
+        if kind == CallKind::Idempotent {
+            self.reads.until_ready().await;
+        }
+        self.all.until_ready().await;
+    }
+
+    fn read_share(limit: &RateLimit) -> RateLimit {
+        let reads = ((f64::from(limit.requests.get()) * READ_SHARE).floor() as u32).max(1);
+        RateLimit { requests: NonZeroU32::new(reads).unwrap_or(NonZeroU32::MIN), per: limit.per }
+    }
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget").finish_non_exhaustive()
     }
 }
 
@@ -118,5 +163,24 @@ mod tests {
         assert!(smooth.check().is_ok());
         assert!(smooth.check().is_err());
         assert_eq!(limit.per_request(), Duration::from_secs(1200));
+    }
+
+    #[tokio::test]
+    async fn reads_leave_a_share_of_the_budget_to_calls_that_start_builds() {
+        // 4 per 10 minutes: after the burst, the next slot is minutes away.
+        let limit = RateLimit::new(NonZeroU32::new(4).unwrap(), Duration::from_secs(600));
+        let budget = Budget::bursty(&limit);
+        let soon = Duration::from_millis(200);
+        for _ in 0..3 {
+            assert!(tokio::time::timeout(soon, budget.until_ready(CallKind::Idempotent)).await.is_ok());
+        }
+        assert!(
+            tokio::time::timeout(soon, budget.until_ready(CallKind::Idempotent)).await.is_err(),
+            "reads may use only their share"
+        );
+        assert!(
+            tokio::time::timeout(soon, budget.until_ready(CallKind::StartsBuild)).await.is_ok(),
+            "a trigger still finds the slot kept for it"
+        );
     }
 }

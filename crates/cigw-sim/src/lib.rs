@@ -2,6 +2,8 @@
 //! request recording, build counting), the behaviour suite every adapter passes, and an
 //! in-memory fake `CiTarget`. Used by tests, benchmarks and `cigw sandbox`.
 
+#[cfg(feature = "proptest")]
+pub mod arbitrary;
 pub mod behaviour;
 pub mod circleci;
 pub mod codefresh;
