@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The normalized state of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// Accepted and stored; not yet sent to the provider.

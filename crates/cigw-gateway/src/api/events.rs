@@ -92,7 +92,7 @@ pub(crate) struct EventsQuery {
     /// Only events of this run.
     run_id: Option<String>,
     /// Only events leaving their run in this state.
-    #[param(value_type = Option<crate::api::runs::RunStateName>)]
+    #[param(value_type = Option<cigw_core::RunState>)]
     state: Option<String>,
     /// Replay the events after this id (as the `Last-Event-ID` header, which wins when both are given).
     #[param(minimum = 0)]

@@ -75,7 +75,7 @@ pub struct RunView {
     /// Provider account name.
     pub account: String,
     /// `pending`, `queued`, `running`, `blocked`, `canceling`, `succeeded`, `failed`, `canceled`, `skipped` or `error`.
-    #[schema(value_type = RunStateName)]
+    #[schema(value_type = cigw_core::RunState)]
     pub state: String,
     /// The provider's last raw status.
     pub raw_status: Option<String>,
@@ -170,7 +170,7 @@ pub struct EventView {
     /// What happened (`created`, `dispatched`, `state_changed`, `cancel_requested`, …).
     pub kind: String,
     /// The run's state after it happened.
-    #[schema(value_type = RunStateName)]
+    #[schema(value_type = cigw_core::RunState)]
     pub state: String,
     /// Details; secret values masked.
     #[schema(value_type = Object)]
@@ -211,33 +211,6 @@ pub struct EventList {
     pub events: Vec<EventView>,
 }
 
-/// The state of a run.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // documents states in OpenAPI; the handlers use `RunState`
-pub(crate) enum RunStateName {
-    /// Stored, not yet sent to the provider.
-    Pending,
-    /// Accepted by the provider, not started.
-    Queued,
-    /// Running.
-    Running,
-    /// Waiting for an approval or on hold.
-    Blocked,
-    /// A cancel was sent; not yet confirmed.
-    Canceling,
-    /// Finished successfully.
-    Succeeded,
-    /// Ran and failed.
-    Failed,
-    /// Canceled.
-    Canceled,
-    /// Nothing to run.
-    Skipped,
-    /// Could not be run.
-    Error,
-}
-
 /// Filters of `GET /v1/runs`; a parameter given twice counts once, the last value winning.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -247,7 +220,7 @@ pub(crate) struct ListRunsQuery {
     #[param(min_length = 1)]
     target: Option<String>,
     /// Only this state.
-    #[param(value_type = Option<RunStateName>)]
+    #[param(value_type = Option<cigw_core::RunState>)]
     state: Option<String>,
     /// Only this trigger.
     #[param(min_length = 1)]

@@ -184,7 +184,7 @@ pub struct RunSummary {
     /// Provider kind.
     pub provider: String,
     /// State (`pending` right after intake).
-    #[schema(value_type = crate::api::runs::RunStateName)]
+    #[schema(value_type = cigw_core::RunState)]
     pub state: String,
     /// Related resources.
     pub links: RunSummaryLinks,
