@@ -182,8 +182,7 @@ impl CodeshipClient {
     async fn token(&self) -> Result<Arc<Token>> {
         let mut current = self.auth.current.lock().await;
         if let Some(token) = current.as_ref() {
-            let refresh_at =
-                token.expires_at - chrono::Duration::from_std(self.auth.refresh_margin).unwrap_or_default();
+            let refresh_at = token.expires_at - cigw_core::time::span(self.auth.refresh_margin);
             if self.now() < refresh_at {
                 return Ok(token.clone());
             }

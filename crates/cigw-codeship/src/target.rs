@@ -389,7 +389,7 @@ impl CiTarget for CodeshipTarget {
         }
         let branch = query.branch.as_deref().map(normalize_branch).transpose()?;
         let sha = query.sha.as_deref().map(str::to_ascii_lowercase);
-        let since = query.since - chrono::Duration::from_std(self.client.config().clock_skew).unwrap_or_default();
+        let since = query.since - cigw_core::time::span(self.client.config().clock_skew);
         let now = self.client.now();
         let mut out = Vec::new();
         let mut page = 1;

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod state;
 pub mod target;
 pub mod telemetry;
+pub mod time;
 
 pub use capabilities::Capabilities;
 pub use ci_target::CiTarget;

@@ -44,7 +44,7 @@ pub async fn receive(
         Err(e) => return Err(ApiError::bad_request("invalid_callback", e.to_string())),
     };
     let now = state.now();
-    let keep = chrono::Duration::from_std(state.settings.retention.deliveries).unwrap_or_default();
+    let keep = cigw_core::time::span(state.settings.retention.deliveries);
     let source = format!("callback:{kind}:{account}");
     if !state.store.record_delivery(&source, &event.event_id, now, now + keep).await? {
         return Ok((StatusCode::OK, Json(json!({"status": "duplicate", "event_id": event.event_id}))));

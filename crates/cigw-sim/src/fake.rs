@@ -183,8 +183,8 @@ impl FakeTarget {
     }
 
     fn state_of(&self, run: &FakeRun, now: DateTime<Utc>) -> (RunState, &'static str) {
-        let started = run.created_at + chrono::Duration::from_std(self.config.queue_time).unwrap_or_default();
-        let mut ends = started + chrono::Duration::from_std(self.config.run_time).unwrap_or_default();
+        let started = run.created_at + cigw_core::time::span(self.config.queue_time);
+        let mut ends = started + cigw_core::time::span(self.config.run_time);
         if let Some(at) = run.canceled_at {
             return if now >= at + chrono::Duration::seconds(1) {
                 (RunState::Canceled, "canceled")

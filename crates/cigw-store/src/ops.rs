@@ -504,7 +504,7 @@ pub(crate) async fn poll_soon(
     if !tracked {
         return Ok(None);
     }
-    let gap = chrono::Duration::from_std(min_gap).unwrap_or_default();
+    let gap = cigw_core::time::span(min_gap);
     let burst = run.last_refresh_at.is_some_and(|last| now < last + gap);
     let at = match run.last_polled_at {
         Some(read) if burst => (read + gap).max(now),

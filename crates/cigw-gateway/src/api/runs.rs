@@ -450,7 +450,7 @@ pub async fn rerun_run(
         chain_parent: None,
         rerun_of: Some(run.id.clone()),
         rerun_failed_only: options.failed_only,
-        dispatch_at: now + chrono::Duration::from_std(state.settings.timings.dispatch_delay).unwrap_or_default(),
+        dispatch_at: now + cigw_core::time::span(state.settings.timings.dispatch_delay),
     };
     let created = state.store.create_rerun(&run.trigger_id, new_run, now).await?;
     state.wake_engine();

@@ -575,7 +575,7 @@ pub async fn create_trigger(
             chain_parent: None,
             rerun_of: None,
             rerun_failed_only: false,
-            dispatch_at: now + chrono::Duration::from_std(state.settings.timings.dispatch_delay).unwrap_or_default(),
+            dispatch_at: now + cigw_core::time::span(state.settings.timings.dispatch_delay),
         })
         .collect();
     let accepted = TriggerAccepted {

@@ -80,7 +80,7 @@ impl Engine {
                     return Ok(());
                 }
                 Reconciled::KeepLooking(why) => {
-                    let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
+                    let at = now + cigw_core::time::span(self.reconcile_step());
                     let reason = format!("{}: {why}", retry_reason::RECONCILING);
                     self.record(&run, DispatchOutcome::RetryAt { at, reason }).await?;
                     return Ok(());
@@ -229,12 +229,12 @@ impl Engine {
     fn outcome_of(&self, run: &RunRecord, result: cigw_core::Result<TriggerOutcome>) -> DispatchOutcome {
         let now = self.state.now();
         let timings = &self.state.settings.timings;
-        let first_poll = now + chrono::Duration::from_std(timings.poll_initial).unwrap_or_default();
+        let first_poll = now + cigw_core::time::span(timings.poll_initial);
         match result {
             Ok(TriggerOutcome::Started(run_ref)) => DispatchOutcome::Started { run_ref, next_poll_at: first_poll },
             Ok(TriggerOutcome::AcceptedWithoutId { sent_at }) => DispatchOutcome::Unconfirmed {
                 sent_at,
-                deadline: sent_at + chrono::Duration::from_std(timings.unconfirmed_deadline).unwrap_or_default(),
+                deadline: sent_at + cigw_core::time::span(timings.unconfirmed_deadline),
                 next_poll_at: first_poll,
             },
             Ok(TriggerOutcome::NothingToRun { message }) => DispatchOutcome::NothingToRun { message },
@@ -253,11 +253,11 @@ impl Engine {
                     };
                 }
                 let wait = e.retry_after().unwrap_or_else(|| self.backoff(run.dispatch_attempts));
-                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                let at = now + cigw_core::time::span(wait);
                 DispatchOutcome::RetryAt { at, reason: format!("{}: {e}", retry_reason::NOT_SENT) }
             }
             Err(e @ (Error::MaybeSent { .. } | Error::Unavailable { .. })) => {
-                let at = now + chrono::Duration::from_std(self.reconcile_step()).unwrap_or_default();
+                let at = now + cigw_core::time::span(self.reconcile_step());
                 // The request may have reached the provider until its ambiguous answer came (a
                 // timeout can end long after the request left): the grace counts from now.
                 DispatchOutcome::MaybeSent { sent_at: now, at, reason: format!("{}: {e}", retry_reason::MAYBE_SENT) }
@@ -291,7 +291,7 @@ impl Engine {
                     Error::RateLimited { .. } => timings.dispatch_deadline.max(timings.unconfirmed_deadline),
                     _ => timings.unconfirmed_deadline,
                 };
-                let deadline = chrono::Duration::from_std(deadline).unwrap_or_default();
+                let deadline = cigw_core::time::span(deadline);
                 if now - latest_send >= deadline {
                     let waited = humanize((now - latest_send).to_std().unwrap_or_default());
                     return Ok(Reconciled::CannotLook(format!("{why} (for {waited} after the last send)")));
@@ -299,7 +299,7 @@ impl Engine {
                 return Ok(Reconciled::KeepLooking(why));
             }
         };
-        let first_poll = now + chrono::Duration::from_std(self.state.settings.timings.poll_initial).unwrap_or_default();
+        let first_poll = now + cigw_core::time::span(self.state.settings.timings.poll_initial);
         for candidate in rank_candidates(&run.id, &run.git_ref, run.created_at, candidates) {
             let found = candidate.run_ref.clone();
             let outcome = DispatchOutcome::Started { run_ref: found.clone(), next_poll_at: first_poll };
@@ -323,7 +323,7 @@ impl Engine {
             }
         }
         // Every further send waits a full grace of looking, counted from the latest send.
-        let grace = chrono::Duration::from_std(self.state.settings.timings.reconcile_grace).unwrap_or_default();
+        let grace = cigw_core::time::span(self.state.settings.timings.reconcile_grace);
         if now - latest_send >= grace {
             Ok(Reconciled::GiveUp)
         } else {

@@ -148,7 +148,7 @@ impl Engine {
             loop {
                 tokio::time::sleep(every).await;
                 let now = self.state.now();
-                let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+                let until = now + cigw_core::time::span(lease);
                 match self.state.store.renew_lease(run_id, &self.owner, now, until).await {
                     Ok(true) => held_until = tokio::time::Instant::now() + lease,
                     Ok(false) => return "the lease was lost",
@@ -181,7 +181,7 @@ impl Engine {
     /// Claim runs due for dispatch and for a poll.
     async fn claim(&self, dispatch_limit: u32, poll_limit: u32) -> (Vec<RunRecord>, Vec<RunRecord>) {
         let now = self.state.now();
-        let lease_until = now + chrono::Duration::from_std(self.state.settings.timings.lease).unwrap_or_default();
+        let lease_until = now + cigw_core::time::span(self.state.settings.timings.lease);
         let store = &self.state.store;
         let claim_dispatch = async {
             if dispatch_limit == 0 {

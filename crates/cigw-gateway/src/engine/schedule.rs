@@ -16,7 +16,7 @@ pub(crate) fn poll_interval(age: Duration, initial: Duration, max: Duration) -> 
 /// The next poll time for a run created at `since`.
 pub(crate) fn next_poll(now: DateTime<Utc>, since: DateTime<Utc>, initial: Duration, max: Duration) -> DateTime<Utc> {
     let age = (now - since).to_std().unwrap_or_default();
-    now + chrono::Duration::from_std(poll_interval(age, initial, max)).unwrap_or_default()
+    now + cigw_core::time::span(poll_interval(age, initial, max))
 }
 
 #[cfg(test)]

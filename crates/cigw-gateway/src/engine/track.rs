@@ -53,7 +53,7 @@ impl Engine {
             self.send_cancel(&run, target.as_ref(), &run_ref, now).await?;
         }
         if let Some(max) = max_duration {
-            let limit = run.queued_at.unwrap_or(run.created_at) + chrono::Duration::from_std(max).unwrap_or_default();
+            let limit = run.queued_at.unwrap_or(run.created_at) + cigw_core::time::span(max);
             if now > limit && !run.state.is_terminal() {
                 if let Err(e) = target.cancel(&run_ref).await {
                     tracing::warn!(run_id = run.id, error = %e, "canceling a timed-out run failed");
@@ -120,7 +120,7 @@ impl Engine {
             crate::metrics::record_unconfirmed("expired");
             return Ok(());
         }
-        let step = chrono::Duration::from_std(step).unwrap_or_default();
+        let step = cigw_core::time::span(step);
         self.reschedule(run, Some(now + step)).await
     }
 

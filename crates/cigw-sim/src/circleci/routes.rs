@@ -292,7 +292,7 @@ fn create_pipeline(s: &Shared, project: &SimProject, new: NewPipeline) -> SimPip
     if pipeline.errors.is_empty() && !filtered_out {
         let fails = ref_name.starts_with(&cfg.failing_prefix);
         let hold = pipeline.parameters.get(APPROVAL_PARAMETER) == Some(&Value::Bool(true));
-        let appear = now + chrono::Duration::from_std(cfg.workflows_after).unwrap_or_default();
+        let appear = now + cigw_core::time::span(cfg.workflows_after);
         let mut names = vec![("build", false, false), ("test", fails, false)];
         if hold {
             names.push(("deploy", false, true));

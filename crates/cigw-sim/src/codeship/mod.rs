@@ -151,7 +151,7 @@ impl CodeshipSim {
     /// Add a finished build directly (for list and pagination tests), `age` before now.
     pub fn seed_finished_build(&self, project_uuid: &str, branch: &str, sha: &str, age: Duration) -> String {
         let now = self.harness.clock().now();
-        let created = now - chrono::Duration::from_std(age).unwrap_or_default();
+        let created = now - cigw_core::time::span(age);
         let mut state = self.state.lock();
         let project_id = state.projects.get(project_uuid).map(|p| p.id).unwrap_or_default();
         let build = SimBuild::new(project_uuid, project_id, branch, sha, created);
