@@ -303,3 +303,42 @@ async fn a_token_revoked_mid_stream_ends_the_stream() {
     let after = reqwest::Client::new().get(format!("{}/v1/events", gw.url)).bearer_auth(secret).send().await.unwrap();
     assert_eq!(after.status(), 401);
 }
+
+/// Issue 12 defect 4 from outside: 24 concurrent bodies just under the limit, each with 95,000
+/// undeclared parameters fanned out to the seven sandbox targets, get small JSON 422s, and the
+/// process's memory stays bounded (it was 131 MB per answer and 1.3 GB with six slow readers).
+#[tokio::test]
+async fn huge_parameter_maps_get_small_422s_and_memory_stays_bounded() {
+    let gw = gateway(&[]).await;
+    let pid = pid_of(&gw);
+    let targets = ["api-build", "api-lint", "api-release", "legacy-basic", "legacy-pro", "web-deploy", "web-e2e"];
+    let mut parameters = String::with_capacity(1 << 20);
+    for i in 0..95_000u32 {
+        if i > 0 {
+            parameters.push(',');
+        }
+        parameters.push_str(&format!("\"{i:x}\":0"));
+    }
+    let body = format!("{{\"targets\":{},\"parameters\":{{{parameters}}}}}", serde_json::to_string(&targets).unwrap());
+    assert!(body.len() < 1024 * 1024, "under the body limit: {}", body.len());
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let request = gw
+            .request(reqwest::Method::POST, "/v1/triggers")
+            .header("content-type", "application/json")
+            .body(body.clone());
+        attempts.spawn(async move { request.send().await });
+    }
+    while let Some(joined) = attempts.join_next().await {
+        let response = joined.unwrap().expect("an answer");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("a body");
+        assert_eq!(status, 422, "{}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]));
+        assert!(bytes.len() < 16 * 1024, "a small answer, not {} bytes", bytes.len());
+        let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("parameters")), "{body}");
+    }
+    assert_memory_bounded(pid, "24 bodies of 95,000 parameters");
+    honest_client_is_served(&gw).await;
+    assert!(gw.all_runs().await.len() <= 1, "only the honest trigger was accepted");
+}
