@@ -4,7 +4,6 @@
 //! reads at once. The callback itself never changes a run's state: the next poll does.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -22,12 +21,8 @@ pub async fn receive(
     State(state): State<AppState>,
     Path((provider, account)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: state.settings.server.body_limit_bytes },
-        status => ApiError::Status { status, code: "invalid_body", message: rejection.body_text() },
-    })?;
     let kind: ProviderKind = provider.parse().map_err(ApiError::not_found)?;
     let Some(acct) = state.catalog.accounts.get(&(kind, account.clone())) else {
         return Err(ApiError::not_found(format!("no {kind} account `{account}` is configured")));
