@@ -151,9 +151,11 @@ impl CircleciClient {
         body: Option<&serde_json::Value>,
     ) -> Result<Answer> {
         if let Some(l) = &self.limiter {
-            l.until_ready(kind).await;
+            l.admit(kind).await?;
         }
-        let _permit = self.permits.acquire().await.map_err(|e| Error::not_sent(e.to_string()))?;
+        let _permit = cigw_core::retry::until_budget_end(self.permits.acquire())
+            .await?
+            .map_err(|e| Error::not_sent(e.to_string()))?;
         let mut req = self.http.request(method.clone(), url.clone()).header(http::header::ACCEPT, "application/json");
         if !query.is_empty() {
             req = req.query(query);

@@ -185,9 +185,11 @@ impl Client {
 
     /// One attempt: wait for the account's budget, send, check the status.
     async fn request(&self, kind: CallKind, operation: &'static str, call: &Call) -> Result<Answer> {
-        let _permit = self.in_flight.acquire().await.map_err(|_| Error::other("the account's client was shut down"))?;
+        let _permit = cigw_core::retry::until_budget_end(self.in_flight.acquire())
+            .await?
+            .map_err(|_| Error::other("the account's client was shut down"))?;
         if let Some(limiter) = &self.limiter {
-            limiter.until_ready(kind).await;
+            limiter.admit(kind).await?;
         }
         let segments: Vec<&str> = call.segments.iter().map(String::as_str).collect();
         let url = self.url(&segments);

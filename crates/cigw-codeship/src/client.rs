@@ -162,19 +162,9 @@ impl CodeshipClient {
     /// budget, as `RateLimited` (nothing was sent), so the caller schedules the call again
     /// instead of being abandoned while it waits.
     async fn admit(&self, kind: CallKind) -> Result<tokio::sync::SemaphorePermit<'_>> {
-        let over_budget = || Error::RateLimited { retry_after: None };
-        match cigw_core::retry::budget_end() {
-            Some(end) => {
-                let end = tokio::time::Instant::from_std(end);
-                tokio::time::timeout_at(end, self.limiter.until_ready(kind)).await.map_err(|_| over_budget())?;
-                let permit = tokio::time::timeout_at(end, self.in_flight.acquire()).await.map_err(|_| over_budget())?;
-                Ok(permit.expect("the semaphore is never closed"))
-            }
-            None => {
-                self.limiter.until_ready(kind).await;
-                Ok(self.in_flight.acquire().await.expect("the semaphore is never closed"))
-            }
-        }
+        self.limiter.admit(kind).await?;
+        let permit = cigw_core::retry::until_budget_end(self.in_flight.acquire()).await?;
+        Ok(permit.expect("the semaphore is never closed"))
     }
 
     /// A valid token: the cached one, or a new one from a single exchange however many callers

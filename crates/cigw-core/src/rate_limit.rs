@@ -92,6 +92,12 @@ impl Budget {
         self.all.until_ready().await;
     }
 
+    /// [`Budget::until_ready`] bounded by the current work budget
+    /// ([`crate::retry::until_budget_end`]): `RateLimited` when the slot comes too late.
+    pub async fn admit(&self, kind: CallKind) -> crate::Result<()> {
+        crate::retry::until_budget_end(self.until_ready(kind)).await
+    }
+
     fn read_share(limit: &RateLimit) -> RateLimit {
         let reads = ((f64::from(limit.requests.get()) * READ_SHARE).floor() as u32).max(1);
         RateLimit { requests: NonZeroU32::new(reads).unwrap_or(NonZeroU32::MIN), per: limit.per }

@@ -65,6 +65,18 @@ pub fn budget_end() -> Option<Instant> {
     BUDGET_END.try_with(|end| *end).ok()
 }
 
+/// Wait for `wait` (a rate limiter, a concurrency permit) no longer than the current budget: when
+/// the budget ends first the wait ends as `RateLimited` (nothing was sent), so the caller
+/// schedules the call again instead of holding its run while it waits.
+pub async fn until_budget_end<F: Future>(wait: F) -> crate::Result<F::Output> {
+    match budget_end() {
+        Some(end) => tokio::time::timeout_at(tokio::time::Instant::from_std(end), wait)
+            .await
+            .map_err(|_| crate::Error::RateLimited { retry_after: None }),
+        None => Ok(wait.await),
+    }
+}
+
 /// Whether waiting `delay` from now still ends within the current budget (always, without one).
 pub fn fits_budget(delay: Duration) -> bool {
     budget_end().is_none_or(|end| Instant::now() + delay < end)
