@@ -14,6 +14,8 @@ pub mod runs;
 pub mod targets;
 pub mod tokens;
 pub mod triggers;
+pub mod views;
+pub mod wait;
 
 /// A JSON request body. Malformed JSON → 400 `invalid_json`, a body of the wrong shape → 422
 /// `invalid_body` naming the field, a missing or non-JSON content type → 415, a body over

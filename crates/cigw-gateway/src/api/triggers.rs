@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::api::runs::RunView;
+use crate::api::views::RunView;
 use crate::api::{ApiJson, Links};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, FieldProblem, MAX_DETAILS};
