@@ -172,7 +172,7 @@ pub async fn count_api_intake(request: Request, next: Next) -> Response {
 fn intake_outcome(response: &Response) -> &'static str {
     let status = response.status();
     match status {
-        _ if status.is_success() && response.headers().contains_key(crate::api::triggers::IDEMPOTENT_REPLAYED) => {
+        _ if status.is_success() && response.headers().contains_key(crate::api::IDEMPOTENT_REPLAYED) => {
             "replayed"
         }
         _ if status.is_success() => "accepted",

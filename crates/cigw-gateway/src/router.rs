@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -29,13 +29,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{events, health, runs, targets, tokens, triggers};
+use crate::api::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, runs, targets, tokens, triggers};
 use crate::auth::AuthState;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// The request id header, set when absent and echoed in every response.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The gateway's HTTP API with every middleware, for `state`. Resolves the bootstrap admin
 /// token once (an unusable one is logged and disabled, see [`crate::auth::resolve_admin_token`]).
@@ -120,10 +117,10 @@ fn cors(state: AppState, auth: Arc<AuthState>) -> CorsLayer {
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
-            HeaderName::from_static(triggers::IDEMPOTENCY_KEY),
+            IDEMPOTENCY_KEY,
             REQUEST_ID,
         ])
-        .expose_headers([REQUEST_ID, header::RETRY_AFTER, HeaderName::from_static(triggers::IDEMPOTENT_REPLAYED)])
+        .expose_headers([REQUEST_ID, header::RETRY_AFTER, IDEMPOTENT_REPLAYED])
         .max_age(Duration::from_secs(600))
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -27,13 +27,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::{LAST_EVENT_ID, X_ACCEL_BUFFERING};
 use crate::auth::{AuthState, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::names;
 use crate::state::{AppState, StreamSlot, StreamsFull};
 
-/// The header a reconnecting `EventSource` sends with the id of the last event it received.
-pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// `Retry-After` of a stream refused because the caps are reached.
 const STREAMS_FULL_RETRY: Duration = Duration::from_secs(5);
 
@@ -194,7 +193,7 @@ pub async fn stream_events(
     let stream = follow(state, request.filter, start, token, slot);
     let mut response = Sse::new(stream).keep_alive(keep_alive).into_response();
     // Reverse proxies (nginx) must pass events through as they come.
-    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response.headers_mut().insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     Ok(response)
 }
 

@@ -2,6 +2,7 @@
 //! [`ApiError`]s.
 
 use axum::extract::{FromRef, FromRequest, OptionalFromRequest, Request};
+use axum::http::HeaderName;
 use axum::{Json, extract::rejection::JsonRejection};
 use serde::de::DeserializeOwned;
 
@@ -16,6 +17,17 @@ pub mod tokens;
 pub mod triggers;
 pub mod views;
 pub mod wait;
+
+/// The request id header, set when absent and echoed in every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The request header carrying an idempotency key (`POST /v1/triggers`).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The response header marking a replayed answer.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The header a reconnecting `EventSource` sends with the id of the last event it received.
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// Tells a reverse proxy (nginx) whether to buffer a response; event streams say `no`.
+pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// A JSON request body. Malformed JSON → 400 `invalid_json`, a body of the wrong shape → 422
 /// `invalid_body` naming the field, a missing or non-JSON content type → 415, a body over

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::api::views::RunView;
-use crate::api::{ApiJson, Links};
+use crate::api::{ApiJson, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, Links};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, FieldProblem, MAX_DETAILS};
 use crate::state::AppState;
@@ -35,10 +35,6 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY: usize = 128;
 /// Longest label value, in characters.
 pub const MAX_LABEL_VALUE: usize = 1024;
-/// The request header carrying an idempotency key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// The response header marking a replayed answer.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// A request's parameter map as read: at most [`MAX_PARAMETERS`] entries are kept, further ones
 /// are skipped unread and only counted, so memory never grows with the map.
