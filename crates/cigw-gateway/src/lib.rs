@@ -9,6 +9,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod engine;
 pub mod error;
+pub mod instrumented;
 pub mod metrics;
 pub mod openapi;
 pub mod router;

@@ -1,11 +1,11 @@
 //! The OpenAPI document of the HTTP API, served at `/openapi.json`.
 
-use cigw_core::params::{MAX_NAME_CHARS, MAX_PARAMETERS, MAX_VALUE_CHARS};
+use cigw_core::params::{MAX_NAME_CHARS, MAX_PARAMETERS};
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::api::{events, health, runs, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
@@ -68,46 +68,6 @@ impl Modify for BearerAuth {
         );
     }
 }
-
-/// A requested parameter value: a string (at most 512 characters), a number or a boolean,
-/// checked and coerced against the parameter's declared type.
-#[derive(Debug)]
-pub struct ParameterInput;
-
-impl PartialSchema for ParameterInput {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_VALUE_CHARS)))
-            .item(ObjectBuilder::new().schema_type(Type::Number))
-            .item(ObjectBuilder::new().schema_type(Type::Boolean))
-            .description(Some("A string (at most 512 characters), a number or a boolean, coerced to the declared type"))
-            .into()
-    }
-}
-
-impl ToSchema for ParameterInput {}
-
-/// A declared parameter value as the API shows it: a string, an integer or a boolean (a secret
-/// parameter's default is shown as the string `***`).
-#[derive(Debug)]
-pub struct ParameterValue;
-
-impl PartialSchema for ParameterValue {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::String))
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64))),
-            )
-            .item(ObjectBuilder::new().schema_type(Type::Boolean))
-            .description(Some("A string, an integer or a boolean, per the parameter's type"))
-            .into()
-    }
-}
-
-impl ToSchema for ParameterValue {}
 
 /// The property `property` of the object schema `schema`, when both exist.
 fn property_mut<'a>(

@@ -4,20 +4,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use cigw_core::catalog::ConfiguredTarget;
 use cigw_core::git_ref::RefProblem;
-use cigw_core::params::{self, MASK, MAX_PARAMETERS};
+use cigw_core::params::{self, MASK, MAX_PARAMETERS, MAX_VALUE_CHARS};
 use cigw_core::{GitRef, Parameters};
 use cigw_store::{CreateOutcome, IdempotencyKey, NewRun, NewTrigger, StoreError, TriggerRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::api::views::RunView;
 use crate::api::{ApiJson, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, Links};
@@ -106,7 +109,7 @@ pub struct TriggerRequest {
     /// Parameters for every target, checked against each target's declarations: at most 100,
     /// names at most 128 characters, string values at most 512 characters.
     #[serde(default)]
-    #[schema(value_type = HashMap<String, crate::openapi::ParameterInput>)]
+    #[schema(value_type = HashMap<String, ParameterInput>)]
     pub parameters: ParamMap,
     /// Per-target ref and parameters (keys: requested targets); override parameters are merged
     /// over the top-level ones (at most 100 after merging).
@@ -128,7 +131,7 @@ pub struct TargetOverride {
     pub git_ref: Option<GitRef>,
     /// Merged over the request's parameters for this target (same limits).
     #[serde(default)]
-    #[schema(value_type = HashMap<String, crate::openapi::ParameterInput>)]
+    #[schema(value_type = HashMap<String, ParameterInput>)]
     pub parameters: ParamMap,
 }
 
@@ -159,6 +162,24 @@ pub(crate) struct RefRequest {
     #[schema(pattern = "^[0-9a-fA-F]{7,40}$")]
     sha: Option<String>,
 }
+
+/// A requested parameter value: a string (at most 512 characters), a number or a boolean,
+/// checked and coerced against the parameter's declared type.
+#[derive(Debug)]
+pub struct ParameterInput;
+
+impl PartialSchema for ParameterInput {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_VALUE_CHARS)))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .description(Some("A string (at most 512 characters), a number or a boolean, coerced to the declared type"))
+            .into()
+    }
+}
+
+impl ToSchema for ParameterInput {}
 
 /// Links of a run in a trigger answer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -638,6 +659,25 @@ pub async fn create_trigger(
         CreateOutcome::ChainAlreadyFired { trigger_id } => {
             Err(ApiError::internal(format!("API intake got a chain outcome for trigger {trigger_id}")))
         }
+    }
+}
+
+/// Middleware of `POST /v1/triggers`: counts each request by its answer as `api` intake.
+pub async fn count_api_intake(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    crate::metrics::record_intake("api", intake_outcome(&response));
+    response
+}
+
+fn intake_outcome(response: &Response) -> &'static str {
+    let status = response.status();
+    match status {
+        _ if status.is_success() && response.headers().contains_key(IDEMPOTENT_REPLAYED) => "replayed",
+        _ if status.is_success() => "accepted",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorized",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        _ if status.is_client_error() => "rejected",
+        _ => "error",
     }
 }
 
