@@ -10,6 +10,8 @@ pub mod callbacks;
 pub mod engine;
 pub mod error;
 pub mod instrumented;
+pub mod intake;
+mod links;
 pub mod metrics;
 pub mod openapi;
 pub mod router;

@@ -9,6 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::{events, health, runs, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
+use crate::intake::request;
 
 /// The API description (paths, schemas, the bearer scheme).
 #[derive(Debug, OpenApi)]
@@ -114,7 +115,7 @@ impl Modify for MapConstraints {
             }
         }
         if let Some(p) = property_mut(openapi, "TriggerRequest", "overrides") {
-            p.max_properties = Some(triggers::MAX_TARGETS);
+            p.max_properties = Some(request::MAX_TARGETS);
         }
         if let Some(p) = property_mut_array(openapi, "CreateTokenRequest", "scopes") {
             p.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(
@@ -130,10 +131,10 @@ impl Modify for MapConstraints {
             )));
         }
         if let Some(p) = property_mut(openapi, "TriggerRequest", "labels") {
-            p.max_properties = Some(triggers::MAX_LABELS);
-            p.property_names = Some(Box::new(string_schema(Some(1), triggers::MAX_LABEL_KEY)));
+            p.max_properties = Some(request::MAX_LABELS);
+            p.property_names = Some(Box::new(string_schema(Some(1), request::MAX_LABEL_KEY)));
             p.additional_properties =
-                Some(Box::new(AdditionalProperties::RefOr(RefOr::T(string_schema(None, triggers::MAX_LABEL_VALUE)))));
+                Some(Box::new(AdditionalProperties::RefOr(RefOr::T(string_schema(None, request::MAX_LABEL_VALUE)))));
         }
     }
 }

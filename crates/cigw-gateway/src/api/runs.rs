@@ -12,11 +12,12 @@ use cigw_store::{EventFilter, NewEvent, NewRun, RunFilter, RunRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::ApiJson;
 use crate::api::views::{EventView, RunView};
 use crate::api::wait::{WaitQuery, parse_wait, wait_until_finished};
-use crate::api::{ApiJson, Links};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
+use crate::links::Links;
 use crate::state::AppState;
 
 /// Most events returned with one run (the SSE stream has them all).

@@ -5,7 +5,7 @@ use cigw_store::{EventRecord, RunRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::Links;
+use crate::links::Links;
 
 /// A git ref as stored: a branch or a tag, and optionally a sha.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
