@@ -176,16 +176,13 @@ pub async fn intake(
         Some(t) => is_secret(t, name),
         None => req.targets.iter().any(|t| is_secret(t, name)),
     });
-    let idempotency = match idempotency_key {
-        Some(key) => Some(IdempotencyKey {
-            scope: requester.token_id.clone(),
-            key,
-            fingerprint: fingerprint(&body),
-            response: accepted_json,
-            expires_at: now + cigw_core::time::span(state.settings.retention.idempotency_keys),
-        }),
-        None => None,
-    };
+    let idempotency = idempotency_key.map(|key| IdempotencyKey {
+        scope: requester.token_id.clone(),
+        key,
+        fingerprint: fingerprint(&body),
+        response: accepted_json,
+        expires_at: now + cigw_core::time::span(state.settings.retention.idempotency_keys),
+    });
     let outcome = state
         .store
         .create_trigger(NewTrigger {
