@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use cigw_core::RunState;
 use cigw_store::{EventFilter, EventRecord};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -27,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{LAST_EVENT_ID, X_ACCEL_BUFFERING};
+use crate::api::{LAST_EVENT_ID, X_ACCEL_BUFFERING, state_param};
 use crate::auth::{AuthState, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::names;
@@ -118,13 +117,7 @@ fn parse_stream_request(pairs: Vec<(String, String)>, headers: &HeaderMap) -> Re
             "target" => filter.target = Some(value),
             "trigger_id" => filter.trigger_id = Some(value),
             "run_id" => filter.run_id = Some(value),
-            "state" => {
-                let state = value.parse::<RunState>().map_err(|_| {
-                    let names: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
-                    ApiError::bad_field("state", format!("expected one of {}, got `{value}`", names.join(", ")))
-                })?;
-                filter.state = Some(state);
-            }
+            "state" => filter.state = Some(state_param(&value)?),
             "last_event_id" => last_event_id = Some(event_id("last_event_id", &value)?),
             "from" => from = Some(event_id("from", &value)?),
             other => {
@@ -362,6 +355,8 @@ fn sse_message(record: EventRecord) -> Event {
 
 #[cfg(test)]
 mod tests {
+    use cigw_core::RunState;
+
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -4,6 +4,7 @@
 use axum::extract::{FromRef, FromRequest, OptionalFromRequest, Request};
 use axum::http::HeaderName;
 use axum::{Json, extract::rejection::JsonRejection};
+use cigw_core::RunState;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -74,4 +75,13 @@ where
             Err(rejection) => Err(map_rejection(rejection, &AppState::from_ref(state))),
         }
     }
+}
+
+/// The `state` query parameter of run and event filters: a run state by name, or a 400 listing
+/// the names.
+pub(crate) fn state_param(value: &str) -> Result<RunState, ApiError> {
+    value.parse::<RunState>().map_err(|_| {
+        let names: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::bad_field("state", format!("expected one of {}, got `{value}`", names.join(", ")))
+    })
 }

@@ -12,9 +12,9 @@ use cigw_store::{EventFilter, NewEvent, NewRun, RunFilter, RunRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::ApiJson;
 use crate::api::views::{EventView, RunView};
 use crate::api::wait::{WaitQuery, parse_wait, wait_until_finished};
+use crate::api::{ApiJson, state_param};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::links::Links;
@@ -140,13 +140,7 @@ fn parse_filter(pairs: Vec<(String, String)>) -> Result<(RunFilter, Option<Strin
         match key.as_str() {
             "target" => filter.target = Some(value),
             "trigger_id" => filter.trigger_id = Some(value),
-            "state" => {
-                let state = value.parse::<RunState>().map_err(|_| {
-                    let names: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
-                    ApiError::bad_field("state", format!("expected one of {}, got `{value}`", names.join(", ")))
-                })?;
-                filter.state = Some(state);
-            }
+            "state" => filter.state = Some(state_param(&value)?),
             "since" => {
                 let since = DateTime::parse_from_rfc3339(&value).map_err(|_| {
                     ApiError::bad_field(
