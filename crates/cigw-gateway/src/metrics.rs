@@ -1,6 +1,6 @@
-//! Prometheus metrics: the series, the process-wide recorder and `/metrics` (provider calls are
-//! measured by [`crate::instrumented::InstrumentedTarget`], trigger requests by the API's
-//! intake middleware).
+//! Prometheus metrics: the series, the process-wide recorder and the `/metrics` exposition.
+//! Depends on no other gateway module: provider calls are measured by the wrapper in
+//! `instrumented.rs`, trigger requests by the intake middleware of `api/triggers.rs`.
 //!
 //! Series (all names start with `cigw_`; docs/operations.md lists them for operators):
 //!
