@@ -1,4 +1,6 @@
-//! Prometheus metrics (`/metrics`) and the instrumentation of provider calls.
+//! Prometheus metrics: the series, the process-wide recorder and the `/metrics` exposition.
+//! Depends on no other gateway module: provider calls are measured by the wrapper in
+//! `instrumented.rs`, trigger requests by the intake middleware of `api/triggers.rs`.
 //!
 //! Series (all names start with `cigw_`; docs/operations.md lists them for operators):
 //!
@@ -24,25 +26,16 @@
 //! scrape costs the same after 90 days of runs as after one.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use cigw_core::catalog::{Catalog, ConfiguredTarget};
-use cigw_core::{
-    Capabilities, CiTarget, Decision, GitRef, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, RunCandidate,
-    RunState, RunStatus, TriggerOutcome, TriggerSpec,
-};
+use cigw_core::{ProviderKind, RunState};
+use cigw_store::Store;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing::Instrument;
-
-use crate::state::AppState;
 
 /// Metric names.
 pub mod names {
@@ -107,10 +100,32 @@ impl Metrics {
         Metrics { handle: handle.clone() }
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    /// `GET /metrics`: the run gauges refreshed from `store`, then the exposition text.
+    pub async fn scrape(&self, store: &dyn Store) -> Response {
+        refresh_run_gauges(store).await;
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut response = self.handle.render().into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        response
+    }
+}
+
+async fn refresh_run_gauges(store: &dyn Store) {
+    match store.count_runs_by_state().await {
+        Ok(counts) => {
+            for run_state in RunState::ALL {
+                let n = counts.iter().find(|(s, _)| *s == run_state).map_or(0, |(_, n)| *n);
+                gauge!(names::RUNS, "state" => run_state.as_str()).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting runs for /metrics failed"),
+    }
+    // Counted by the store from its index of unfinished runs: no page of runs is read.
+    match store.count_unconfirmed_runs().await {
+        Ok(n) => gauge!(names::RUNS_UNCONFIRMED).set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "counting unconfirmed runs for /metrics failed"),
     }
 }
 
@@ -130,57 +145,9 @@ fn describe() {
     describe_counter!(names::SSE_DISCONNECTS, "Event streams ended by the server, by reason");
 }
 
-/// `GET /metrics`: refresh the run gauges from the store, then render.
-pub async fn scrape(State(state): State<AppState>) -> Response {
-    refresh_run_gauges(&state).await;
-    let mut response = state.metrics.render().into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    response
-}
-
-async fn refresh_run_gauges(state: &AppState) {
-    match state.store.count_runs_by_state().await {
-        Ok(counts) => {
-            for run_state in RunState::ALL {
-                let n = counts.iter().find(|(s, _)| *s == run_state).map_or(0, |(_, n)| *n);
-                gauge!(names::RUNS, "state" => run_state.as_str()).set(n as f64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "counting runs for /metrics failed"),
-    }
-    // Counted by the store from its index of unfinished runs: no page of runs is read.
-    match state.store.count_unconfirmed_runs().await {
-        Ok(n) => gauge!(names::RUNS_UNCONFIRMED).set(n as f64),
-        Err(e) => tracing::warn!(error = %e, "counting unconfirmed runs for /metrics failed"),
-    }
-}
-
 /// Count one trigger request.
 pub fn record_intake(source: &str, outcome: &'static str) {
     counter!(names::INTAKE, "source" => source.to_string(), "outcome" => outcome).increment(1);
-}
-
-/// Middleware of `POST /v1/triggers`: counts each request by its answer as `api` intake.
-pub async fn count_api_intake(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    record_intake("api", intake_outcome(&response));
-    response
-}
-
-fn intake_outcome(response: &Response) -> &'static str {
-    let status = response.status();
-    match status {
-        _ if status.is_success() && response.headers().contains_key(crate::api::triggers::IDEMPOTENT_REPLAYED) => {
-            "replayed"
-        }
-        _ if status.is_success() => "accepted",
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorized",
-        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
-        _ if status.is_client_error() => "rejected",
-        _ => "error",
-    }
 }
 
 /// A run reached its provider (`Started`, accepted without an id, or nothing to run).
@@ -215,6 +182,20 @@ tokio::task_local! {
     static CALL: CallContext;
 }
 
+/// Run `call` as the `operation` call to `provider`: retries made inside it are counted under
+/// these labels.
+pub async fn within_provider_call<F: Future>(provider: &'static str, operation: &'static str, call: F) -> F::Output {
+    CALL.scope(CallContext { provider, operation }, call).await
+}
+
+/// A provider call ended with `outcome` (`ok` or the error code) after `elapsed`.
+pub fn record_provider_call(provider: &'static str, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!(names::PROVIDER_CALLS, "provider" => provider, "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    histogram!(names::PROVIDER_CALL_DURATION, "provider" => provider, "operation" => operation)
+        .record(elapsed.as_secs_f64());
+}
+
 fn count_retry(_adapter_operation: &str, error: &cigw_core::Error, _delay: Duration) {
     let call = CALL.try_with(|c| *c).unwrap_or(CallContext { provider: "unknown", operation: "unknown" });
     counter!(
@@ -224,122 +205,4 @@ fn count_retry(_adapter_operation: &str, error: &cigw_core::Error, _delay: Durat
         "reason" => error.code()
     )
     .increment(1);
-}
-
-/// A target whose provider calls are counted, timed and traced (span `provider_call` with
-/// provider, target, operation, run id or provider id, and attempt). Wraps every configured
-/// target, so the engine and the API are measured at this one place.
-#[derive(Debug)]
-pub struct InstrumentedTarget {
-    name: String,
-    inner: Arc<dyn CiTarget>,
-}
-
-impl InstrumentedTarget {
-    /// Wrap `inner`, configured as target `name`.
-    pub fn new(name: impl Into<String>, inner: Arc<dyn CiTarget>) -> Self {
-        Self { name: name.into(), inner }
-    }
-
-    /// The catalog with every target wrapped.
-    pub fn wrap_catalog(mut catalog: Catalog) -> Catalog {
-        for (name, configured) in catalog.targets.iter_mut() {
-            let wrapped: Arc<dyn CiTarget> = Arc::new(Self::new(name.clone(), configured.target.clone()));
-            *configured = ConfiguredTarget { spec: configured.spec.clone(), target: wrapped };
-        }
-        catalog
-    }
-
-    async fn observe<T>(
-        &self,
-        operation: &'static str,
-        span: tracing::Span,
-        call: impl Future<Output = cigw_core::Result<T>>,
-    ) -> cigw_core::Result<T> {
-        let provider = self.inner.kind().as_str();
-        let started = Instant::now();
-        let result = CALL.scope(CallContext { provider, operation }, call).instrument(span.clone()).await;
-        let elapsed = started.elapsed();
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code(),
-        };
-        counter!(names::PROVIDER_CALLS, "provider" => provider, "operation" => operation, "outcome" => outcome)
-            .increment(1);
-        histogram!(names::PROVIDER_CALL_DURATION, "provider" => provider, "operation" => operation)
-            .record(elapsed.as_secs_f64());
-        let elapsed_ms = elapsed.as_millis() as u64;
-        span.in_scope(|| match &result {
-            Ok(_) => tracing::debug!(elapsed_ms, "provider call succeeded"),
-            Err(e) => tracing::debug!(elapsed_ms, error = %e, outcome, "provider call failed"),
-        });
-        result
-    }
-
-    fn span_for_run(&self, operation: &'static str, run: &ProviderRunRef) -> tracing::Span {
-        tracing::info_span!(
-            "provider_call",
-            provider = self.inner.kind().as_str(),
-            target = %self.name,
-            operation,
-            provider_id = %run.id,
-            attempt = run.attempt,
-        )
-    }
-}
-
-#[async_trait]
-impl CiTarget for InstrumentedTarget {
-    fn kind(&self) -> ProviderKind {
-        self.inner.kind()
-    }
-
-    fn locator(&self) -> String {
-        self.inner.locator()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn check_ref(&self, git_ref: &GitRef) -> Result<(), String> {
-        self.inner.check_ref(git_ref)
-    }
-
-    async fn trigger(&self, spec: &TriggerSpec) -> cigw_core::Result<TriggerOutcome> {
-        let span = tracing::info_span!(
-            "provider_call",
-            provider = self.inner.kind().as_str(),
-            target = %self.name,
-            operation = "trigger",
-            run_id = %spec.run_id,
-        );
-        self.observe("trigger", span, self.inner.trigger(spec)).await
-    }
-
-    async fn status(&self, run: &ProviderRunRef) -> cigw_core::Result<RunStatus> {
-        self.observe("status", self.span_for_run("status", run), self.inner.status(run)).await
-    }
-
-    async fn cancel(&self, run: &ProviderRunRef) -> cigw_core::Result<()> {
-        self.observe("cancel", self.span_for_run("cancel", run), self.inner.cancel(run)).await
-    }
-
-    async fn rerun(&self, run: &ProviderRunRef, options: RerunOptions) -> cigw_core::Result<TriggerOutcome> {
-        self.observe("rerun", self.span_for_run("rerun", run), self.inner.rerun(run, options)).await
-    }
-
-    async fn approve(&self, run: &ProviderRunRef, decision: Decision) -> cigw_core::Result<()> {
-        self.observe("approve", self.span_for_run("approve", run), self.inner.approve(run, decision)).await
-    }
-
-    async fn find_recent(&self, query: &RecentQuery) -> cigw_core::Result<Vec<RunCandidate>> {
-        let span = tracing::info_span!(
-            "provider_call",
-            provider = self.inner.kind().as_str(),
-            target = %self.name,
-            operation = "find_recent",
-        );
-        self.observe("find_recent", span, self.inner.find_recent(query)).await
-    }
 }

@@ -1,14 +1,15 @@
 //! The OpenAPI document of the HTTP API, served at `/openapi.json`.
 
-use cigw_core::params::{MAX_NAME_CHARS, MAX_PARAMETERS, MAX_VALUE_CHARS};
+use cigw_core::params::{MAX_NAME_CHARS, MAX_PARAMETERS};
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::api::{events, health, runs, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
+use crate::intake::request;
 
 /// The API description (paths, schemas, the bearer scheme).
 #[derive(Debug, OpenApi)]
@@ -69,46 +70,6 @@ impl Modify for BearerAuth {
     }
 }
 
-/// A requested parameter value: a string (at most 512 characters), a number or a boolean,
-/// checked and coerced against the parameter's declared type.
-#[derive(Debug)]
-pub struct ParameterInput;
-
-impl PartialSchema for ParameterInput {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_VALUE_CHARS)))
-            .item(ObjectBuilder::new().schema_type(Type::Number))
-            .item(ObjectBuilder::new().schema_type(Type::Boolean))
-            .description(Some("A string (at most 512 characters), a number or a boolean, coerced to the declared type"))
-            .into()
-    }
-}
-
-impl ToSchema for ParameterInput {}
-
-/// A declared parameter value as the API shows it: a string, an integer or a boolean (a secret
-/// parameter's default is shown as the string `***`).
-#[derive(Debug)]
-pub struct ParameterValue;
-
-impl PartialSchema for ParameterValue {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::String))
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64))),
-            )
-            .item(ObjectBuilder::new().schema_type(Type::Boolean))
-            .description(Some("A string, an integer or a boolean, per the parameter's type"))
-            .into()
-    }
-}
-
-impl ToSchema for ParameterValue {}
-
 /// The property `property` of the object schema `schema`, when both exist.
 fn property_mut<'a>(
     openapi: &'a mut utoipa::openapi::OpenApi,
@@ -154,7 +115,7 @@ impl Modify for MapConstraints {
             }
         }
         if let Some(p) = property_mut(openapi, "TriggerRequest", "overrides") {
-            p.max_properties = Some(triggers::MAX_TARGETS);
+            p.max_properties = Some(request::MAX_TARGETS);
         }
         if let Some(p) = property_mut_array(openapi, "CreateTokenRequest", "scopes") {
             p.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(
@@ -170,10 +131,10 @@ impl Modify for MapConstraints {
             )));
         }
         if let Some(p) = property_mut(openapi, "TriggerRequest", "labels") {
-            p.max_properties = Some(triggers::MAX_LABELS);
-            p.property_names = Some(Box::new(string_schema(Some(1), triggers::MAX_LABEL_KEY)));
+            p.max_properties = Some(request::MAX_LABELS);
+            p.property_names = Some(Box::new(string_schema(Some(1), request::MAX_LABEL_KEY)));
             p.additional_properties =
-                Some(Box::new(AdditionalProperties::RefOr(RefOr::T(string_schema(None, triggers::MAX_LABEL_VALUE)))));
+                Some(Box::new(AdditionalProperties::RefOr(RefOr::T(string_schema(None, request::MAX_LABEL_VALUE)))));
         }
     }
 }

@@ -16,8 +16,8 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -29,13 +29,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{events, health, runs, targets, tokens, triggers};
+use crate::api::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, runs, targets, tokens, triggers};
 use crate::auth::AuthState;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// The request id header, set when absent and echoed in every response.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The gateway's HTTP API with every middleware, for `state`. Resolves the bootstrap admin
 /// token once (an unusable one is logged and disabled, see [`crate::auth::resolve_admin_token`]).
@@ -51,7 +48,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
     let routes = Router::new()
         .route(
             "/v1/triggers",
-            post(triggers::create_trigger).layer(axum::middleware::from_fn(crate::metrics::count_api_intake)),
+            post(triggers::create_trigger).layer(axum::middleware::from_fn(triggers::count_api_intake)),
         )
         .route("/v1/triggers/{id}", get(triggers::get_trigger))
         .route("/v1/triggers/{id}/cancel", post(triggers::cancel_trigger))
@@ -75,7 +72,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     // With `server.metrics_listen` set, /metrics is served only there (see `metrics_router`).
     let routes = match state.settings.server.metrics_listen {
-        None => routes.route("/metrics", get(crate::metrics::scrape)),
+        None => routes.route("/metrics", get(scrape_metrics)),
         Some(_) => routes,
     };
 
@@ -102,7 +99,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
 
 /// `/metrics` alone, for the separate `server.metrics_listen` listener.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new().route("/metrics", get(crate::metrics::scrape)).fallback(not_found).with_state(state)
+    Router::new().route("/metrics", get(scrape_metrics)).fallback(not_found).with_state(state)
 }
 
 fn cors(state: AppState, auth: Arc<AuthState>) -> CorsLayer {
@@ -117,14 +114,13 @@ fn cors(state: AppState, auth: Arc<AuthState>) -> CorsLayer {
             }
         }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static(triggers::IDEMPOTENCY_KEY),
-            REQUEST_ID,
-        ])
-        .expose_headers([REQUEST_ID, header::RETRY_AFTER, HeaderName::from_static(triggers::IDEMPOTENT_REPLAYED)])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, IDEMPOTENCY_KEY, REQUEST_ID])
+        .expose_headers([REQUEST_ID, header::RETRY_AFTER, IDEMPOTENT_REPLAYED])
         .max_age(Duration::from_secs(600))
+}
+
+async fn scrape_metrics(State(state): State<AppState>) -> Response {
+    state.metrics.scrape(state.store.as_ref()).await
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -11,7 +11,8 @@ use cigw_store::Store;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
-use crate::metrics::{InstrumentedTarget, Metrics};
+use crate::instrumented::InstrumentedTarget;
+use crate::metrics::Metrics;
 
 /// Shared state of one gateway process. Cheap to clone.
 #[derive(Debug, Clone)]

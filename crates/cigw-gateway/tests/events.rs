@@ -9,7 +9,7 @@ use api_support::{ADMIN, App, request};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use cigw_core::RunState;
-use cigw_gateway::api::events::LAST_EVENT_ID;
+use cigw_gateway::api::LAST_EVENT_ID;
 use cigw_gateway::state::StreamSettings;
 use cigw_store::EventFilter;
 use futures::StreamExt;

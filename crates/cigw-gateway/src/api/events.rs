@@ -1,5 +1,4 @@
-//! `GET /v1/events`: every run event as Server-Sent Events, with `Last-Event-ID` replay; and the
-//! `?wait=` long-poll of `GET /v1/runs/{id}`.
+//! `GET /v1/events`: every run event as Server-Sent Events, with `Last-Event-ID` replay.
 //!
 //! Each stream has a follower task that reads the append-only event log in pages after its
 //! cursor, woken when this process appends events ([`AppState::notify_events`]) and otherwise
@@ -15,11 +14,10 @@ use std::time::Duration;
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use cigw_core::RunState;
 use cigw_store::{EventFilter, EventRecord};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -28,19 +26,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::{LAST_EVENT_ID, X_ACCEL_BUFFERING, state_param};
 use crate::auth::{AuthState, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::names;
 use crate::state::{AppState, StreamSlot, StreamsFull};
 
-/// The header a reconnecting `EventSource` sends with the id of the last event it received.
-pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
-/// Longest `?wait=` of `GET /v1/runs/{id}`.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// `Retry-After` of a stream refused because the caps are reached.
 const STREAMS_FULL_RETRY: Duration = Duration::from_secs(5);
-/// A long-poll answers this long before the server's request timeout would cut it.
-const WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// One message of the stream: the event as `GET /v1/runs/{id}` lists it, plus its run, trigger
 /// and target.
@@ -124,13 +117,7 @@ fn parse_stream_request(pairs: Vec<(String, String)>, headers: &HeaderMap) -> Re
             "target" => filter.target = Some(value),
             "trigger_id" => filter.trigger_id = Some(value),
             "run_id" => filter.run_id = Some(value),
-            "state" => {
-                let state = value.parse::<RunState>().map_err(|_| {
-                    let names: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
-                    ApiError::bad_field("state", format!("expected one of {}, got `{value}`", names.join(", ")))
-                })?;
-                filter.state = Some(state);
-            }
+            "state" => filter.state = Some(state_param(&value)?),
             "last_event_id" => last_event_id = Some(event_id("last_event_id", &value)?),
             "from" => from = Some(event_id("from", &value)?),
             other => {
@@ -199,7 +186,7 @@ pub async fn stream_events(
     let stream = follow(state, request.filter, start, token, slot);
     let mut response = Sse::new(stream).keep_alive(keep_alive).into_response();
     // Reverse proxies (nginx) must pass events through as they come.
-    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response.headers_mut().insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     Ok(response)
 }
 
@@ -366,54 +353,10 @@ fn sse_message(record: EventRecord) -> Event {
     Event::default().id(id).data(data)
 }
 
-/// The long-poll query of `GET /v1/runs/{id}`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WaitQuery {
-    /// Seconds (0 to 60, fractions allowed) to wait for the run to finish before answering with
-    /// its current state; the server answers a second before its own request timeout at the latest.
-    #[param(value_type = Option<f64>, minimum = 0, maximum = 60)]
-    pub wait: Option<String>,
-}
-
-/// How long a `?wait=` value asks for, capped by the server's request timeout.
-pub(crate) fn parse_wait(value: &str, state: &AppState) -> Result<Duration, ApiError> {
-    let secs = value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && (0.0..=MAX_WAIT.as_secs_f64()).contains(s));
-    let Some(secs) = secs else {
-        return Err(ApiError::bad_field(
-            "wait",
-            format!("expected a number of seconds from 0 to {}, got `{value}`", MAX_WAIT.as_secs()),
-        ));
-    };
-    let limit = state.settings.server.request_timeout.saturating_sub(WAIT_MARGIN);
-    Ok(Duration::from_secs_f64(secs).min(limit))
-}
-
-/// Wait until run `run_id` is terminal, `wait` has passed, or the server shuts down.
-pub(crate) async fn wait_until_finished(state: &AppState, run_id: &str, wait: Duration) -> Result<(), ApiError> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut appended = state.events_appended.subscribe();
-    let mut closing = state.closing.subscribe();
-    loop {
-        appended.borrow_and_update();
-        if state.store.get_run(run_id).await?.state.is_terminal() || *closing.borrow() {
-            return Ok(());
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(());
-        }
-        let nap = state.streams.poll_interval.min(deadline - now);
-        tokio::select! {
-            _ = appended.changed() => {}
-            _ = tokio::time::sleep(nap) => {}
-            _ = closing.wait_for(|closing| *closing) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use cigw_core::RunState;
+
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -2,7 +2,9 @@
 //! [`ApiError`]s.
 
 use axum::extract::{FromRef, FromRequest, OptionalFromRequest, Request};
+use axum::http::HeaderName;
 use axum::{Json, extract::rejection::JsonRejection};
+use cigw_core::RunState;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -14,6 +16,19 @@ pub mod runs;
 pub mod targets;
 pub mod tokens;
 pub mod triggers;
+pub mod views;
+pub mod wait;
+
+/// The request id header, set when absent and echoed in every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The request header carrying an idempotency key (`POST /v1/triggers`).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The response header marking a replayed answer.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The header a reconnecting `EventSource` sends with the id of the last event it received.
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// Tells a reverse proxy (nginx) whether to buffer a response; event streams say `no`.
+pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// A JSON request body. Malformed JSON → 400 `invalid_json`, a body of the wrong shape → 422
 /// `invalid_body` naming the field, a missing or non-JSON content type → 415, a body over
@@ -62,27 +77,11 @@ where
     }
 }
 
-/// Links in responses: relative paths, or absolute under `server.public_url` when it is set.
-#[derive(Debug, Clone)]
-pub(crate) struct Links {
-    base: String,
-}
-
-impl Links {
-    pub(crate) fn new(state: &AppState) -> Self {
-        let base = state.settings.server.public_url.as_deref().unwrap_or("").trim_end_matches('/').to_string();
-        Self { base }
-    }
-
-    pub(crate) fn run(&self, id: &str) -> String {
-        format!("{}/v1/runs/{id}", self.base)
-    }
-
-    pub(crate) fn run_events(&self, id: &str) -> String {
-        format!("{}/v1/runs/{id}/events", self.base)
-    }
-
-    pub(crate) fn trigger(&self, id: &str) -> String {
-        format!("{}/v1/triggers/{id}", self.base)
-    }
+/// The `state` query parameter of run and event filters: a run state by name, or a 400 listing
+/// the names.
+pub(crate) fn state_param(value: &str) -> Result<RunState, ApiError> {
+    value.parse::<RunState>().map_err(|_| {
+        let names: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::bad_field("state", format!("expected one of {}, got `{value}`", names.join(", ")))
+    })
 }

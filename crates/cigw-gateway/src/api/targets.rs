@@ -5,7 +5,9 @@ use axum::extract::State;
 use cigw_core::params::MASK;
 use cigw_core::{Capabilities, ParameterSpec};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
@@ -26,10 +28,10 @@ pub struct ParameterView {
     pub secret: bool,
     /// The only values allowed, when set (never shown for a secret parameter).
     #[serde(rename = "enum")]
-    #[schema(value_type = Option<Vec<crate::openapi::ParameterValue>>)]
+    #[schema(value_type = Option<Vec<ParameterValue>>)]
     pub allowed: Option<Vec<serde_json::Value>>,
     /// The value used when a request gives none (`***` for a secret).
-    #[schema(value_type = Option<crate::openapi::ParameterValue>)]
+    #[schema(value_type = Option<ParameterValue>)]
     pub default: Option<serde_json::Value>,
     /// Description.
     pub description: Option<String>,
@@ -61,6 +63,28 @@ pub(crate) enum ParamTypeName {
     /// A 64-bit signed integer.
     Integer,
 }
+
+/// A declared parameter value as the API shows it: a string, an integer or a boolean (a secret
+/// parameter's default is shown as the string `***`).
+#[derive(Debug)]
+pub struct ParameterValue;
+
+impl PartialSchema for ParameterValue {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .description(Some("A string, an integer or a boolean, per the parameter's type"))
+            .into()
+    }
+}
+
+impl ToSchema for ParameterValue {}
 
 /// What a target's provider can do.
 #[derive(Debug, Clone, Serialize, ToSchema)]

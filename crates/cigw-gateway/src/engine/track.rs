@@ -13,7 +13,7 @@ use serde_json::json;
 use super::matching::{CLOCK_SKEW, Waiting, assign};
 use super::schedule::next_poll;
 use super::{Engine, event_kind};
-use crate::metrics::InstrumentedTarget;
+use crate::instrumented::InstrumentedTarget;
 
 /// Most unconfirmed runs of one target one correlation pass matches.
 const MAX_UNCONFIRMED_PER_PASS: u32 = 500;
