@@ -64,6 +64,23 @@ pub async fn open_with(settings: &DatabaseSettings, options: OpenOptions) -> Sto
     })
 }
 
+/// What the behaviour suite needs beyond the [`Store`] trait (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use cigw_core::config::DatabaseSettings;
+
+    use crate::{Backend, HotQuery, StoreResult, backend_of, postgres, sqlite};
+
+    /// The plan the database chooses for one of the store's frequent queries, one line per
+    /// step (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`), to check that it uses an index.
+    pub async fn explain(settings: &DatabaseSettings, query: &HotQuery) -> StoreResult<Vec<String>> {
+        match backend_of(&settings.url)? {
+            Backend::Sqlite => sqlite::SqliteStore::open(settings, false).await?.explain(query).await,
+            Backend::Postgres => postgres::PgStore::open(settings).await?.explain(query).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +114,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("x.db").display());
         let settings = DatabaseSettings { url, ..DatabaseSettings::default() };
         let store = open_with(&settings, OpenOptions { group_commit: false }).await.unwrap();
-        assert_eq!(store.backend(), Backend::Sqlite);
+        assert!(store.describe().starts_with("sqlite "), "{}", store.describe());
         assert!(store.describe().ends_with("(group commit off)"), "{}", store.describe());
         assert!(dir.path().join("x.db").exists(), "open creates the SQLite file");
         let short = DatabaseSettings { url: format!("sqlite:{}", dir.path().join("y.db").display()), ..settings };

@@ -431,77 +431,6 @@ pub struct ChainFiringRecord {
     pub trigger_id: Option<String>,
 }
 
-/// A notification to deliver through the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewNotification {
-    /// The configured notification's name.
-    pub notification: String,
-    /// The run event it is about; (notification, event id) is unique.
-    pub event_id: i64,
-    /// The body to send.
-    pub payload: Value,
-    /// First attempt.
-    pub next_attempt_at: DateTime<Utc>,
-    /// Enqueue time.
-    pub created_at: DateTime<Utc>,
-}
-
-/// Where an outbox row stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxStatus {
-    /// Waiting for (another) attempt.
-    Pending,
-    /// Delivered.
-    Delivered,
-    /// Given up.
-    Abandoned,
-}
-
-impl OutboxStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Delivered => "delivered",
-            Self::Abandoned => "abandoned",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Delivered, Self::Abandoned].into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-/// One outbox row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRecord {
-    /// Id.
-    pub id: i64,
-    /// The notification's name.
-    pub notification: String,
-    /// The event it is about.
-    pub event_id: i64,
-    /// The body to send.
-    pub payload: Value,
-    /// Where it stands.
-    pub status: OutboxStatus,
-    /// Attempts claimed so far (counted at claim time).
-    pub attempts: u32,
-    /// Next attempt.
-    pub next_attempt_at: DateTime<Utc>,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// The worker holding it.
-    pub lease_owner: Option<String>,
-    /// Until when.
-    pub lease_until: Option<DateTime<Utc>>,
-    /// Enqueue time.
-    pub created_at: DateTime<Utc>,
-    /// When it was delivered or abandoned.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
 /// What `prune` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -540,8 +469,9 @@ impl Backend {
     }
 }
 
-/// A query the store runs often, for [`crate::Store::explain`]: the query plan shows whether
-/// the database answers it from an index or reads a whole table.
+/// A query the store runs often, for `testing::explain`: the query plan shows whether the
+/// database answers it from an index or reads a whole table.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HotQuery {

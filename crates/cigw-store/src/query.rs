@@ -4,14 +4,19 @@
 //! filters, and SQLite's only plan for it is a full scan (reading one run's events took 76 ms
 //! at 1 M events instead of 0.1 ms). Each query here names only the columns it filters on, so
 //! the planner sees plain equalities and ranges that match an index (`0001`/`0003` migrations;
-//! `tests/suite` checks the plans with [`crate::Store::explain`]).
+//! `tests/suite` checks the plans with `testing::explain`).
 
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
-use crate::columns::{Claim, DISPATCH_CLAIM, POLL_CLAIM, TERMINAL_SQL, micros, trunc};
+#[cfg(any(test, feature = "testing"))]
+use crate::columns::{Claim, DISPATCH_CLAIM, POLL_CLAIM};
+use crate::columns::{TERMINAL_SQL, micros, trunc};
+#[cfg(any(test, feature = "testing"))]
 use crate::error::StoreResult;
-use crate::model::{EventFilter, HotQuery, RunFilter};
+use crate::model::{EventFilter, RunFilter};
+#[cfg(any(test, feature = "testing"))]
+use crate::model::HotQuery;
 
 /// How a backend binds the few value types these queries use, and writes a claim.
 pub(crate) trait Dialect: sqlx::Database + Sized {
@@ -22,6 +27,7 @@ pub(crate) trait Dialect: sqlx::Database + Sized {
     /// Bind a time as the backend stores it.
     fn time(qb: &mut QueryBuilder<'static, Self>, v: DateTime<Utc>);
     /// The claiming statement of `claim` (parameters: owner, now, lease end, limit).
+    #[cfg(any(test, feature = "testing"))]
     fn claim_sql(claim: &Claim) -> String;
 }
 
@@ -35,6 +41,7 @@ impl Dialect for sqlx::Sqlite {
     fn time(qb: &mut QueryBuilder<'static, Self>, v: DateTime<Utc>) {
         qb.push_bind(micros(v));
     }
+    #[cfg(any(test, feature = "testing"))]
     fn claim_sql(claim: &Claim) -> String {
         claim.sql(|n| format!("?{n}"), "")
     }
@@ -50,6 +57,7 @@ impl Dialect for sqlx::Postgres {
     fn time(qb: &mut QueryBuilder<'static, Self>, v: DateTime<Utc>) {
         qb.push_bind(trunc(v));
     }
+    #[cfg(any(test, feature = "testing"))]
     fn claim_sql(claim: &Claim) -> String {
         claim.sql(|n| format!("${n}"), "FOR UPDATE SKIP LOCKED")
     }
@@ -158,7 +166,8 @@ pub(crate) fn token_by_hash<DB: Dialect>(qb: &mut QueryBuilder<'static, DB>, has
     qb.push(" AND revoked_at IS NULL");
 }
 
-/// What [`crate::Store::explain`] plans for a query.
+/// What [`crate::testing::explain`] plans for a query.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) enum Explained {
     /// A statement built here (placeholder values where the query has none of its own).
     Built,
@@ -167,6 +176,7 @@ pub(crate) enum Explained {
 }
 
 /// Push the statement `query` stands for after the backend's EXPLAIN prefix.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn hot_query<DB: Dialect>(qb: &mut QueryBuilder<'static, DB>, query: &HotQuery) -> StoreResult<Explained> {
     match query {
         HotQuery::EventsAfter { after_id, filter } => events_after(qb, *after_id, filter, 100),

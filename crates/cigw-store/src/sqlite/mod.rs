@@ -252,24 +252,6 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
     })
 }
 
-fn outbox_from_row(row: &SqliteRow) -> StoreResult<OutboxRecord> {
-    let status: String = row.try_get("status")?;
-    Ok(OutboxRecord {
-        id: row.try_get("id")?,
-        notification: row.try_get("notification")?,
-        event_id: row.try_get("event_id")?,
-        payload: json(row, "payload")?,
-        status: OutboxStatus::parse(&status).ok_or_else(|| corrupt(format!("outbox status `{status}`")))?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        next_attempt_at: time(row, "next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until: opt_time(row, "lease_until")?,
-        created_at: time(row, "created_at")?,
-        finished_at: opt_time(row, "finished_at")?,
-    })
-}
-
 fn trigger_from_row(row: &SqliteRow, runs: Vec<RunRecord>) -> StoreResult<TriggerRecord> {
     Ok(TriggerRecord {
         id: row.try_get("id")?,
@@ -535,9 +517,6 @@ fn sorted_runs(rows: Vec<SqliteRow>, key: fn(&RunRecord) -> Option<DateTime<Utc>
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
 
     fn describe(&self) -> String {
         format!(
@@ -900,14 +879,6 @@ impl Store for SqliteStore {
         trigger_from_row(&row, runs)
     }
 
-    async fn runs_of_trigger(&self, trigger_id: &str) -> StoreResult<Vec<RunRecord>> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE trigger_id = ?1 ORDER BY created_at, id")
-            .bind(trigger_id)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(run_from_row).collect()
-    }
-
     async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage> {
         let limit = ops::check_limit(filter.limit)?;
         let after = cursor.map(ops::decode_cursor).transpose()?;
@@ -939,24 +910,6 @@ impl Store for SqliteStore {
         query::count_unconfirmed(&mut qb);
         let n: i64 = qb.build_query_scalar().fetch_one(&self.read).await?;
         Ok(n as u64)
-    }
-
-    async fn explain(&self, hot: &HotQuery) -> StoreResult<Vec<String>> {
-        let mut qb = QueryBuilder::new("EXPLAIN QUERY PLAN ");
-        let rows = match query::hot_query(&mut qb, hot)? {
-            query::Explained::Built => qb.build().fetch_all(&self.read).await?,
-            query::Explained::Claim(sql) => {
-                let now = micros(Utc::now());
-                sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .bind("explain")
-                    .bind(now)
-                    .bind(now)
-                    .bind(1_i64)
-                    .fetch_all(&self.read)
-                    .await?
-            }
-        };
-        rows.iter().map(|r| Ok(r.try_get::<String, _>("detail")?)).collect()
     }
 
     async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord> {
@@ -1075,42 +1028,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_chain_firing(&self, chain: &str, upstream_run_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-        let (chain, upstream) = (chain.to_string(), upstream_run_id.to_string());
-        self.write(move |conn| {
-            Box::pin(async move {
-                let n = sqlx::query(
-                    "INSERT INTO chain_firings (chain, upstream_run_id, fired_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (chain, upstream_run_id) DO NOTHING",
-                )
-                .bind(&chain)
-                .bind(&upstream)
-                .bind(micros(now))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                Ok(n == 1)
-            })
-        })
-        .await
-    }
-
-    async fn chain_firing(&self, chain: &str, upstream_run_id: &str) -> StoreResult<Option<ChainFiringRecord>> {
-        let row = sqlx::query("SELECT * FROM chain_firings WHERE chain = ?1 AND upstream_run_id = ?2")
-            .bind(chain)
-            .bind(upstream_run_id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(chain_from_row).transpose()
-    }
-
-    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?1")
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?)
-    }
-
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()> {
         let name = name.to_string();
         self.write(move |conn| {
@@ -1129,121 +1046,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enqueue_notification(&self, n: NewNotification) -> StoreResult<bool> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let rows = sqlx::query(
-                    "INSERT INTO outbox (notification, event_id, payload, status, next_attempt_at, created_at)
-                     VALUES (?1, ?2, ?3, 'pending', ?4, ?5) ON CONFLICT (notification, event_id) DO NOTHING",
-                )
-                .bind(&n.notification)
-                .bind(n.event_id)
-                .bind(to_text(&n.payload))
-                .bind(micros(n.next_attempt_at))
-                .bind(micros(n.created_at))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                Ok(rows == 1)
-            })
-        })
-        .await
-    }
-
-    async fn claim_notifications(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<OutboxRecord>> {
-        let limit = ops::check_limit(limit)?;
-        let owner = owner.to_string();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let rows = sqlx::query(
-                    "UPDATE outbox SET lease_owner = ?1, lease_until = ?3, attempts = attempts + 1
-                     WHERE id IN (
-                        SELECT id FROM outbox
-                        WHERE status = 'pending' AND next_attempt_at <= ?2
-                          AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?2)
-                        ORDER BY next_attempt_at, id LIMIT ?4)
-                     RETURNING *",
-                )
-                .bind(&owner)
-                .bind(micros(now))
-                .bind(micros(lease_until))
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await?;
-                let mut out = rows.iter().map(outbox_from_row).collect::<StoreResult<Vec<_>>>()?;
-                out.sort_by_key(|o| (o.next_attempt_at, o.id));
-                Ok(out)
-            })
-        })
-        .await
-    }
-
-    async fn mark_delivered(&self, id: i64, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        let owner = owner.to_string();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let n = sqlx::query(
-                    "UPDATE outbox SET status = 'delivered', finished_at = ?3, lease_owner = NULL, lease_until = NULL
-                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'pending'",
-                )
-                .bind(id)
-                .bind(&owner)
-                .bind(micros(now))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                outbox_check(conn, n, id, &owner).await
-            })
-        })
-        .await
-    }
-
-    async fn mark_failed(
-        &self,
-        id: i64,
-        owner: &str,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let (owner, error) = (owner.to_string(), error.to_string());
-        self.write(move |conn| {
-            Box::pin(async move {
-                let n = sqlx::query(
-                    "UPDATE outbox SET last_error = ?3, lease_owner = NULL, lease_until = NULL,
-                        status = CASE WHEN ?4 IS NULL THEN 'abandoned' ELSE 'pending' END,
-                        next_attempt_at = COALESCE(?4, next_attempt_at),
-                        finished_at = CASE WHEN ?4 IS NULL THEN ?5 ELSE NULL END
-                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'pending'",
-                )
-                .bind(id)
-                .bind(&owner)
-                .bind(&error)
-                .bind(retry_at.map(micros))
-                .bind(micros(now))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                outbox_check(conn, n, id, &owner).await
-            })
-        })
-        .await
-    }
 }
 
-async fn outbox_check(conn: &mut SqliteConnection, updated: u64, id: i64, owner: &str) -> StoreResult<()> {
-    if updated == 1 {
-        return Ok(());
+#[cfg(any(test, feature = "testing"))]
+impl SqliteStore {
+    /// See [`crate::testing::explain`].
+    pub(crate) async fn explain(&self, hot: &HotQuery) -> StoreResult<Vec<String>> {
+        let mut qb = QueryBuilder::new("EXPLAIN QUERY PLAN ");
+        let rows = match query::hot_query(&mut qb, hot)? {
+            query::Explained::Built => qb.build().fetch_all(&self.read).await?,
+            query::Explained::Claim(sql) => {
+                let now = micros(Utc::now());
+                sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind("explain")
+                    .bind(now)
+                    .bind(now)
+                    .bind(1_i64)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        rows.iter().map(|r| Ok(r.try_get::<String, _>("detail")?)).collect()
     }
-    let exists = sqlx::query("SELECT 1 FROM outbox WHERE id = ?1").bind(id).fetch_optional(&mut *conn).await?;
-    Err(match exists {
-        None => StoreError::NotFound { what: format!("outbox row {id}") },
-        Some(_) => StoreError::Conflict { what: format!("outbox row {id} is not leased by `{owner}`") },
-    })
 }

@@ -161,24 +161,6 @@ fn token_from_row(row: &PgRow) -> StoreResult<TokenRecord> {
     })
 }
 
-fn outbox_from_row(row: &PgRow) -> StoreResult<OutboxRecord> {
-    let status: String = row.try_get("status")?;
-    Ok(OutboxRecord {
-        id: row.try_get("id")?,
-        notification: row.try_get("notification")?,
-        event_id: row.try_get("event_id")?,
-        payload: row.try_get("payload")?,
-        status: OutboxStatus::parse(&status).ok_or_else(|| corrupt(format!("outbox status `{status}`")))?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until: row.try_get("lease_until")?,
-        created_at: row.try_get("created_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
 fn chain_from_row(row: &PgRow) -> StoreResult<ChainFiringRecord> {
     Ok(ChainFiringRecord {
         chain: row.try_get("chain")?,
@@ -453,9 +435,6 @@ async fn listen(pool: &PgPool) -> PgListener {
 
 #[async_trait]
 impl Store for PgStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
 
     fn describe(&self) -> String {
         format!("postgres {}", redact_url(&self.url))
@@ -806,14 +785,6 @@ impl Store for PgStore {
         .await
     }
 
-    async fn runs_of_trigger(&self, trigger_id: &str) -> StoreResult<Vec<RunRecord>> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE trigger_id = $1 ORDER BY created_at, id")
-            .bind(trigger_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(run_from_row).collect()
-    }
-
     async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage> {
         let limit = ops::check_limit(filter.limit)?;
         let after = cursor.map(ops::decode_cursor).transpose()?;
@@ -845,24 +816,6 @@ impl Store for PgStore {
         query::count_unconfirmed(&mut qb);
         let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
         Ok(n as u64)
-    }
-
-    async fn explain(&self, hot: &HotQuery) -> StoreResult<Vec<String>> {
-        let mut qb = QueryBuilder::new("EXPLAIN ");
-        let rows = match query::hot_query(&mut qb, hot)? {
-            query::Explained::Built => qb.build().fetch_all(&self.pool).await?,
-            query::Explained::Claim(sql) => {
-                let now = trunc(Utc::now());
-                sqlx::query(&format!("EXPLAIN {sql}"))
-                    .bind("explain")
-                    .bind(now)
-                    .bind(now)
-                    .bind(1_i64)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
     async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord> {
@@ -946,36 +899,6 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
-    async fn record_chain_firing(&self, chain: &str, upstream_run_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-        let n = sqlx::query(
-            "INSERT INTO chain_firings (chain, upstream_run_id, fired_at) VALUES ($1, $2, $3)
-             ON CONFLICT (chain, upstream_run_id) DO NOTHING",
-        )
-        .bind(chain)
-        .bind(upstream_run_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
-    }
-
-    async fn chain_firing(&self, chain: &str, upstream_run_id: &str) -> StoreResult<Option<ChainFiringRecord>> {
-        let row = sqlx::query("SELECT * FROM chain_firings WHERE chain = $1 AND upstream_run_id = $2")
-            .bind(chain)
-            .bind(upstream_run_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(chain_from_row).transpose()
-    }
-
-    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT value FROM cursors WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
@@ -987,101 +910,26 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn enqueue_notification(&self, n: NewNotification) -> StoreResult<bool> {
-        let rows = sqlx::query(
-            "INSERT INTO outbox (notification, event_id, payload, status, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, 'pending', $4, $5) ON CONFLICT (notification, event_id) DO NOTHING",
-        )
-        .bind(&n.notification)
-        .bind(n.event_id)
-        .bind(&n.payload)
-        .bind(n.next_attempt_at)
-        .bind(n.created_at)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(rows == 1)
-    }
-
-    async fn claim_notifications(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<OutboxRecord>> {
-        let limit = ops::check_limit(limit)?;
-        let rows = sqlx::query(
-            "UPDATE outbox SET lease_owner = $1, lease_until = $3, attempts = attempts + 1
-             WHERE id IN (
-                SELECT id FROM outbox
-                WHERE status = 'pending' AND next_attempt_at <= $2
-                  AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $2)
-                ORDER BY next_attempt_at, id LIMIT $4
-                FOR UPDATE SKIP LOCKED)
-             RETURNING *",
-        )
-        .bind(owner)
-        .bind(now)
-        .bind(lease_until)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = rows.iter().map(outbox_from_row).collect::<StoreResult<Vec<_>>>()?;
-        out.sort_by_key(|o| (o.next_attempt_at, o.id));
-        Ok(out)
-    }
-
-    async fn mark_delivered(&self, id: i64, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        let n = sqlx::query(
-            "UPDATE outbox SET status = 'delivered', finished_at = $3, lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND lease_owner = $2 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        self.outbox_check(n, id, owner).await
-    }
-
-    async fn mark_failed(
-        &self,
-        id: i64,
-        owner: &str,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let n = sqlx::query(
-            "UPDATE outbox SET last_error = $3, lease_owner = NULL, lease_until = NULL,
-                status = CASE WHEN $4::timestamptz IS NULL THEN 'abandoned' ELSE 'pending' END,
-                next_attempt_at = COALESCE($4, next_attempt_at),
-                finished_at = CASE WHEN $4::timestamptz IS NULL THEN $5 ELSE NULL END
-             WHERE id = $1 AND lease_owner = $2 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(error)
-        .bind(retry_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        self.outbox_check(n, id, owner).await
-    }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl PgStore {
-    async fn outbox_check(&self, updated: u64, id: i64, owner: &str) -> StoreResult<()> {
-        if updated == 1 {
-            return Ok(());
-        }
-        let exists = sqlx::query("SELECT 1 FROM outbox WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        Err(match exists {
-            None => StoreError::NotFound { what: format!("outbox row {id}") },
-            Some(_) => StoreError::Conflict { what: format!("outbox row {id} is not leased by `{owner}`") },
-        })
+    /// See [`crate::testing::explain`].
+    pub(crate) async fn explain(&self, hot: &HotQuery) -> StoreResult<Vec<String>> {
+        let mut qb = QueryBuilder::new("EXPLAIN ");
+        let rows = match query::hot_query(&mut qb, hot)? {
+            query::Explained::Built => qb.build().fetch_all(&self.pool).await?,
+            query::Explained::Claim(sql) => {
+                let now = trunc(Utc::now());
+                sqlx::query(&format!("EXPLAIN {sql}"))
+                    .bind("explain")
+                    .bind(now)
+                    .bind(now)
+                    .bind(1_i64)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 }
