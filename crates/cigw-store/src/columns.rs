@@ -9,7 +9,7 @@ use cigw_core::{GitRef, ParamValue, Parameters, ProviderKind, ProviderRunRef, Ru
 use serde_json::Value;
 
 use crate::error::{StoreError, StoreResult};
-use crate::model::RunRecord;
+use crate::model::{EventKind, RunRecord};
 
 /// The `runs` columns in bind order (`id` first).
 pub(crate) const RUN_COLUMNS: [&str; 41] = [
@@ -97,6 +97,10 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 pub(crate) fn parse_state(s: &str) -> StoreResult<RunState> {
     RunState::from_str(s).map_err(corrupt)
+}
+
+pub(crate) fn parse_kind(s: &str) -> StoreResult<EventKind> {
+    EventKind::parse(s).ok_or_else(|| corrupt(format!("event kind `{s}`")))
 }
 
 pub(crate) fn parse_provider(s: &str) -> StoreResult<ProviderKind> {

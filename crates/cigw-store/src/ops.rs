@@ -20,7 +20,7 @@ pub(crate) struct StoredKey {
 /// An event about to be inserted.
 pub(crate) struct EventRow<'a> {
     pub(crate) run: &'a RunRecord,
-    pub(crate) kind: &'a str,
+    pub(crate) kind: EventKind,
     pub(crate) data: Value,
     pub(crate) created_at: DateTime<Utc>,
 }
@@ -155,7 +155,7 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
         runs.push(run);
     }
     for run in &runs {
-        tx.insert_event(EventRow { run, kind: event_kind::CREATED, data: created_data(run), created_at: now }).await?;
+        tx.insert_event(EventRow { run, kind: EventKind::Created, data: created_data(run), created_at: now }).await?;
     }
     if let Some(k) = &t.idempotency {
         tx.insert_key(k, &t.id, now).await?;
@@ -199,12 +199,12 @@ pub(crate) async fn create_rerun(
     tx.insert_run(&run).await?;
     tx.insert_event(EventRow {
         run: &original,
-        kind: event_kind::RERUN,
+        kind: EventKind::Rerun,
         data: json!({"rerun_id": run.id}),
         created_at: now,
     })
     .await?;
-    tx.insert_event(EventRow { run: &run, kind: event_kind::CREATED, data: created_data(&run), created_at: now })
+    tx.insert_event(EventRow { run: &run, kind: EventKind::Created, data: created_data(&run), created_at: now })
         .await?;
     tx.notify_wakeup().await?;
     Ok(run)
@@ -304,7 +304,7 @@ pub(crate) async fn record_dispatch(
             run.next_dispatch_at = None;
             run.next_poll_at = Some(*next_poll_at);
             let from = move_state(&mut run, RunState::Queued, now);
-            (event_kind::DISPATCHED, json!({"outcome": "started", "provider_ref": run_ref}), from)
+            (EventKind::Dispatched, json!({"outcome": "started", "provider_ref": run_ref}), from)
         }
         DispatchOutcome::Unconfirmed { sent_at, deadline, next_poll_at } => {
             run.unconfirmed = true;
@@ -313,17 +313,17 @@ pub(crate) async fn record_dispatch(
             run.next_dispatch_at = None;
             run.next_poll_at = Some(*next_poll_at);
             let from = move_state(&mut run, RunState::Queued, now);
-            (event_kind::DISPATCHED, json!({"outcome": "unconfirmed", "sent_at": sent_at, "deadline": deadline}), from)
+            (EventKind::Dispatched, json!({"outcome": "unconfirmed", "sent_at": sent_at, "deadline": deadline}), from)
         }
         DispatchOutcome::NothingToRun { message } => {
             run.message = Some(message.clone());
             let from = move_state(&mut run, RunState::Skipped, now);
-            (event_kind::DISPATCHED, json!({"outcome": "nothing_to_run", "message": message}), from)
+            (EventKind::Dispatched, json!({"outcome": "nothing_to_run", "message": message}), from)
         }
         DispatchOutcome::Refused { message } => {
             run.message = Some(message.clone());
             let from = move_state(&mut run, RunState::Error, now);
-            (event_kind::DISPATCHED, json!({"outcome": "refused", "message": message}), from)
+            (EventKind::Dispatched, json!({"outcome": "refused", "message": message}), from)
         }
         DispatchOutcome::MaybeSent { sent_at, at, reason } => {
             run.maybe_sent_count = run.maybe_sent_count.saturating_add(1);
@@ -331,22 +331,22 @@ pub(crate) async fn record_dispatch(
             run.next_dispatch_at = Some(*at);
             let data = json!({"at": at, "reason": reason, "maybe_sent": true, "sent_at": sent_at,
                               "maybe_sent_count": run.maybe_sent_count});
-            (event_kind::DISPATCH_RETRY, data, None)
+            (EventKind::DispatchRetry, data, None)
         }
         DispatchOutcome::Canceled { message } => {
             run.message = Some(message.clone());
             let from = move_state(&mut run, RunState::Canceled, now);
-            (event_kind::STATE_CHANGED, json!({"reason": message}), from)
+            (EventKind::StateChanged, json!({"reason": message}), from)
         }
         DispatchOutcome::RetryAt { at, reason } => {
             if run.cancel_requested && run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0 {
                 // Nothing was sent, so the requested cancel can complete without the provider.
                 run.message = Some("canceled before dispatch".into());
                 let from = move_state(&mut run, RunState::Canceled, now);
-                (event_kind::STATE_CHANGED, json!({"reason": "canceled before dispatch", "retry_reason": reason}), from)
+                (EventKind::StateChanged, json!({"reason": "canceled before dispatch", "retry_reason": reason}), from)
             } else {
                 run.next_dispatch_at = Some(*at);
-                (event_kind::DISPATCH_RETRY, json!({"at": at, "reason": reason}), None)
+                (EventKind::DispatchRetry, json!({"at": at, "reason": reason}), None)
             }
         }
     };
@@ -387,7 +387,7 @@ pub(crate) async fn adopt(
     tx.update_run(&run).await?;
     tx.insert_event(EventRow {
         run: &run,
-        kind: event_kind::ADOPTED,
+        kind: EventKind::Adopted,
         data: json!({"provider_ref": run_ref}),
         created_at: now,
     })
@@ -442,7 +442,7 @@ pub(crate) async fn apply_status(
         let status_json = serde_json::to_value(status).unwrap_or(Value::Null);
         tx.insert_event(EventRow {
             run: &run,
-            kind: event_kind::STATE_CHANGED,
+            kind: EventKind::StateChanged,
             data: state_event(from, &run, status_json),
             created_at: now,
         })
@@ -478,7 +478,7 @@ pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<
     if let Some(from) = moved_from {
         tx.insert_event(EventRow {
             run: &run,
-            kind: event_kind::CANCEL_REQUESTED,
+            kind: EventKind::CancelRequested,
             data: state_event(from, &run, Value::Null),
             created_at: now,
         })
@@ -532,7 +532,7 @@ pub(crate) async fn set_state(
     run_id: &str,
     state: RunState,
     message: Option<&str>,
-    kind: &str,
+    kind: EventKind,
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
     let mut run = locked(tx, run_id).await?;
@@ -555,11 +555,8 @@ pub(crate) async fn set_state(
 }
 
 pub(crate) async fn append_event(tx: &mut dyn Tx, e: &NewEvent) -> StoreResult<EventRecord> {
-    if e.kind.is_empty() {
-        return Err(StoreError::Invalid { field: "kind", message: "must not be empty".into() });
-    }
     let run = locked(tx, &e.run_id).await?;
-    tx.insert_event(EventRow { run: &run, kind: &e.kind, data: e.data.clone(), created_at: e.created_at }).await
+    tx.insert_event(EventRow { run: &run, kind: e.kind, data: e.data.clone(), created_at: e.created_at }).await
 }
 
 /// Cursor of `list_runs`: the last row's creation time (µs) and id.

@@ -156,7 +156,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn request_cancel(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate>;
 
     /// Move a run to `state` for a reason the gateway decided (timed out, target removed,
-    /// accepted but never appeared), through the state machine, with an event of `event_kind`.
+    /// accepted but never appeared), through the state machine, with an event of `kind`.
     /// A terminal state ends tracking and dispatch and releases the lease. A move the machine
     /// refuses changes nothing (`moved_from` is `None`).
     async fn set_state(
@@ -164,7 +164,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         run_id: &str,
         state: RunState,
         message: Option<String>,
-        event_kind: &str,
+        kind: EventKind,
         now: DateTime<Utc>,
     ) -> StoreResult<RunUpdate>;
 

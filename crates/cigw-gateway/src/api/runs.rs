@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use cigw_core::{Decision, RunState};
-use cigw_store::{EventFilter, EventRecord, NewEvent, NewRun, RunFilter, RunRecord};
+use cigw_store::{EventFilter, EventKind, EventRecord, NewEvent, NewRun, RunFilter, RunRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -181,7 +181,7 @@ pub struct EventView {
 
 impl From<EventRecord> for EventView {
     fn from(e: EventRecord) -> Self {
-        Self { id: e.id, kind: e.kind, state: e.state.to_string(), data: e.data, created_at: e.created_at }
+        Self { id: e.id, kind: e.kind.to_string(), state: e.state.to_string(), data: e.data, created_at: e.created_at }
     }
 }
 
@@ -491,14 +491,14 @@ async fn decide(
     target.target.approve(provider_ref, decision).await?;
     let now = state.now();
     let kind = match decision {
-        Decision::Approve => "approved",
-        Decision::Deny => "denied",
+        Decision::Approve => EventKind::Approved,
+        Decision::Deny => EventKind::Denied,
     };
     state
         .store
         .append_event(NewEvent {
             run_id: run.id.clone(),
-            kind: kind.to_string(),
+            kind,
             data: serde_json::json!({ "by": principal.name }),
             created_at: now,
         })

@@ -140,7 +140,7 @@ fn event_from_row(row: &PgRow) -> StoreResult<EventRecord> {
         run_id: row.try_get("run_id")?,
         trigger_id: row.try_get("trigger_id")?,
         target: row.try_get("target")?,
-        kind: row.try_get("kind")?,
+        kind: parse_kind(row.try_get("kind")?)?,
         state: parse_state(row.try_get("state")?)?,
         data: row.try_get("data")?,
         created_at: row.try_get("created_at")?,
@@ -282,7 +282,7 @@ impl Tx for PgTx<'_> {
         .bind(&e.run.id)
         .bind(&e.run.trigger_id)
         .bind(&e.run.target)
-        .bind(e.kind)
+        .bind(e.kind.as_str())
         .bind(e.run.state.as_str())
         .bind(&e.data)
         .bind(trunc(e.created_at))
@@ -721,13 +721,13 @@ impl Store for PgStore {
         run_id: &str,
         state: RunState,
         message: Option<String>,
-        event_kind: &str,
+        kind: EventKind,
         now: DateTime<Utc>,
     ) -> StoreResult<RunUpdate> {
-        let (run_id, kind, now) = (run_id.to_string(), event_kind.to_string(), trunc(now));
+        let (run_id, now) = (run_id.to_string(), trunc(now));
         self.in_tx(move |conn| {
             Box::pin(
-                async move { ops::set_state(&mut PgTx(conn), &run_id, state, message.as_deref(), &kind, now).await },
+                async move { ops::set_state(&mut PgTx(conn), &run_id, state, message.as_deref(), kind, now).await },
             )
         })
         .await

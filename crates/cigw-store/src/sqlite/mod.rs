@@ -231,7 +231,7 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
         run_id: row.try_get("run_id")?,
         trigger_id: row.try_get("trigger_id")?,
         target: row.try_get("target")?,
-        kind: row.try_get("kind")?,
+        kind: parse_kind(row.try_get("kind")?)?,
         state: parse_state(row.try_get("state")?)?,
         data: json(row, "data")?,
         created_at: time(row, "created_at")?,
@@ -381,7 +381,7 @@ impl Tx for SqliteTx<'_> {
         .bind(&e.run.id)
         .bind(&e.run.trigger_id)
         .bind(&e.run.target)
-        .bind(e.kind)
+        .bind(e.kind.as_str())
         .bind(e.run.state.as_str())
         .bind(to_text(&e.data))
         .bind(micros(e.created_at))
@@ -826,13 +826,13 @@ impl Store for SqliteStore {
         run_id: &str,
         state: RunState,
         message: Option<String>,
-        event_kind: &str,
+        kind: EventKind,
         now: DateTime<Utc>,
     ) -> StoreResult<RunUpdate> {
-        let (run_id, kind, now) = (run_id.to_string(), event_kind.to_string(), trunc(now));
+        let (run_id, now) = (run_id.to_string(), trunc(now));
         self.write(move |conn| {
             Box::pin(async move {
-                ops::set_state(&mut SqliteTx(conn), &run_id, state, message.as_deref(), &kind, now).await
+                ops::set_state(&mut SqliteTx(conn), &run_id, state, message.as_deref(), kind, now).await
             })
         })
         .await

@@ -138,7 +138,7 @@ pub async fn create_trigger_stores_everything(ctx: Ctx) {
         assert!(!format!("{run:?}").contains("s3cr3t-value"), "Debug masks secret parameters");
         let events = events_of(s, &run.id).await;
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].kind, event_kind::CREATED);
+        assert_eq!(events[0].kind, EventKind::Created);
         assert_eq!(events[0].state, RunState::Pending);
         assert_eq!(events[0].trigger_id, trig.id);
         assert_eq!(events[0].data["parameters"]["deploy_key"], "***", "events carry masked parameters");
@@ -363,7 +363,7 @@ pub async fn record_dispatch_outcomes(ctx: Ctx) {
     let kinds: Vec<Vec<String>> = futures::future::join_all(ids.iter().map(|id| events_of(s, id)))
         .await
         .into_iter()
-        .map(|evs| evs.into_iter().map(|e| e.kind).collect())
+        .map(|evs| evs.into_iter().map(|e| e.kind.to_string()).collect())
         .collect();
     for k in &kinds[..4] {
         assert_eq!(k, &vec!["created".to_string(), "dispatched".to_string()]);
@@ -400,7 +400,7 @@ pub async fn adoption_is_unique(ctx: Ctx) {
         adopted.provider_ref
     );
     assert!(is_conflict(&s.adopt(&run.id, ProviderRunRef::new("build-3"), t(4)).await.unwrap_err()));
-    assert_eq!(events_of(s, &run.id).await.last().unwrap().kind, event_kind::ADOPTED);
+    assert_eq!(events_of(s, &run.id).await.last().unwrap().kind, EventKind::Adopted);
     // A second attempt of the same build is a different key (a Codeship restart).
     let third = one_run(s).await;
     let attempt2 = ProviderRunRef { attempt: 2, ..ProviderRunRef::new("build-1") };
@@ -457,7 +457,7 @@ pub async fn tracking_applies_forward_only(ctx: Ctx) {
     );
     assert_eq!((r.next_poll_at, r.lease_owner.clone()), (Some(t(16)), None));
     let ev = events_of(s, &run.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::STATE_CHANGED, RunState::Running));
+    assert_eq!((ev.kind, ev.state), (EventKind::StateChanged, RunState::Running));
     assert_eq!(ev.data["detail"]["raw_status"], "running");
 
     // An older observation is dropped; a backward move is not a move; both keep polling.
@@ -505,16 +505,16 @@ pub async fn poll_now_and_unconfirmed_runs(ctx: Ctx) {
     assert_eq!(due.iter().filter(|r| r.id == un.id).count(), 1, "unconfirmed runs are tracked for correlation");
     // Past its deadline the gateway ends it.
     let u = s
-        .set_state(&un.id, RunState::Error, Some("accepted but no build appeared".into()), event_kind::ERROR, t(11))
+        .set_state(&un.id, RunState::Error, Some("accepted but no build appeared".into()), EventKind::Error, t(11))
         .await
         .unwrap();
     assert_eq!((u.run.state, u.moved_from), (RunState::Error, Some(RunState::Queued)));
     assert!(u.run.lease_owner.is_none() && u.run.next_poll_at.is_none());
     assert_eq!(u.run.message.as_deref(), Some("accepted but no build appeared"));
     let ev = events_of(s, &un.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::ERROR, RunState::Error));
+    assert_eq!((ev.kind, ev.state), (EventKind::Error, RunState::Error));
     // The machine refuses moves out of a terminal state: nothing changes, no event.
-    let refused = s.set_state(&un.id, RunState::Running, None, event_kind::STATE_CHANGED, t(12)).await.unwrap();
+    let refused = s.set_state(&un.id, RunState::Running, None, EventKind::StateChanged, t(12)).await.unwrap();
     assert_eq!((refused.run.state, refused.moved_from), (RunState::Error, None));
     assert_eq!(events_of(s, &un.id).await.len(), 3);
 }
@@ -530,7 +530,7 @@ pub async fn cancel_requests(ctx: Ctx) {
     );
     assert!(s.claim_dispatch("d", t(2), t(60), 10).await.unwrap().is_empty());
     let ev = events_of(s, &pending.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::CANCEL_REQUESTED, RunState::Canceled));
+    assert_eq!((ev.kind, ev.state), (EventKind::CancelRequested, RunState::Canceled));
     assert!(is_conflict(&s.request_cancel(&pending.id, t(3)).await.unwrap_err()), "terminal");
 
     // Queued at the provider: canceling, due for a poll so the gateway cancels there.
@@ -576,8 +576,8 @@ pub async fn reruns(ctx: Ctx) {
     let runs = runs_of_trigger(s, &original.trigger_id).await;
     assert_eq!(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![original.id.clone(), created.id.clone()]);
     let ev = events_of(s, &original.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.data["rerun_id"].as_str()), (event_kind::RERUN, Some(created.id.as_str())));
-    assert_eq!(events_of(s, &created.id).await[0].kind, event_kind::CREATED);
+    assert_eq!((ev.kind, ev.data["rerun_id"].as_str()), (EventKind::Rerun, Some(created.id.as_str())));
+    assert_eq!(events_of(s, &created.id).await[0].kind, EventKind::Created);
 
     let mut orphan = new_run("a", t(11));
     assert!(matches!(
@@ -609,7 +609,7 @@ pub async fn events_read_and_append(ctx: Ctx) {
     let appended = s
         .append_event(NewEvent {
             run_id: run.id.clone(),
-            kind: "approved".into(),
+            kind: EventKind::Approved,
             data: json!({"by": "qa"}),
             created_at: t(5),
         })
@@ -630,8 +630,14 @@ pub async fn events_read_and_append(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(by_state.last(), Some(&appended));
-    let missing =
-        s.append_event(NewEvent { run_id: "nope".into(), kind: "x".into(), data: json!(null), created_at: t(5) }).await;
+    let missing = s
+        .append_event(NewEvent {
+            run_id: "nope".into(),
+            kind: EventKind::Approved,
+            data: json!(null),
+            created_at: t(5),
+        })
+        .await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })));
 }
 
@@ -665,7 +671,7 @@ pub async fn events_never_skip_under_concurrent_writers(ctx: Ctx) {
                 store
                     .append_event(NewEvent {
                         run_id: trig.runs[0].id.clone(),
-                        kind: "note".into(),
+                        kind: EventKind::Approved,
                         data: json!({"w": w}),
                         created_at: t(i),
                     })
@@ -908,13 +914,17 @@ async fn runs_of_trigger(s: &Arc<dyn Store>, trigger_id: &str) -> Vec<RunRecord>
 /// Record that `chain` fired for `upstream` at `t(secs)`, as the chain engine would.
 async fn record_chain_firing(ctx: &Ctx, chain: &str, upstream: &str, secs: i64) {
     let at = sql_time(ctx, secs);
-    raw_exec(ctx, &format!("INSERT INTO chain_firings (chain, upstream_run_id, fired_at) VALUES ('{chain}', '{upstream}', {at})"))
-        .await;
+    raw_exec(
+        ctx,
+        &format!("INSERT INTO chain_firings (chain, upstream_run_id, fired_at) VALUES ('{chain}', '{upstream}', {at})"),
+    )
+    .await;
 }
 
 /// The trigger a recorded chain firing produced (`Some(None)`: recorded, no trigger yet).
 async fn chain_firing(ctx: &Ctx, chain: &str, upstream: &str) -> Option<Option<String>> {
-    let sql = format!("SELECT trigger_id FROM chain_firings WHERE chain = '{chain}' AND upstream_run_id = '{upstream}'");
+    let sql =
+        format!("SELECT trigger_id FROM chain_firings WHERE chain = '{chain}' AND upstream_run_id = '{upstream}'");
     raw_optional_texts(ctx, &sql).await
 }
 
@@ -1122,7 +1132,7 @@ pub async fn run_gauges_are_exact_without_scanning(ctx: Ctx) {
     check(s, "dispatched").await;
     assert_eq!(s.count_unconfirmed_runs().await.unwrap(), 2);
     s.adopt(&ids[2], ProviderRunRef::new("b2"), t(4)).await.unwrap();
-    s.set_state(&ids[3], RunState::Error, Some("no build appeared".into()), event_kind::ERROR, t(4)).await.unwrap();
+    s.set_state(&ids[3], RunState::Error, Some("no build appeared".into()), EventKind::Error, t(4)).await.unwrap();
     assert_eq!(s.count_unconfirmed_runs().await.unwrap(), 0, "an ended run is no longer unconfirmed");
     check(s, "adopted and expired").await;
     assert_eq!(s.claim_poll("p", t(10), t(70), 10).await.unwrap().len(), 3);
@@ -1130,7 +1140,7 @@ pub async fn run_gauges_are_exact_without_scanning(ctx: Ctx) {
     s.apply_status(&ids[1], "p", &status(RunState::Running, "running", t(11)), Some(t(20))).await.unwrap();
     check(s, "tracked").await;
     // A refused move changes no count.
-    s.set_state(&ids[0], RunState::Failed, None, event_kind::ERROR, t(12)).await.unwrap();
+    s.set_state(&ids[0], RunState::Failed, None, EventKind::Error, t(12)).await.unwrap();
     check(s, "refused move").await;
     let counts = s.count_runs_by_state().await.unwrap();
     assert_eq!(
@@ -1241,7 +1251,7 @@ pub async fn possibly_sent_dispatches_are_counted_and_never_canceled_blind(ctx: 
     assert_eq!((u.run.state, u.run.maybe_sent_count, u.run.last_maybe_sent_at), (RunState::Pending, 2, Some(t(61))));
     assert_eq!((u.run.next_dispatch_at, u.run.lease_owner.clone()), (Some(t(70)), None));
     let ev = events_of(s, &run.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.data["maybe_sent"].clone()), (event_kind::DISPATCH_RETRY, json!(true)));
+    assert_eq!((ev.kind, ev.data["maybe_sent"].clone()), (EventKind::DispatchRetry, json!(true)));
 
     // Not leased and pending, yet possibly sent: canceling, still due for dispatch (to reconcile).
     let u = s.request_cancel(&run.id, t(63)).await.unwrap();
