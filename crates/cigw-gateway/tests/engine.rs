@@ -129,7 +129,7 @@ impl World {
 
     async fn event_kinds(&self, run_id: &str) -> Vec<String> {
         let filter = EventFilter { run_id: Some(run_id.into()), ..EventFilter::default() };
-        self.store().events_after(0, &filter, 1000).await.unwrap().into_iter().map(|e| e.kind).collect()
+        self.store().events_after(0, &filter, 1000).await.unwrap().into_iter().map(|e| e.kind.to_string()).collect()
     }
 }
 

@@ -311,7 +311,16 @@ async fn the_long_poll_answers_when_the_run_finishes() {
         let run = run.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            store.set_state(&run, RunState::Failed, Some("boom".into()), "test_end", chrono::Utc::now()).await.unwrap();
+            store
+                .set_state(
+                    &run,
+                    RunState::Failed,
+                    Some("boom".into()),
+                    cigw_store::EventKind::StateChanged,
+                    chrono::Utc::now(),
+                )
+                .await
+                .unwrap();
         })
     };
     let started = Instant::now();

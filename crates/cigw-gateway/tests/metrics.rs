@@ -331,7 +331,10 @@ async fn the_run_gauges_count_every_run_without_reading_pages_of_runs() {
     assert_eq!(sum(&text, "cigw_runs", &[("state", "queued")]), RUNS as f64, "{text}");
     assert_eq!(sum(&text, "cigw_runs_unconfirmed", &[]), RUNS as f64, "{text}");
 
-    store.set_state("run-00000", RunState::Error, Some("no build appeared".into()), "error", now).await.unwrap();
+    store
+        .set_state("run-00000", RunState::Error, Some("no build appeared".into()), cigw_store::EventKind::Error, now)
+        .await
+        .unwrap();
     let text = w.scrape().await;
     assert_eq!(sum(&text, "cigw_runs", &[("state", "error")]), 1.0, "{text}");
     assert_eq!(sum(&text, "cigw_runs_unconfirmed", &[]), (RUNS - 1) as f64, "an ended run is not waiting: {text}");

@@ -1,7 +1,6 @@
 //! Column lists and conversions both backends share.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use cigw_core::params::MASK;
@@ -9,7 +8,7 @@ use cigw_core::{GitRef, ParamValue, Parameters, ProviderKind, ProviderRunRef, Ru
 use serde_json::Value;
 
 use crate::error::{StoreError, StoreResult};
-use crate::model::RunRecord;
+use crate::model::{EventKind, RunRecord};
 
 /// The `runs` columns in bind order (`id` first).
 pub(crate) const RUN_COLUMNS: [&str; 41] = [
@@ -56,37 +55,10 @@ pub(crate) const RUN_COLUMNS: [&str; 41] = [
     "sending_since",
 ];
 
-fn insert_run_sql(placeholder: char) -> String {
-    let values: Vec<String> = (1..=RUN_COLUMNS.len()).map(|i| format!("{placeholder}{i}")).collect();
-    format!("INSERT INTO runs ({}) VALUES ({})", RUN_COLUMNS.join(", "), values.join(", "))
-}
-
-fn update_run_sql(placeholder: char) -> String {
-    let sets: Vec<String> =
-        RUN_COLUMNS.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = {placeholder}{}", i + 1)).collect();
-    format!("UPDATE runs SET {} WHERE id = {placeholder}1", sets.join(", "))
-}
-
-/// `INSERT INTO runs (...) VALUES (?1, ...)` for SQLite.
-pub(crate) static SQLITE_INSERT_RUN: LazyLock<String> = LazyLock::new(|| insert_run_sql('?'));
-/// `UPDATE runs SET col = ?n, ... WHERE id = ?1` for SQLite, binding in the insert's order.
-pub(crate) static SQLITE_UPDATE_RUN: LazyLock<String> = LazyLock::new(|| update_run_sql('?'));
-/// The insert for PostgreSQL.
-pub(crate) static PG_INSERT_RUN: LazyLock<String> = LazyLock::new(|| insert_run_sql('$'));
-/// The update for PostgreSQL.
-pub(crate) static PG_UPDATE_RUN: LazyLock<String> = LazyLock::new(|| update_run_sql('$'));
-
 /// Extends the lease of a run still held by its owner (binds: run id, owner, now, new end).
 /// A lease that already ended is not renewed: another claimer may hold the run by then.
-pub(crate) fn renew_lease_sql(p: impl Fn(usize) -> String) -> String {
-    format!(
-        "UPDATE runs SET lease_until = {until} WHERE id = {id} AND lease_owner = {owner} AND lease_until > {now}",
-        id = p(1),
-        owner = p(2),
-        now = p(3),
-        until = p(4)
-    )
-}
+pub(crate) const RENEW_LEASE: &str =
+    "UPDATE runs SET lease_until = $4 WHERE id = $1 AND lease_owner = $2 AND lease_until > $3";
 
 /// Terminal states as an SQL list, for claim queries.
 pub(crate) const TERMINAL_SQL: &str = "('succeeded', 'failed', 'canceled', 'skipped', 'error')";
@@ -97,6 +69,10 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 pub(crate) fn parse_state(s: &str) -> StoreResult<RunState> {
     RunState::from_str(s).map_err(corrupt)
+}
+
+pub(crate) fn parse_kind(s: &str) -> StoreResult<EventKind> {
+    EventKind::parse(s).ok_or_else(|| corrupt(format!("event kind `{s}`")))
 }
 
 pub(crate) fn parse_provider(s: &str) -> StoreResult<ProviderKind> {
@@ -233,14 +209,8 @@ pub(crate) const DISPATCH_CLAIM: Claim = Claim {
 };
 
 /// Marks a send in progress on a run still leased by its owner (binds: run id, owner, now).
-pub(crate) fn mark_sending_sql(p: impl Fn(usize) -> String) -> String {
-    format!(
-        "UPDATE runs SET sending_since = {now} WHERE id = {id} AND lease_owner = {owner} AND lease_until > {now}",
-        id = p(1),
-        owner = p(2),
-        now = p(3)
-    )
-}
+pub(crate) const MARK_SENDING: &str =
+    "UPDATE runs SET sending_since = $3 WHERE id = $1 AND lease_owner = $2 AND lease_until > $3";
 
 /// Dispatched runs (with a provider build, or accepted without an id) due for a poll; the claim
 /// time is kept as the run's last provider read (refreshes are coalesced against it).
@@ -253,10 +223,10 @@ pub(crate) const POLL_CLAIM: Claim = Claim {
 };
 
 impl Claim {
-    /// The claiming statement. Parameters: 1 owner, 2 now, 3 lease end, 4 limit, written by
-    /// `param`; `lock` follows the inner SELECT (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
-    pub(crate) fn sql(&self, param: fn(u8) -> String, lock: &str) -> String {
-        let (owner, now, lease, limit) = (param(1), param(2), param(3), param(4));
+    /// The claiming statement. Parameters: $1 owner, $2 now, $3 lease end, $4 limit; `lock`
+    /// follows the inner SELECT (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    pub(crate) fn sql(&self, lock: &str) -> String {
+        let (owner, now, lease, limit) = ("$1", "$2", "$3", "$4");
         format!(
             "UPDATE runs SET lease_owner = {owner}, lease_until = {lease}, updated_at = {now}{also_set}
              WHERE id IN (
@@ -266,8 +236,8 @@ impl Claim {
                   AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {now})
                 ORDER BY {order_by}, id LIMIT {limit} {lock})
              RETURNING *",
-            also_set = self.also_set.replace("{now}", &now),
-            due = self.due.replace("{now}", &now),
+            also_set = self.also_set.replace("{now}", now),
+            due = self.due.replace("{now}", now),
             order_by = self.order_by,
         )
     }

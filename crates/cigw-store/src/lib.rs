@@ -4,18 +4,26 @@
 //! Callers hold an `Arc<dyn Store>` from [`open`]; no SQL or driver type crosses the trait. Run
 //! state changes go through the core state machine ([`cigw_core::RunState::apply`]) and are
 //! written together with their event, whose ids follow commit order on both backends.
+//!
+//! Every query is written once: the `Store` is implemented once (`driver`) over the operations
+//! (`ops`) and statements (`statements`, `query`) that run on a backend's `sql::Tx`; a backend
+//! (`sqlite`, `postgres`) only opens connections, binds values and runs statements.
 
 use std::sync::Arc;
 
 use cigw_core::config::DatabaseSettings;
 
 mod columns;
+mod driver;
 pub mod error;
 pub mod model;
 mod ops;
 pub mod postgres;
 mod query;
+mod records;
+mod sql;
 pub mod sqlite;
+mod statements;
 pub mod store;
 
 pub use error::{StoreError, StoreResult};
@@ -64,6 +72,23 @@ pub async fn open_with(settings: &DatabaseSettings, options: OpenOptions) -> Sto
     })
 }
 
+/// What the behaviour suite needs beyond the [`Store`] trait (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use cigw_core::config::DatabaseSettings;
+
+    use crate::{Backend, HotQuery, StoreResult, backend_of, driver, postgres, sqlite};
+
+    /// The plan the database chooses for one of the store's frequent queries, one line per
+    /// step (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`), to check that it uses an index.
+    pub async fn explain(settings: &DatabaseSettings, query: &HotQuery) -> StoreResult<Vec<String>> {
+        match backend_of(&settings.url)? {
+            Backend::Sqlite => driver::explain(&sqlite::SqliteStore::open(settings, false).await?, query).await,
+            Backend::Postgres => driver::explain(&postgres::PgStore::open(settings).await?, query).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +122,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("x.db").display());
         let settings = DatabaseSettings { url, ..DatabaseSettings::default() };
         let store = open_with(&settings, OpenOptions { group_commit: false }).await.unwrap();
-        assert_eq!(store.backend(), Backend::Sqlite);
+        assert!(store.describe().starts_with("sqlite "), "{}", store.describe());
         assert!(store.describe().ends_with("(group commit off)"), "{}", store.describe());
         assert!(dir.path().join("x.db").exists(), "open creates the SQLite file");
         let short = DatabaseSettings { url: format!("sqlite:{}", dir.path().join("y.db").display()), ..settings };

@@ -4,27 +4,95 @@ use chrono::{DateTime, Utc};
 use cigw_core::{GitRef, Parameters, ProviderKind, ProviderRunRef, RunState};
 use serde_json::Value;
 
-/// Event kinds the store itself writes; the gateway may append others (`approved`,
-/// `possible_duplicate`, `notification_failed`, …) with [`crate::Store::append_event`].
-pub mod event_kind {
+/// What a run event records. Stored (and shown by the API) as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
     /// A run was stored (by intake or as a rerun).
-    pub const CREATED: &str = "created";
+    Created,
     /// A dispatch outcome was recorded (data: the outcome).
-    pub const DISPATCHED: &str = "dispatched";
+    Dispatched,
     /// A dispatch was postponed (data: when and why).
-    pub const DISPATCH_RETRY: &str = "dispatch_retry";
+    DispatchRetry,
     /// The run's state moved (data: from, to, the status).
-    pub const STATE_CHANGED: &str = "state_changed";
+    StateChanged,
     /// A provider build was adopted by the run (data: the provider ref).
-    pub const ADOPTED: &str = "adopted";
+    Adopted,
     /// A cancel was requested (state: canceled for a pending run, else canceling).
-    pub const CANCEL_REQUESTED: &str = "cancel_requested";
+    CancelRequested,
     /// A rerun of this run was created (data: the new run id).
-    pub const RERUN: &str = "rerun";
+    Rerun,
     /// The gateway could not run it (data: the message).
-    pub const ERROR: &str = "error";
+    Error,
     /// A second provider build may exist after an unresolved ambiguous trigger.
-    pub const POSSIBLE_DUPLICATE: &str = "possible_duplicate";
+    PossibleDuplicate,
+    /// An ambiguous dispatch was resolved by adopting a provider build.
+    Reconciled,
+    /// The cancel was sent to the provider.
+    CancelSent,
+    /// The run exceeded its target's maximum duration.
+    TimedOut,
+    /// The run was approved through the API.
+    Approved,
+    /// The run was denied through the API.
+    Denied,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [Self; 14] = [
+        Self::Created,
+        Self::Dispatched,
+        Self::DispatchRetry,
+        Self::StateChanged,
+        Self::Adopted,
+        Self::CancelRequested,
+        Self::Rerun,
+        Self::Error,
+        Self::PossibleDuplicate,
+        Self::Reconciled,
+        Self::CancelSent,
+        Self::TimedOut,
+        Self::Approved,
+        Self::Denied,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Dispatched => "dispatched",
+            Self::DispatchRetry => "dispatch_retry",
+            Self::StateChanged => "state_changed",
+            Self::Adopted => "adopted",
+            Self::CancelRequested => "cancel_requested",
+            Self::Rerun => "rerun",
+            Self::Error => "error",
+            Self::PossibleDuplicate => "possible_duplicate",
+            Self::Reconciled => "reconciled",
+            Self::CancelSent => "cancel_sent",
+            Self::TimedOut => "timed_out",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// A trigger request to store with its runs, in one transaction.
@@ -308,8 +376,8 @@ pub struct EventRecord {
     pub trigger_id: String,
     /// Its target.
     pub target: String,
-    /// What happened (see [`event_kind`]).
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// The run's state after it happened.
     pub state: RunState,
     /// Details (secrets already masked).
@@ -324,7 +392,7 @@ pub struct NewEvent {
     /// The run (its trigger, target and current state are copied into the event).
     pub run_id: String,
     /// What happened.
-    pub kind: String,
+    pub kind: EventKind,
     /// Details; the caller masks secret parameter values.
     pub data: Value,
     /// When.
@@ -431,77 +499,6 @@ pub struct ChainFiringRecord {
     pub trigger_id: Option<String>,
 }
 
-/// A notification to deliver through the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewNotification {
-    /// The configured notification's name.
-    pub notification: String,
-    /// The run event it is about; (notification, event id) is unique.
-    pub event_id: i64,
-    /// The body to send.
-    pub payload: Value,
-    /// First attempt.
-    pub next_attempt_at: DateTime<Utc>,
-    /// Enqueue time.
-    pub created_at: DateTime<Utc>,
-}
-
-/// Where an outbox row stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxStatus {
-    /// Waiting for (another) attempt.
-    Pending,
-    /// Delivered.
-    Delivered,
-    /// Given up.
-    Abandoned,
-}
-
-impl OutboxStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Delivered => "delivered",
-            Self::Abandoned => "abandoned",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Delivered, Self::Abandoned].into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-/// One outbox row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRecord {
-    /// Id.
-    pub id: i64,
-    /// The notification's name.
-    pub notification: String,
-    /// The event it is about.
-    pub event_id: i64,
-    /// The body to send.
-    pub payload: Value,
-    /// Where it stands.
-    pub status: OutboxStatus,
-    /// Attempts claimed so far (counted at claim time).
-    pub attempts: u32,
-    /// Next attempt.
-    pub next_attempt_at: DateTime<Utc>,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// The worker holding it.
-    pub lease_owner: Option<String>,
-    /// Until when.
-    pub lease_until: Option<DateTime<Utc>>,
-    /// Enqueue time.
-    pub created_at: DateTime<Utc>,
-    /// When it was delivered or abandoned.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
 /// What `prune` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -540,8 +537,9 @@ impl Backend {
     }
 }
 
-/// A query the store runs often, for [`crate::Store::explain`]: the query plan shows whether
-/// the database answers it from an index or reads a whole table.
+/// A query the store runs often, for `testing::explain`: the query plan shows whether the
+/// database answers it from an index or reads a whole table.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HotQuery {

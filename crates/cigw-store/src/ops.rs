@@ -1,13 +1,14 @@
-//! The transactional operations, written once over [`Tx`], the few row-level primitives each
-//! backend provides inside one of its transactions.
+//! The operations that read a run, decide through the state machine and write it back with its
+//! event, written once over a [`Tx`] (one write transaction of either backend).
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cigw_core::{ProviderRunRef, RunState, RunStatus};
 use serde_json::{Value, json};
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::sql::Tx;
+use crate::statements as st;
 
 /// A stored idempotency key.
 pub(crate) struct StoredKey {
@@ -20,40 +21,9 @@ pub(crate) struct StoredKey {
 /// An event about to be inserted.
 pub(crate) struct EventRow<'a> {
     pub(crate) run: &'a RunRecord,
-    pub(crate) kind: &'a str,
+    pub(crate) kind: EventKind,
     pub(crate) data: Value,
     pub(crate) created_at: DateTime<Utc>,
-}
-
-/// Row-level primitives inside one open transaction.
-#[async_trait]
-pub(crate) trait Tx: Send {
-    /// Read a run and hold it against concurrent writers until commit.
-    async fn lock_run(&mut self, id: &str) -> StoreResult<Option<RunRecord>>;
-    /// Insert a trigger row (not its runs).
-    async fn insert_trigger(&mut self, t: &NewTrigger) -> StoreResult<()>;
-    /// Whether a trigger exists.
-    async fn trigger_exists(&mut self, id: &str) -> StoreResult<bool>;
-    /// Insert a run row.
-    async fn insert_run(&mut self, r: &RunRecord) -> StoreResult<()>;
-    /// Write every mutable column of a run; a provider ref owned by another run is a `Conflict`.
-    async fn update_run(&mut self, r: &RunRecord) -> StoreResult<()>;
-    /// Append an event (in commit order).
-    async fn insert_event(&mut self, e: EventRow<'_>) -> StoreResult<EventRecord>;
-    /// An idempotency key.
-    async fn get_key(&mut self, scope: &str, key: &str) -> StoreResult<Option<StoredKey>>;
-    /// Remove an idempotency key.
-    async fn delete_key(&mut self, scope: &str, key: &str) -> StoreResult<()>;
-    /// Insert an idempotency key.
-    async fn insert_key(&mut self, k: &IdempotencyKey, trigger_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
-    /// A chain firing.
-    async fn get_chain_firing(&mut self, chain: &str, upstream: &str) -> StoreResult<Option<ChainFiringRecord>>;
-    /// Insert or complete a chain firing with its trigger.
-    async fn put_chain_firing(&mut self, f: &ChainFiring, now: DateTime<Utc>, trigger_id: &str) -> StoreResult<()>;
-    /// The run owning a provider build.
-    async fn ref_owner(&mut self, target: &str, id: &str, attempt: u32) -> StoreResult<Option<String>>;
-    /// Tell other replicas new work exists (PostgreSQL NOTIFY; no-op on SQLite).
-    async fn notify_wakeup(&mut self) -> StoreResult<()>;
 }
 
 fn run_from_new(n: &NewRun, trigger_id: &str, requested_by: &str, now: DateTime<Utc>) -> RunRecord {
@@ -130,7 +100,7 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     }
     let now = crate::columns::trunc(t.created_at);
     if let Some(k) = &t.idempotency
-        && let Some(stored) = tx.get_key(&k.scope, &k.key).await?
+        && let Some(stored) = st::get_key(tx, &k.scope, &k.key).await?
     {
         if stored.expires_at > now {
             return Ok(if stored.fingerprint == k.fingerprint {
@@ -139,29 +109,30 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
                 CreateOutcome::KeyConflict { trigger_id: stored.trigger_id }
             });
         }
-        tx.delete_key(&k.scope, &k.key).await?;
+        st::delete_key(tx, &k.scope, &k.key).await?;
     }
     if let Some(f) = &t.chain_firing
         && let Some(ChainFiringRecord { trigger_id: Some(trigger_id), .. }) =
-            tx.get_chain_firing(&f.chain, &f.upstream_run_id).await?
+            st::get_chain_firing(tx, &f.chain, &f.upstream_run_id).await?
     {
         return Ok(CreateOutcome::ChainAlreadyFired { trigger_id });
     }
-    tx.insert_trigger(t).await?;
+    st::insert_trigger(tx, t).await?;
     let mut runs = Vec::with_capacity(t.runs.len());
     for n in &t.runs {
         let run = run_from_new(n, &t.id, &t.requested_by, now);
-        tx.insert_run(&run).await?;
+        st::insert_run(tx, &run).await?;
         runs.push(run);
     }
     for run in &runs {
-        tx.insert_event(EventRow { run, kind: event_kind::CREATED, data: created_data(run), created_at: now }).await?;
+        st::insert_event(tx, EventRow { run, kind: EventKind::Created, data: created_data(run), created_at: now })
+            .await?;
     }
     if let Some(k) = &t.idempotency {
-        tx.insert_key(k, &t.id, now).await?;
+        st::insert_key(tx, k, &t.id, now).await?;
     }
     if let Some(f) = &t.chain_firing {
-        tx.put_chain_firing(f, now, &t.id).await?;
+        st::put_chain_firing(tx, f, now, &t.id).await?;
     }
     tx.notify_wakeup().await?;
     Ok(CreateOutcome::Created(TriggerRecord {
@@ -185,10 +156,10 @@ pub(crate) async fn create_rerun(
     let Some(original_id) = &n.rerun_of else {
         return Err(StoreError::Invalid { field: "rerun_of", message: "a rerun must name the run it reruns".into() });
     };
-    if !tx.trigger_exists(trigger_id).await? {
+    if !st::trigger_exists(tx, trigger_id).await? {
         return Err(StoreError::NotFound { what: format!("trigger {trigger_id}") });
     }
-    let original = tx.lock_run(original_id).await?.ok_or_else(|| StoreError::run_not_found(original_id))?;
+    let original = st::lock_run(tx, original_id).await?.ok_or_else(|| StoreError::run_not_found(original_id))?;
     if original.trigger_id != trigger_id {
         return Err(StoreError::Invalid {
             field: "trigger_id",
@@ -196,22 +167,20 @@ pub(crate) async fn create_rerun(
         });
     }
     let run = run_from_new(n, trigger_id, &original.requested_by, now);
-    tx.insert_run(&run).await?;
-    tx.insert_event(EventRow {
-        run: &original,
-        kind: event_kind::RERUN,
-        data: json!({"rerun_id": run.id}),
-        created_at: now,
-    })
+    st::insert_run(tx, &run).await?;
+    st::insert_event(
+        tx,
+        EventRow { run: &original, kind: EventKind::Rerun, data: json!({"rerun_id": run.id}), created_at: now },
+    )
     .await?;
-    tx.insert_event(EventRow { run: &run, kind: event_kind::CREATED, data: created_data(&run), created_at: now })
+    st::insert_event(tx, EventRow { run: &run, kind: EventKind::Created, data: created_data(&run), created_at: now })
         .await?;
     tx.notify_wakeup().await?;
     Ok(run)
 }
 
 async fn locked(tx: &mut dyn Tx, run_id: &str) -> StoreResult<RunRecord> {
-    tx.lock_run(run_id).await?.ok_or_else(|| StoreError::run_not_found(run_id))
+    st::lock_run(tx, run_id).await?.ok_or_else(|| StoreError::run_not_found(run_id))
 }
 
 fn check_owner(run: &RunRecord, owner: &str) -> StoreResult<()> {
@@ -255,7 +224,7 @@ fn apply_move(run: &mut RunRecord, to: RunState, at: DateTime<Utc>) -> Option<Ru
 }
 
 async fn check_ref_free(tx: &mut dyn Tx, run: &RunRecord, r: &ProviderRunRef) -> StoreResult<()> {
-    if let Some(owner) = tx.ref_owner(&run.target, &r.id, r.attempt).await?
+    if let Some(owner) = st::ref_owner(tx, &run.target, &r.id, r.attempt).await?
         && owner != run.id
     {
         return Err(StoreError::Conflict {
@@ -304,7 +273,7 @@ pub(crate) async fn record_dispatch(
             run.next_dispatch_at = None;
             run.next_poll_at = Some(*next_poll_at);
             let from = move_state(&mut run, RunState::Queued, now);
-            (event_kind::DISPATCHED, json!({"outcome": "started", "provider_ref": run_ref}), from)
+            (EventKind::Dispatched, json!({"outcome": "started", "provider_ref": run_ref}), from)
         }
         DispatchOutcome::Unconfirmed { sent_at, deadline, next_poll_at } => {
             run.unconfirmed = true;
@@ -313,17 +282,17 @@ pub(crate) async fn record_dispatch(
             run.next_dispatch_at = None;
             run.next_poll_at = Some(*next_poll_at);
             let from = move_state(&mut run, RunState::Queued, now);
-            (event_kind::DISPATCHED, json!({"outcome": "unconfirmed", "sent_at": sent_at, "deadline": deadline}), from)
+            (EventKind::Dispatched, json!({"outcome": "unconfirmed", "sent_at": sent_at, "deadline": deadline}), from)
         }
         DispatchOutcome::NothingToRun { message } => {
             run.message = Some(message.clone());
             let from = move_state(&mut run, RunState::Skipped, now);
-            (event_kind::DISPATCHED, json!({"outcome": "nothing_to_run", "message": message}), from)
+            (EventKind::Dispatched, json!({"outcome": "nothing_to_run", "message": message}), from)
         }
         DispatchOutcome::Refused { message } => {
             run.message = Some(message.clone());
             let from = move_state(&mut run, RunState::Error, now);
-            (event_kind::DISPATCHED, json!({"outcome": "refused", "message": message}), from)
+            (EventKind::Dispatched, json!({"outcome": "refused", "message": message}), from)
         }
         DispatchOutcome::MaybeSent { sent_at, at, reason } => {
             run.maybe_sent_count = run.maybe_sent_count.saturating_add(1);
@@ -331,31 +300,31 @@ pub(crate) async fn record_dispatch(
             run.next_dispatch_at = Some(*at);
             let data = json!({"at": at, "reason": reason, "maybe_sent": true, "sent_at": sent_at,
                               "maybe_sent_count": run.maybe_sent_count});
-            (event_kind::DISPATCH_RETRY, data, None)
+            (EventKind::DispatchRetry, data, None)
         }
         DispatchOutcome::Canceled { message } => {
             run.message = Some(message.clone());
             let from = move_state(&mut run, RunState::Canceled, now);
-            (event_kind::STATE_CHANGED, json!({"reason": message}), from)
+            (EventKind::StateChanged, json!({"reason": message}), from)
         }
         DispatchOutcome::RetryAt { at, reason } => {
             if run.cancel_requested && run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0 {
                 // Nothing was sent, so the requested cancel can complete without the provider.
                 run.message = Some("canceled before dispatch".into());
                 let from = move_state(&mut run, RunState::Canceled, now);
-                (event_kind::STATE_CHANGED, json!({"reason": "canceled before dispatch", "retry_reason": reason}), from)
+                (EventKind::StateChanged, json!({"reason": "canceled before dispatch", "retry_reason": reason}), from)
             } else {
                 run.next_dispatch_at = Some(*at);
-                (event_kind::DISPATCH_RETRY, json!({"at": at, "reason": reason}), None)
+                (EventKind::DispatchRetry, json!({"at": at, "reason": reason}), None)
             }
         }
     };
-    tx.update_run(&run).await?;
+    st::update_run(tx, &run).await?;
     let data = match moved_from {
         Some(from) => state_event(from, &run, data),
         None => data,
     };
-    tx.insert_event(EventRow { run: &run, kind, data, created_at: now }).await?;
+    st::insert_event(tx, EventRow { run: &run, kind, data, created_at: now }).await?;
     Ok(RunUpdate { run, moved_from, stale: false })
 }
 
@@ -384,13 +353,11 @@ pub(crate) async fn adopt(
     run.next_poll_at = Some(now);
     run.updated_at = now;
     let moved_from = move_state(&mut run, RunState::Queued, now);
-    tx.update_run(&run).await?;
-    tx.insert_event(EventRow {
-        run: &run,
-        kind: event_kind::ADOPTED,
-        data: json!({"provider_ref": run_ref}),
-        created_at: now,
-    })
+    st::update_run(tx, &run).await?;
+    st::insert_event(
+        tx,
+        EventRow { run: &run, kind: EventKind::Adopted, data: json!({"provider_ref": run_ref}), created_at: now },
+    )
     .await?;
     Ok(RunUpdate { run, moved_from, stale: false })
 }
@@ -437,15 +404,18 @@ pub(crate) async fn apply_status(
     if !run.state.is_terminal() {
         run.next_poll_at = next_poll_at;
     }
-    tx.update_run(&run).await?;
+    st::update_run(tx, &run).await?;
     if let Some(from) = moved_from {
         let status_json = serde_json::to_value(status).unwrap_or(Value::Null);
-        tx.insert_event(EventRow {
-            run: &run,
-            kind: event_kind::STATE_CHANGED,
-            data: state_event(from, &run, status_json),
-            created_at: now,
-        })
+        st::insert_event(
+            tx,
+            EventRow {
+                run: &run,
+                kind: EventKind::StateChanged,
+                data: state_event(from, &run, status_json),
+                created_at: now,
+            },
+        )
         .await?;
     }
     Ok(RunUpdate { run, moved_from, stale })
@@ -474,14 +444,17 @@ pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<
         RunState::Canceling
     };
     let moved_from = move_state(&mut run, target, now);
-    tx.update_run(&run).await?;
+    st::update_run(tx, &run).await?;
     if let Some(from) = moved_from {
-        tx.insert_event(EventRow {
-            run: &run,
-            kind: event_kind::CANCEL_REQUESTED,
-            data: state_event(from, &run, Value::Null),
-            created_at: now,
-        })
+        st::insert_event(
+            tx,
+            EventRow {
+                run: &run,
+                kind: EventKind::CancelRequested,
+                data: state_event(from, &run, Value::Null),
+                created_at: now,
+            },
+        )
         .await?;
     }
     Ok(RunUpdate { run, moved_from, stale: false })
@@ -514,7 +487,7 @@ pub(crate) async fn poll_soon(
     if run.next_poll_at.is_none_or(|due| due > at) {
         run.next_poll_at = Some(at);
     }
-    tx.update_run(&run).await?;
+    st::update_run(tx, &run).await?;
     if run.next_poll_at == Some(at) {
         tx.notify_wakeup().await?;
     }
@@ -532,7 +505,7 @@ pub(crate) async fn set_state(
     run_id: &str,
     state: RunState,
     message: Option<&str>,
-    kind: &str,
+    kind: EventKind,
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
     let mut run = locked(tx, run_id).await?;
@@ -542,24 +515,19 @@ pub(crate) async fn set_state(
             run.message = Some(m.to_string());
         }
         run.updated_at = now;
-        tx.update_run(&run).await?;
-        tx.insert_event(EventRow {
-            run: &run,
-            kind,
-            data: state_event(from, &run, json!({"message": message})),
-            created_at: now,
-        })
+        st::update_run(tx, &run).await?;
+        st::insert_event(
+            tx,
+            EventRow { run: &run, kind, data: state_event(from, &run, json!({"message": message})), created_at: now },
+        )
         .await?;
     }
     Ok(RunUpdate { run, moved_from, stale: false })
 }
 
 pub(crate) async fn append_event(tx: &mut dyn Tx, e: &NewEvent) -> StoreResult<EventRecord> {
-    if e.kind.is_empty() {
-        return Err(StoreError::Invalid { field: "kind", message: "must not be empty".into() });
-    }
     let run = locked(tx, &e.run_id).await?;
-    tx.insert_event(EventRow { run: &run, kind: &e.kind, data: e.data.clone(), created_at: e.created_at }).await
+    st::insert_event(tx, EventRow { run: &run, kind: e.kind, data: e.data.clone(), created_at: e.created_at }).await
 }
 
 /// Cursor of `list_runs`: the last row's creation time (µs) and id.

@@ -20,9 +20,6 @@ use crate::model::*;
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // ---- operations ----
 
-    /// Which database this is.
-    fn backend(&self) -> Backend;
-
     /// Backend and URL with any password redacted, for logs and `/readyz`.
     fn describe(&self) -> String;
 
@@ -159,7 +156,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn request_cancel(&self, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate>;
 
     /// Move a run to `state` for a reason the gateway decided (timed out, target removed,
-    /// accepted but never appeared), through the state machine, with an event of `event_kind`.
+    /// accepted but never appeared), through the state machine, with an event of `kind`.
     /// A terminal state ends tracking and dispatch and releases the lease. A move the machine
     /// refuses changes nothing (`moved_from` is `None`).
     async fn set_state(
@@ -167,7 +164,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         run_id: &str,
         state: RunState,
         message: Option<String>,
-        event_kind: &str,
+        kind: EventKind,
         now: DateTime<Utc>,
     ) -> StoreResult<RunUpdate>;
 
@@ -190,9 +187,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// One trigger with its runs.
     async fn get_trigger(&self, trigger_id: &str) -> StoreResult<TriggerRecord>;
 
-    /// The runs of a trigger, oldest first.
-    async fn runs_of_trigger(&self, trigger_id: &str) -> StoreResult<Vec<RunRecord>>;
-
     /// Runs matching `filter`, newest first; `cursor` is a `next_cursor` from a previous page.
     async fn list_runs(&self, filter: &RunFilter, cursor: Option<&str>) -> StoreResult<RunPage>;
 
@@ -204,10 +198,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// How many unfinished runs were accepted without a provider id and are not yet matched
     /// with a build (from the unfinished runs' index alone).
     async fn count_unconfirmed_runs(&self) -> StoreResult<u64>;
-
-    /// The plan the database chooses for one of the store's frequent queries, one line per
-    /// step (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`), to check that it uses an index.
-    async fn explain(&self, query: &HotQuery) -> StoreResult<Vec<String>>;
 
     // ---- tokens ----
 
@@ -238,44 +228,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         expires_at: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
-    /// Record that `chain` fired for the end of `upstream_run_id`; `true` the first time.
-    /// [`NewTrigger::chain_firing`] stores the resulting trigger id with the trigger.
-    async fn record_chain_firing(&self, chain: &str, upstream_run_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
-
-    /// A chain firing, if recorded.
-    async fn chain_firing(&self, chain: &str, upstream_run_id: &str) -> StoreResult<Option<ChainFiringRecord>>;
-
-    /// A named durable cursor (e.g. the last event id the chain or notification engine handled).
-    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
-
     /// Store a named cursor.
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()>;
-
-    // ---- notification outbox ----
-
-    /// Queue a notification; `false` when (notification, event id) is already queued.
-    async fn enqueue_notification(&self, notification: NewNotification) -> StoreResult<bool>;
-
-    /// Claim up to `limit` pending rows due at `now` with a lease; counts an attempt each.
-    async fn claim_notifications(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<OutboxRecord>>;
-
-    /// Mark a claimed row delivered.
-    async fn mark_delivered(&self, id: i64, owner: &str, now: DateTime<Utc>) -> StoreResult<()>;
-
-    /// Record a failed attempt: retried at `retry_at`, or abandoned when `None` (the caller
-    /// gives up after its maximum number of attempts, see [`OutboxRecord::attempts`]).
-    async fn mark_failed(
-        &self,
-        id: i64,
-        owner: &str,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
 }

@@ -122,7 +122,6 @@ both_backends!(
     list_runs_pages,
     tokens,
     deliveries_chains_and_cursors,
-    notification_outbox,
     prune_by_retention,
     wakeups_follow_commits,
     secrets_stay_out_of_errors_and_debug,

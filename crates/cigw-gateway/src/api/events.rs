@@ -65,7 +65,7 @@ impl From<EventRecord> for StreamEvent {
             run_id: e.run_id,
             trigger_id: e.trigger_id,
             target: e.target,
-            kind: e.kind,
+            kind: e.kind.to_string(),
             state: e.state.to_string(),
             data: e.data,
             created_at: e.created_at,

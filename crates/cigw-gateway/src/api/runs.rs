@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use cigw_core::{Decision, RunState};
-use cigw_store::{EventFilter, NewEvent, NewRun, RunFilter, RunRecord};
+use cigw_store::{EventFilter, EventKind, NewEvent, NewRun, RunFilter, RunRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -323,14 +323,14 @@ async fn decide(
     target.target.approve(provider_ref, decision).await?;
     let now = state.now();
     let kind = match decision {
-        Decision::Approve => "approved",
-        Decision::Deny => "denied",
+        Decision::Approve => EventKind::Approved,
+        Decision::Deny => EventKind::Denied,
     };
     state
         .store
         .append_event(NewEvent {
             run_id: run.id.clone(),
-            kind: kind.to_string(),
+            kind,
             data: serde_json::json!({ "by": principal.name }),
             created_at: now,
         })

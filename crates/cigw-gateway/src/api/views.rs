@@ -168,6 +168,6 @@ pub struct EventView {
 
 impl From<EventRecord> for EventView {
     fn from(e: EventRecord) -> Self {
-        Self { id: e.id, kind: e.kind, state: e.state.to_string(), data: e.data, created_at: e.created_at }
+        Self { id: e.id, kind: e.kind.to_string(), state: e.state.to_string(), data: e.data, created_at: e.created_at }
     }
 }

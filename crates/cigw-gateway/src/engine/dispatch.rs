@@ -6,13 +6,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cigw_core::catalog::ConfiguredTarget;
 use cigw_core::{ConcurrencyPolicy, Error, ProviderKind, RecentQuery, RerunOptions, TriggerOutcome, TriggerSpec};
-use cigw_store::{DispatchOutcome, NewEvent, RunFilter, RunRecord, StoreError, event_kind as store_kind};
+use cigw_store::{DispatchOutcome, EventKind, NewEvent, RunFilter, RunRecord, StoreError};
 use rand::Rng;
 use serde_json::json;
 
+use super::Engine;
 use super::matching::{CLOCK_SKEW, rank_candidates};
 use super::track::humanize;
-use super::{Engine, event_kind};
 
 /// Why an earlier attempt was postponed, written as the prefix of the `dispatch_retry` reason.
 mod retry_reason {
@@ -123,7 +123,7 @@ impl Engine {
                         .store
                         .append_event(NewEvent {
                             run_id: run.id.clone(),
-                            kind: store_kind::POSSIBLE_DUPLICATE.into(),
+                            kind: EventKind::PossibleDuplicate,
                             data: json!({
                                 "reason": "an earlier send may have started a build that could not be found; sending again",
                                 "maybe_sent_count": run.maybe_sent_count,
@@ -309,7 +309,7 @@ impl Engine {
                         .store
                         .append_event(NewEvent {
                             run_id: run.id.clone(),
-                            kind: event_kind::RECONCILED.into(),
+                            kind: EventKind::Reconciled,
                             data: json!({"provider_id": found.id, "attempt": found.attempt}),
                             created_at: now,
                         })

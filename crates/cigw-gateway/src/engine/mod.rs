@@ -30,16 +30,6 @@ const POLL_BATCH: u32 = 64;
 /// Runs one process handles at once.
 const MAX_IN_FLIGHT: usize = 128;
 
-/// Event kinds the engine appends.
-pub mod event_kind {
-    /// An ambiguous dispatch was resolved by adopting a provider build.
-    pub const RECONCILED: &str = "reconciled";
-    /// The cancel was sent to the provider.
-    pub const CANCEL_SENT: &str = "cancel_sent";
-    /// The run exceeded its target's maximum duration.
-    pub const TIMED_OUT: &str = "timed_out";
-}
-
 /// The dispatcher and tracker of one process.
 #[derive(Debug, Clone)]
 pub struct Engine {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cigw_core::{CiTarget, ProviderRunRef, RecentQuery, RunState, RunStatus};
-use cigw_store::{EventFilter, NewEvent, RunRecord, StoreError, event_kind as store_kind};
+use cigw_store::{EventFilter, EventKind, NewEvent, RunRecord, StoreError};
 use serde_json::json;
 
+use super::Engine;
 use super::matching::{CLOCK_SKEW, Waiting, assign};
 use super::schedule::next_poll;
-use super::{Engine, event_kind};
 use crate::instrumented::InstrumentedTarget;
 
 /// Most unconfirmed runs of one target one correlation pass matches.
@@ -37,7 +37,7 @@ impl Engine {
             None => match self.follower(&run) {
                 Ok(follower) => (follower, None),
                 Err(message) => {
-                    self.state.store.set_state(&run.id, RunState::Error, Some(message), store_kind::ERROR, now).await?;
+                    self.state.store.set_state(&run.id, RunState::Error, Some(message), EventKind::Error, now).await?;
                     return Ok(());
                 }
             },
@@ -59,7 +59,7 @@ impl Engine {
                     tracing::warn!(run_id = run.id, error = %e, "canceling a timed-out run failed");
                 }
                 let message = format!("timed out after {}", humanize(max));
-                self.state.store.set_state(&run.id, RunState::Error, Some(message), event_kind::TIMED_OUT, now).await?;
+                self.state.store.set_state(&run.id, RunState::Error, Some(message), EventKind::TimedOut, now).await?;
                 return Ok(());
             }
         }
@@ -111,10 +111,10 @@ impl Engine {
             let waited = humanize((now - sent_at).to_std().unwrap_or_default());
             let (state, kind, message) = if fresh.cancel_requested {
                 let message = format!("canceled; no build of this run appeared at the provider within {waited}");
-                (RunState::Canceled, store_kind::STATE_CHANGED, message)
+                (RunState::Canceled, EventKind::StateChanged, message)
             } else {
                 let message = format!("accepted by the provider but no build appeared within {waited}");
-                (RunState::Error, store_kind::ERROR, message)
+                (RunState::Error, EventKind::Error, message)
             };
             self.state.store.set_state(&run.id, state, Some(message), kind, now).await?;
             crate::metrics::record_unconfirmed("expired");
@@ -217,16 +217,13 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let (kind, data) = match target.cancel(run_ref).await {
-            Ok(()) => (event_kind::CANCEL_SENT, json!({"provider_id": run_ref.id})),
+            Ok(()) => (EventKind::CancelSent, json!({"provider_id": run_ref.id})),
             Err(e) => {
                 tracing::warn!(run_id = run.id, error = %e, "cancel at the provider failed");
-                (store_kind::ERROR, json!({"operation": "cancel", "message": e.to_string()}))
+                (EventKind::Error, json!({"operation": "cancel", "message": e.to_string()}))
             }
         };
-        self.state
-            .store
-            .append_event(NewEvent { run_id: run.id.clone(), kind: kind.into(), data, created_at: now })
-            .await?;
+        self.state.store.append_event(NewEvent { run_id: run.id.clone(), kind, data, created_at: now }).await?;
         Ok(())
     }
 
@@ -262,7 +259,7 @@ impl Engine {
     async fn cancel_sent(&self, run: &RunRecord) -> Result<bool, StoreError> {
         let filter = EventFilter { run_id: Some(run.id.clone()), ..EventFilter::default() };
         let events = self.state.store.events_after(0, &filter, 1000).await?;
-        Ok(events.iter().any(|e| e.kind == event_kind::CANCEL_SENT))
+        Ok(events.iter().any(|e| e.kind == EventKind::CancelSent))
     }
 
     fn next_poll_for(&self, run: &RunRecord, now: DateTime<Utc>) -> DateTime<Utc> {

@@ -21,7 +21,7 @@ use cigw_core::{
 use cigw_gateway::state::AppState;
 use cigw_sim::Harness;
 use cigw_sim::fake::{FakeConfig, FakeTarget};
-use cigw_store::{DispatchOutcome, NewToken, RunFilter, RunRecord, Store};
+use cigw_store::{DispatchOutcome, EventKind, NewToken, RunFilter, RunRecord, Store};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -337,7 +337,11 @@ impl App {
 
     /// End a run in `state` without a provider (as the gateway does for timeouts etc.).
     pub async fn finish(&self, run_id: &str, state: RunState) -> RunRecord {
-        self.store().set_state(run_id, state, Some("test".into()), "test_end", Utc::now()).await.unwrap().run
+        self.store()
+            .set_state(run_id, state, Some("test".into()), EventKind::StateChanged, Utc::now())
+            .await
+            .unwrap()
+            .run
     }
 }
 

@@ -25,6 +25,11 @@ impl Ctx {
     pub async fn another(&self) -> Arc<dyn Store> {
         cigw_store::open(&self.settings).await.expect("open a second handle")
     }
+
+    /// Which database this test runs on.
+    pub fn backend(&self) -> Backend {
+        cigw_store::backend_of(&self.settings.url).unwrap()
+    }
 }
 
 pub fn t(secs: i64) -> DateTime<Utc> {
@@ -133,13 +138,13 @@ pub async fn create_trigger_stores_everything(ctx: Ctx) {
         assert!(!format!("{run:?}").contains("s3cr3t-value"), "Debug masks secret parameters");
         let events = events_of(s, &run.id).await;
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].kind, event_kind::CREATED);
+        assert_eq!(events[0].kind, EventKind::Created);
         assert_eq!(events[0].state, RunState::Pending);
         assert_eq!(events[0].trigger_id, trig.id);
         assert_eq!(events[0].data["parameters"]["deploy_key"], "***", "events carry masked parameters");
         assert_eq!(events[0].data["parameters"]["env"], "staging");
     }
-    assert_eq!(s.runs_of_trigger(&trig.id).await.unwrap(), stored.runs);
+    assert_eq!(runs_of_trigger(s, &trig.id).await, stored.runs);
     assert_eq!(s.get_run(&trig.runs[1].id).await.unwrap(), stored.runs[1]);
 }
 
@@ -167,7 +172,7 @@ pub async fn bad_input_and_missing_rows(ctx: Ctx) {
     assert!(is_conflict(&s.create_trigger(dup).await.unwrap_err()));
     assert!(matches!(s.get_run(&run_id).await, Err(StoreError::NotFound { .. })));
     s.ping().await.unwrap();
-    assert!(s.describe().starts_with(s.backend().as_str()));
+    assert!(s.describe().starts_with(ctx.backend().as_str()));
 }
 
 pub async fn idempotency_keys(ctx: Ctx) {
@@ -358,7 +363,7 @@ pub async fn record_dispatch_outcomes(ctx: Ctx) {
     let kinds: Vec<Vec<String>> = futures::future::join_all(ids.iter().map(|id| events_of(s, id)))
         .await
         .into_iter()
-        .map(|evs| evs.into_iter().map(|e| e.kind).collect())
+        .map(|evs| evs.into_iter().map(|e| e.kind.to_string()).collect())
         .collect();
     for k in &kinds[..4] {
         assert_eq!(k, &vec!["created".to_string(), "dispatched".to_string()]);
@@ -395,7 +400,7 @@ pub async fn adoption_is_unique(ctx: Ctx) {
         adopted.provider_ref
     );
     assert!(is_conflict(&s.adopt(&run.id, ProviderRunRef::new("build-3"), t(4)).await.unwrap_err()));
-    assert_eq!(events_of(s, &run.id).await.last().unwrap().kind, event_kind::ADOPTED);
+    assert_eq!(events_of(s, &run.id).await.last().unwrap().kind, EventKind::Adopted);
     // A second attempt of the same build is a different key (a Codeship restart).
     let third = one_run(s).await;
     let attempt2 = ProviderRunRef { attempt: 2, ..ProviderRunRef::new("build-1") };
@@ -452,7 +457,7 @@ pub async fn tracking_applies_forward_only(ctx: Ctx) {
     );
     assert_eq!((r.next_poll_at, r.lease_owner.clone()), (Some(t(16)), None));
     let ev = events_of(s, &run.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::STATE_CHANGED, RunState::Running));
+    assert_eq!((ev.kind, ev.state), (EventKind::StateChanged, RunState::Running));
     assert_eq!(ev.data["detail"]["raw_status"], "running");
 
     // An older observation is dropped; a backward move is not a move; both keep polling.
@@ -500,16 +505,16 @@ pub async fn poll_now_and_unconfirmed_runs(ctx: Ctx) {
     assert_eq!(due.iter().filter(|r| r.id == un.id).count(), 1, "unconfirmed runs are tracked for correlation");
     // Past its deadline the gateway ends it.
     let u = s
-        .set_state(&un.id, RunState::Error, Some("accepted but no build appeared".into()), event_kind::ERROR, t(11))
+        .set_state(&un.id, RunState::Error, Some("accepted but no build appeared".into()), EventKind::Error, t(11))
         .await
         .unwrap();
     assert_eq!((u.run.state, u.moved_from), (RunState::Error, Some(RunState::Queued)));
     assert!(u.run.lease_owner.is_none() && u.run.next_poll_at.is_none());
     assert_eq!(u.run.message.as_deref(), Some("accepted but no build appeared"));
     let ev = events_of(s, &un.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::ERROR, RunState::Error));
+    assert_eq!((ev.kind, ev.state), (EventKind::Error, RunState::Error));
     // The machine refuses moves out of a terminal state: nothing changes, no event.
-    let refused = s.set_state(&un.id, RunState::Running, None, event_kind::STATE_CHANGED, t(12)).await.unwrap();
+    let refused = s.set_state(&un.id, RunState::Running, None, EventKind::StateChanged, t(12)).await.unwrap();
     assert_eq!((refused.run.state, refused.moved_from), (RunState::Error, None));
     assert_eq!(events_of(s, &un.id).await.len(), 3);
 }
@@ -525,7 +530,7 @@ pub async fn cancel_requests(ctx: Ctx) {
     );
     assert!(s.claim_dispatch("d", t(2), t(60), 10).await.unwrap().is_empty());
     let ev = events_of(s, &pending.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.state), (event_kind::CANCEL_REQUESTED, RunState::Canceled));
+    assert_eq!((ev.kind, ev.state), (EventKind::CancelRequested, RunState::Canceled));
     assert!(is_conflict(&s.request_cancel(&pending.id, t(3)).await.unwrap_err()), "terminal");
 
     // Queued at the provider: canceling, due for a poll so the gateway cancels there.
@@ -568,11 +573,11 @@ pub async fn reruns(ctx: Ctx) {
         (RunState::Pending, Some(original.id.as_str()), true)
     );
     assert_eq!(created.requested_by, original.requested_by);
-    let runs = s.runs_of_trigger(&original.trigger_id).await.unwrap();
+    let runs = runs_of_trigger(s, &original.trigger_id).await;
     assert_eq!(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![original.id.clone(), created.id.clone()]);
     let ev = events_of(s, &original.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.data["rerun_id"].as_str()), (event_kind::RERUN, Some(created.id.as_str())));
-    assert_eq!(events_of(s, &created.id).await[0].kind, event_kind::CREATED);
+    assert_eq!((ev.kind, ev.data["rerun_id"].as_str()), (EventKind::Rerun, Some(created.id.as_str())));
+    assert_eq!(events_of(s, &created.id).await[0].kind, EventKind::Created);
 
     let mut orphan = new_run("a", t(11));
     assert!(matches!(
@@ -604,7 +609,7 @@ pub async fn events_read_and_append(ctx: Ctx) {
     let appended = s
         .append_event(NewEvent {
             run_id: run.id.clone(),
-            kind: "approved".into(),
+            kind: EventKind::Approved,
             data: json!({"by": "qa"}),
             created_at: t(5),
         })
@@ -625,8 +630,14 @@ pub async fn events_read_and_append(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(by_state.last(), Some(&appended));
-    let missing =
-        s.append_event(NewEvent { run_id: "nope".into(), kind: "x".into(), data: json!(null), created_at: t(5) }).await;
+    let missing = s
+        .append_event(NewEvent {
+            run_id: "nope".into(),
+            kind: EventKind::Approved,
+            data: json!(null),
+            created_at: t(5),
+        })
+        .await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })));
 }
 
@@ -660,7 +671,7 @@ pub async fn events_never_skip_under_concurrent_writers(ctx: Ctx) {
                 store
                     .append_event(NewEvent {
                         run_id: trig.runs[0].id.clone(),
-                        kind: "note".into(),
+                        kind: EventKind::Approved,
                         data: json!({"w": w}),
                         created_at: t(i),
                     })
@@ -758,10 +769,8 @@ pub async fn deliveries_chains_and_cursors(ctx: Ctx) {
     assert!(!s.record_delivery("hook:github", "d-1", t(150), t(250)).await.unwrap());
 
     let upstream = one_run(s).await;
-    assert!(s.record_chain_firing("deploy", &upstream.id, t(1)).await.unwrap());
-    assert!(!s.record_chain_firing("deploy", &upstream.id, t(2)).await.unwrap());
-    let firing = s.chain_firing("deploy", &upstream.id).await.unwrap().unwrap();
-    assert_eq!((firing.fired_at, firing.trigger_id), (t(1), None));
+    record_chain_firing(&ctx, "deploy", &upstream.id, 1).await;
+    assert_eq!(chain_firing(&ctx, "deploy", &upstream.id).await, Some(None));
     let firing_of = ChainFiring { chain: "deploy".into(), upstream_run_id: upstream.id.clone() };
     let mut downstream = new_trigger(&["deploy-staging"], t(3));
     downstream.source = "chain:deploy".into();
@@ -769,56 +778,16 @@ pub async fn deliveries_chains_and_cursors(ctx: Ctx) {
     downstream.chain_firing = Some(firing_of.clone());
     let down = create(s, downstream).await;
     assert_eq!(down.runs[0].chain_parent.as_deref(), Some(upstream.id.as_str()));
-    assert_eq!(s.chain_firing("deploy", &upstream.id).await.unwrap().unwrap().trigger_id, Some(down.id.clone()));
+    assert_eq!(chain_firing(&ctx, "deploy", &upstream.id).await, Some(Some(down.id.clone())));
     let mut repeat = new_trigger(&["deploy-staging"], t(4));
     repeat.chain_firing = Some(firing_of);
     assert_eq!(s.create_trigger(repeat).await.unwrap(), CreateOutcome::ChainAlreadyFired { trigger_id: down.id });
-    assert_eq!(s.chain_firing("other", &upstream.id).await.unwrap(), None);
+    assert_eq!(chain_firing(&ctx, "other", &upstream.id).await, None);
 
-    assert_eq!(s.load_cursor("chains").await.unwrap(), None);
+    assert_eq!(load_cursor(&ctx, "chains").await, None);
     s.save_cursor("chains", 17).await.unwrap();
     s.save_cursor("chains", 42).await.unwrap();
-    assert_eq!(s.load_cursor("chains").await.unwrap(), Some(42));
-}
-
-pub async fn notification_outbox(ctx: Ctx) {
-    let s = &ctx.store;
-    let n = |event_id: i64, at: i64| NewNotification {
-        notification: "cdevents".into(),
-        event_id,
-        payload: json!({"event": event_id}),
-        next_attempt_at: t(at),
-        created_at: t(0),
-    };
-    assert!(s.enqueue_notification(n(1, 0)).await.unwrap());
-    assert!(!s.enqueue_notification(n(1, 0)).await.unwrap(), "once per (notification, event)");
-    assert!(s.enqueue_notification(n(2, 10)).await.unwrap());
-    let claimed = s.claim_notifications("w1", t(1), t(31), 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    let row = &claimed[0];
-    assert_eq!(
-        (row.event_id, row.attempts, row.status, row.payload.clone()),
-        (1, 1, OutboxStatus::Pending, json!({"event": 1}))
-    );
-    assert!(s.claim_notifications("w2", t(2), t(32), 10).await.unwrap().is_empty(), "leased");
-    assert!(is_conflict(&s.mark_delivered(row.id, "w2", t(3)).await.unwrap_err()));
-    s.mark_failed(row.id, "w1", "HTTP 503", Some(t(20)), t(3)).await.unwrap();
-    let due = s.claim_notifications("w2", t(20), t(50), 10).await.unwrap();
-    assert_eq!(due.iter().map(|r| (r.event_id, r.attempts)).collect::<Vec<_>>(), vec![(2, 1), (1, 2)]);
-    assert_eq!(due[1].last_error.as_deref(), Some("HTTP 503"));
-    s.mark_delivered(due[1].id, "w2", t(21)).await.unwrap();
-    s.mark_failed(due[0].id, "w2", "HTTP 400", None, t(21)).await.unwrap();
-    assert!(
-        s.claim_notifications("w3", t(1000), t(1030), 10).await.unwrap().is_empty(),
-        "delivered and abandoned rows stay done"
-    );
-    assert!(matches!(s.mark_delivered(9999, "w2", t(22)).await, Err(StoreError::NotFound { .. })));
-    assert!(is_conflict(&s.mark_delivered(due[1].id, "w2", t(22)).await.unwrap_err()), "already delivered");
-    // release_leases frees outbox rows too.
-    s.enqueue_notification(n(3, 0)).await.unwrap();
-    assert_eq!(s.claim_notifications("w4", t(30), t(1000), 10).await.unwrap().len(), 1);
-    assert_eq!(s.release_leases("w4").await.unwrap(), 1);
-    assert_eq!(s.claim_notifications("w5", t(31), t(60), 10).await.unwrap().len(), 1);
+    assert_eq!(load_cursor(&ctx, "chains").await, Some(42));
 }
 
 pub async fn prune_by_retention(ctx: Ctx) {
@@ -848,20 +817,10 @@ pub async fn prune_by_retention(ctx: Ctx) {
     s.request_cancel(&mixed.runs[0].id, t(10)).await.unwrap();
     let recent = create(s, new_trigger(&["a"], t(9 * day))).await;
     s.request_cancel(&recent.runs[0].id, t(9 * day)).await.unwrap();
-    s.record_chain_firing("deploy", &old.runs[0].id, t(11)).await.unwrap();
+    record_chain_firing(&ctx, "deploy", &old.runs[0].id, 11).await;
     s.record_delivery("hook", "old", t(0), t(day)).await.unwrap();
     s.record_delivery("hook", "new", t(11 * day), t(12 * day)).await.unwrap();
-    s.enqueue_notification(NewNotification {
-        notification: "n".into(),
-        event_id: 1,
-        payload: json!({}),
-        next_attempt_at: t(0),
-        created_at: t(0),
-    })
-    .await
-    .unwrap();
-    let row = s.claim_notifications("w", t(0), t(30), 1).await.unwrap().remove(0);
-    s.mark_delivered(row.id, "w", t(1)).await.unwrap();
+    delivered_notification(&ctx, 1).await;
     let events_before = s.events_after(0, &EventFilter::default(), 1000).await.unwrap().len();
 
     let report = s.prune(t(11 * day), &retention).await.unwrap();
@@ -926,7 +885,7 @@ pub async fn secrets_stay_out_of_errors_and_debug(ctx: Ctx) {
 /// Run one statement on a connection of its own (seeding, ANALYZE), outside the store.
 async fn raw_exec(ctx: &Ctx, sql: &str) {
     use sqlx::Connection;
-    match ctx.store.backend() {
+    match ctx.backend() {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(&ctx.settings.url).await.unwrap();
             sqlx::query(sql).execute(&mut c).await.unwrap();
@@ -938,11 +897,81 @@ async fn raw_exec(ctx: &Ctx, sql: &str) {
     }
 }
 
+/// `t(secs)` as an SQL literal of the backend's time column type.
+fn sql_time(ctx: &Ctx, secs: i64) -> String {
+    let at = t(secs);
+    match ctx.backend() {
+        Backend::Sqlite => at.timestamp_micros().to_string(),
+        Backend::Postgres => format!("to_timestamp({})", at.timestamp()),
+    }
+}
+
+/// The runs of a trigger, oldest first.
+async fn runs_of_trigger(s: &Arc<dyn Store>, trigger_id: &str) -> Vec<RunRecord> {
+    s.get_trigger(trigger_id).await.unwrap().runs
+}
+
+/// Record that `chain` fired for `upstream` at `t(secs)`, as the chain engine would.
+async fn record_chain_firing(ctx: &Ctx, chain: &str, upstream: &str, secs: i64) {
+    let at = sql_time(ctx, secs);
+    raw_exec(
+        ctx,
+        &format!("INSERT INTO chain_firings (chain, upstream_run_id, fired_at) VALUES ('{chain}', '{upstream}', {at})"),
+    )
+    .await;
+}
+
+/// The trigger a recorded chain firing produced (`Some(None)`: recorded, no trigger yet).
+async fn chain_firing(ctx: &Ctx, chain: &str, upstream: &str) -> Option<Option<String>> {
+    let sql =
+        format!("SELECT trigger_id FROM chain_firings WHERE chain = '{chain}' AND upstream_run_id = '{upstream}'");
+    raw_optional_texts(ctx, &sql).await
+}
+
+/// A named cursor's stored value.
+async fn load_cursor(ctx: &Ctx, name: &str) -> Option<i64> {
+    let sql = format!("SELECT CAST(value AS TEXT) FROM cursors WHERE name = '{name}'");
+    raw_optional_texts(ctx, &sql).await.map(|v| v.expect("a value").parse().unwrap())
+}
+
+/// An outbox row delivered at `t(secs)`.
+async fn delivered_notification(ctx: &Ctx, secs: i64) {
+    let at = sql_time(ctx, secs);
+    let payload = match ctx.backend() {
+        Backend::Sqlite => "'{}'",
+        Backend::Postgres => "'{}'::jsonb",
+    };
+    raw_exec(
+        ctx,
+        &format!(
+            "INSERT INTO outbox (notification, event_id, payload, status, attempts, next_attempt_at, created_at, finished_at)
+             VALUES ('n', 1, {payload}, 'delivered', 1, {at}, {at}, {at})"
+        ),
+    )
+    .await;
+}
+
+/// The optional text of the first row of a one-column query, read on a connection of its own
+/// (`None`: no row).
+async fn raw_optional_texts(ctx: &Ctx, sql: &str) -> Option<Option<String>> {
+    use sqlx::Connection;
+    match ctx.backend() {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&ctx.settings.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_optional(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&ctx.settings.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_optional(&mut c).await.unwrap()
+        }
+    }
+}
+
 /// The text of one text column of one row, read with SQL on a connection of its own: what is
 /// on disk, not what the store makes of it.
 async fn raw_text(ctx: &Ctx, sql_sqlite: &str, sql_pg: &str, id: &str) -> Vec<String> {
     use sqlx::Connection;
-    match ctx.store.backend() {
+    match ctx.backend() {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(&ctx.settings.url).await.unwrap();
             sqlx::query_scalar(sql_sqlite).bind(id).fetch_all(&mut c).await.unwrap()
@@ -966,8 +995,8 @@ async fn stored_parameters(ctx: &Ctx, run_id: &str) -> String {
 }
 
 /// Plans of the frequent queries, printed for the failure message.
-async fn plan(s: &Arc<dyn Store>, q: HotQuery) -> String {
-    let lines = s.explain(&q).await.unwrap();
+async fn plan(ctx: &Ctx, q: HotQuery) -> String {
+    let lines = cigw_store::testing::explain(&ctx.settings, &q).await.unwrap();
     eprintln!("{q:?}:\n  {}", lines.join("\n  "));
     lines.join("\n")
 }
@@ -1004,7 +1033,7 @@ pub async fn frequent_queries_use_indexes(ctx: Ctx) {
     let first = first.unwrap();
     let run = one_run(s).await;
     // Enough tokens that PostgreSQL's planner prefers the index to reading the table.
-    let created = if s.backend() == Backend::Sqlite { "0" } else { "now()" };
+    let created = if ctx.backend() == Backend::Sqlite { "0" } else { "now()" };
     raw_exec(
         &ctx,
         &format!(
@@ -1023,23 +1052,23 @@ pub async fn frequent_queries_use_indexes(ctx: Ctx) {
         ),
     )
     .await;
-    if s.backend() == Backend::Postgres {
+    if ctx.backend() == Backend::Postgres {
         raw_exec(&ctx, "VACUUM ANALYZE").await;
     }
 
     let events = |filter: EventFilter, after_id: i64| HotQuery::EventsAfter { after_id, filter };
-    let p = plan(s, events(EventFilter { run_id: Some(run.id.clone()), ..Default::default() }, 0)).await;
+    let p = plan(&ctx, events(EventFilter { run_id: Some(run.id.clone()), ..Default::default() }, 0)).await;
     assert!(uses_index(&p, "run_events_run") && !scans_table(&p, "run_events"), "events of one run: {p}");
-    let p = plan(s, events(EventFilter::default(), 1500)).await;
+    let p = plan(&ctx, events(EventFilter::default(), 1500)).await;
     assert!(
         !scans_table(&p, "run_events") && (p.contains("PRIMARY KEY") || uses_index(&p, "run_events_pkey")),
         "events after an id: {p}"
     );
-    let p = plan(s, events(EventFilter { trigger_id: Some(run.trigger_id.clone()), ..Default::default() }, 0)).await;
+    let p = plan(&ctx, events(EventFilter { trigger_id: Some(run.trigger_id.clone()), ..Default::default() }, 0)).await;
     assert!(uses_index(&p, "run_events_trigger") && !scans_table(&p, "run_events"), "events of a trigger: {p}");
     // A target's events: its own index, or the primary key when the planner expects the target
     // to be common enough after that id (PostgreSQL here); never the whole table.
-    let p = plan(s, events(EventFilter { target: Some("t3".into()), ..Default::default() }, 1500)).await;
+    let p = plan(&ctx, events(EventFilter { target: Some("t3".into()), ..Default::default() }, 1500)).await;
     assert!(!scans_table(&p, "run_events"), "events of a target: {p}");
 
     let runs = |filter: RunFilter, cursor: Option<String>| HotQuery::ListRuns { filter, cursor };
@@ -1052,19 +1081,19 @@ pub async fn frequent_queries_use_indexes(ctx: Ctx) {
         (RunFilter::default(), "runs_newest"),
     ] {
         for cursor in [None, cursor.clone()] {
-            let p = plan(s, runs(filter.clone(), cursor)).await;
+            let p = plan(&ctx, runs(filter.clone(), cursor)).await;
             assert!(uses_index(&p, index) && !scans_table(&p, "runs"), "runs with {filter:?}: {p}");
         }
     }
-    let p = plan(s, HotQuery::ClaimDispatch).await;
+    let p = plan(&ctx, HotQuery::ClaimDispatch).await;
     assert!(uses_index(&p, "runs_due_dispatch") && !scans_table(&p, "runs"), "dispatch claim: {p}");
-    let p = plan(s, HotQuery::ClaimPoll).await;
+    let p = plan(&ctx, HotQuery::ClaimPoll).await;
     assert!(uses_index(&p, "runs_due_poll") && !scans_table(&p, "runs"), "poll claim: {p}");
-    let p = plan(s, HotQuery::TokenByHash).await;
+    let p = plan(&ctx, HotQuery::TokenByHash).await;
     assert!(uses_index(&p, "api_tokens_hash") && !scans_table(&p, "api_tokens"), "token by hash: {p}");
-    let p = plan(s, HotQuery::CountRunsByState).await;
+    let p = plan(&ctx, HotQuery::CountRunsByState).await;
     assert!(uses_index(&p, "runs_active") && !scans_table(&p, "runs"), "runs per state: {p}");
-    let p = plan(s, HotQuery::CountUnconfirmed).await;
+    let p = plan(&ctx, HotQuery::CountUnconfirmed).await;
     assert!(uses_index(&p, "runs_active") && !scans_table(&p, "runs"), "unconfirmed runs: {p}");
 }
 
@@ -1103,7 +1132,7 @@ pub async fn run_gauges_are_exact_without_scanning(ctx: Ctx) {
     check(s, "dispatched").await;
     assert_eq!(s.count_unconfirmed_runs().await.unwrap(), 2);
     s.adopt(&ids[2], ProviderRunRef::new("b2"), t(4)).await.unwrap();
-    s.set_state(&ids[3], RunState::Error, Some("no build appeared".into()), event_kind::ERROR, t(4)).await.unwrap();
+    s.set_state(&ids[3], RunState::Error, Some("no build appeared".into()), EventKind::Error, t(4)).await.unwrap();
     assert_eq!(s.count_unconfirmed_runs().await.unwrap(), 0, "an ended run is no longer unconfirmed");
     check(s, "adopted and expired").await;
     assert_eq!(s.claim_poll("p", t(10), t(70), 10).await.unwrap().len(), 3);
@@ -1111,7 +1140,7 @@ pub async fn run_gauges_are_exact_without_scanning(ctx: Ctx) {
     s.apply_status(&ids[1], "p", &status(RunState::Running, "running", t(11)), Some(t(20))).await.unwrap();
     check(s, "tracked").await;
     // A refused move changes no count.
-    s.set_state(&ids[0], RunState::Failed, None, event_kind::ERROR, t(12)).await.unwrap();
+    s.set_state(&ids[0], RunState::Failed, None, EventKind::Error, t(12)).await.unwrap();
     check(s, "refused move").await;
     let counts = s.count_runs_by_state().await.unwrap();
     assert_eq!(
@@ -1188,7 +1217,7 @@ pub async fn secret_values_are_dropped_once_sent(ctx: Ctx) {
     assert_eq!(events.len(), 10, "{events:?}");
     assert!(events.iter().all(|e| !e.contains(SECRET)), "{events:?}");
 
-    if s.backend() == Backend::Sqlite {
+    if ctx.backend() == Backend::Sqlite {
         // Nothing left in the file either: the write-ahead log folded in, freed space zeroed.
         raw_exec(&ctx, "PRAGMA wal_checkpoint(TRUNCATE)").await;
         let path = ctx.settings.url.trim_start_matches("sqlite://");
@@ -1222,7 +1251,7 @@ pub async fn possibly_sent_dispatches_are_counted_and_never_canceled_blind(ctx: 
     assert_eq!((u.run.state, u.run.maybe_sent_count, u.run.last_maybe_sent_at), (RunState::Pending, 2, Some(t(61))));
     assert_eq!((u.run.next_dispatch_at, u.run.lease_owner.clone()), (Some(t(70)), None));
     let ev = events_of(s, &run.id).await.pop().unwrap();
-    assert_eq!((ev.kind.as_str(), ev.data["maybe_sent"].clone()), (event_kind::DISPATCH_RETRY, json!(true)));
+    assert_eq!((ev.kind, ev.data["maybe_sent"].clone()), (EventKind::DispatchRetry, json!(true)));
 
     // Not leased and pending, yet possibly sent: canceling, still due for dispatch (to reconcile).
     let u = s.request_cancel(&run.id, t(63)).await.unwrap();

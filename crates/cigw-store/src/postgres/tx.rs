@@ -1,0 +1,46 @@
+//! A PostgreSQL connection seen as a [`Tx`]: an open transaction, or a pooled connection for
+//! reads and single statements.
+
+use async_trait::async_trait;
+use sqlx::postgres::PgConnection;
+
+use super::WAKEUP_CHANNEL;
+use super::rows::query;
+use crate::error::StoreResult;
+use crate::model::Backend;
+use crate::sql::{Rows, Stmt, Tx};
+
+/// One PostgreSQL connection.
+pub(super) struct PgTx<'c> {
+    conn: &'c mut PgConnection,
+}
+
+impl<'c> PgTx<'c> {
+    pub(super) fn new(conn: &'c mut PgConnection) -> Self {
+        Self { conn }
+    }
+}
+
+#[async_trait]
+impl Tx for PgTx<'_> {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn execute(&mut self, stmt: Stmt) -> Result<u64, sqlx::Error> {
+        let Stmt { sql, args } = stmt;
+        Ok(query(&sql, args).execute(&mut *self.conn).await?.rows_affected())
+    }
+
+    async fn fetch(&mut self, stmt: Stmt) -> Result<Rows, sqlx::Error> {
+        let Stmt { sql, args } = stmt;
+        let rows = query(&sql, args).fetch_all(&mut *self.conn).await?;
+        Ok(rows.into_iter().map(|r| Box::new(r) as _).collect())
+    }
+
+    async fn notify_wakeup(&mut self) -> StoreResult<()> {
+        // Delivered to listeners only when (and if) this transaction commits.
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKEUP_CHANNEL).execute(&mut *self.conn).await?;
+        Ok(())
+    }
+}

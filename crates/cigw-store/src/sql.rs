@@ -1,0 +1,211 @@
+//! What the shared code asks of a backend: statements written once (with `$n` placeholders,
+//! which sqlx accepts on SQLite as well as PostgreSQL) and backend-neutral values, bound and run
+//! by the backend's [`Tx`], and result rows read through [`Row`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::error::StoreResult;
+use crate::model::Backend;
+
+/// A value bound to a statement. The backend decides its column type: SQLite stores times as
+/// microseconds and JSON as text; PostgreSQL as `timestamptz` (truncated to the microsecond) and
+/// `jsonb`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Arg {
+    /// Text.
+    Text(Option<String>),
+    /// An integer.
+    Int(Option<i64>),
+    /// A flag.
+    Bool(bool),
+    /// A time.
+    Time(Option<DateTime<Utc>>),
+    /// A JSON document.
+    Json(Option<Value>),
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Self::Text(Some(v.to_string()))
+    }
+}
+
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Self::Text(Some(v.clone()))
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Self::Text(v)
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+impl From<DateTime<Utc>> for Arg {
+    fn from(v: DateTime<Utc>) -> Self {
+        Self::Time(Some(v))
+    }
+}
+
+impl From<Option<DateTime<Utc>>> for Arg {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        Self::Time(v)
+    }
+}
+
+impl From<Value> for Arg {
+    fn from(v: Value) -> Self {
+        Self::Json(Some(v))
+    }
+}
+
+impl From<Option<Value>> for Arg {
+    fn from(v: Option<Value>) -> Self {
+        Self::Json(v)
+    }
+}
+
+/// One statement and its arguments; `$n` in the text is the n-th argument.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stmt {
+    pub(crate) sql: String,
+    pub(crate) args: Vec<Arg>,
+}
+
+impl Stmt {
+    /// A statement whose placeholders the caller numbered.
+    pub(crate) fn new(sql: impl Into<String>) -> Self {
+        Self { sql: sql.into(), args: Vec::new() }
+    }
+
+    /// Add the next argument (`$1` first).
+    pub(crate) fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Append SQL text.
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Append a placeholder for `arg`, numbered after the arguments so far.
+    pub(crate) fn push_bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
+        self.args.push(arg.into());
+        self.sql.push_str(&format!("${}", self.args.len()));
+        self
+    }
+}
+
+/// One result row, read by column name. Text, integers and flags decode alike on both
+/// backends; times and JSON are stored differently (see [`Arg`]).
+pub(crate) trait Row: Send + Sync {
+    /// A text column.
+    fn text(&self, col: &str) -> StoreResult<String>;
+    /// A nullable text column.
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    /// An integer column.
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    /// A nullable integer column.
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+    /// A boolean column.
+    fn flag(&self, col: &str) -> StoreResult<bool>;
+    /// A time column.
+    fn time(&self, col: &str) -> StoreResult<DateTime<Utc>>;
+    /// A nullable time column.
+    fn opt_time(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>>;
+    /// A JSON column.
+    fn json(&self, col: &str) -> StoreResult<Value>;
+    /// A nullable JSON column.
+    fn opt_json(&self, col: &str) -> StoreResult<Option<Value>>;
+}
+
+/// Result rows.
+pub(crate) type Rows = Vec<Box<dyn Row>>;
+
+/// The [`Row`] methods whose types both backends decode alike, for a backend's `impl Row`.
+macro_rules! plain_columns {
+    () => {
+        fn text(&self, col: &str) -> StoreResult<String> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn int(&self, col: &str) -> StoreResult<i64> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn flag(&self, col: &str) -> StoreResult<bool> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+    };
+}
+pub(crate) use plain_columns;
+
+/// A connection of one backend, inside a transaction (writes) or not (reads): runs statements
+/// and tells the shared code the little it must know about the backend.
+#[async_trait]
+pub(crate) trait Tx: Send {
+    /// Which database this is: PostgreSQL needs row locks and advisory locks where SQLite's
+    /// single writer already serializes.
+    fn backend(&self) -> Backend;
+    /// Run a statement; how many rows it changed. The raw error, so a caller can tell a
+    /// unique violation.
+    async fn execute(&mut self, stmt: Stmt) -> Result<u64, sqlx::Error>;
+    /// Run a query; its rows.
+    async fn fetch(&mut self, stmt: Stmt) -> Result<Rows, sqlx::Error>;
+    /// Wake the dispatchers and trackers once this transaction commits (PostgreSQL NOTIFY,
+    /// delivered by the server on commit; SQLite: the store's own broadcast after the commit).
+    async fn notify_wakeup(&mut self) -> StoreResult<()>;
+}
+
+impl dyn Tx + '_ {
+    /// The first row of a query, if any.
+    pub(crate) async fn fetch_optional(&mut self, stmt: Stmt) -> StoreResult<Option<Box<dyn Row>>> {
+        Ok(self.fetch(stmt).await?.into_iter().next())
+    }
+
+    /// The one row of a query.
+    pub(crate) async fn fetch_one(&mut self, stmt: Stmt) -> StoreResult<Box<dyn Row>> {
+        self.fetch_optional(stmt).await?.ok_or(crate::StoreError::NotFound { what: "row".into() })
+    }
+
+    /// `FOR UPDATE` where rows must be locked against concurrent writers (PostgreSQL).
+    pub(crate) fn for_update(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => "FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The store's statements, each written once for both backends (`$n` placeholders, values as
+//! [`Arg`]s) and run on a [`Tx`]. The filtered reads are built in [`crate::query`]; the claims
+//! are described in [`crate::columns`].
+
+use chrono::{DateTime, Utc};
+use cigw_core::config::RetentionSettings;
+
+use crate::columns::*;
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+use crate::ops::{EventRow, StoredKey};
+use crate::records::*;
+use crate::sql::{Stmt, Tx};
+
+/// Advisory lock key serializing event inserts until commit ("cigw-evt" as bytes).
+const EVENT_LOCK: i64 = 0x6369_6777_2d65_7674;
+/// Advisory lock namespaces (two-integer form) for idempotency keys and chain firings.
+const KEY_LOCK_SPACE: i32 = 0x6369_6701;
+const CHAIN_LOCK_SPACE: i32 = 0x6369_6702;
+
+/// `INSERT INTO runs (...) VALUES ($1, ...)`.
+static INSERT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let values: Vec<String> = (1..=RUN_COLUMNS.len()).map(|i| format!("${i}")).collect();
+    format!("INSERT INTO runs ({}) VALUES ({})", RUN_COLUMNS.join(", "), values.join(", "))
+});
+
+/// `UPDATE runs SET col = $n, ... WHERE id = $1`, binding in the insert's order.
+static UPDATE_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let sets: Vec<String> = RUN_COLUMNS.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = ${}", i + 1)).collect();
+    format!("UPDATE runs SET {} WHERE id = $1", sets.join(", "))
+});
+
+fn run_stmt(sql: &str, r: &RunRecord) -> Stmt {
+    Stmt { sql: sql.to_string(), args: run_args(r) }
+}
+
+fn provider_conflict(r: &RunRecord) -> String {
+    match &r.provider_ref {
+        Some(p) => {
+            format!("provider build {} (attempt {}) of target {} belongs to another run", p.id, p.attempt, r.target)
+        }
+        None => format!("run {} already exists", r.id),
+    }
+}
+
+/// PostgreSQL: hold a transaction-level advisory lock on (`space`, `a`, `b`) until commit, so
+/// two transactions on the same key take turns. SQLite's single writer already does.
+async fn take_turns(tx: &mut dyn Tx, space: i32, a: &str, b: &str) -> StoreResult<()> {
+    if tx.backend() == Backend::Postgres {
+        let sql = format!("SELECT pg_advisory_xact_lock({space}, hashtext($1 || chr(1) || $2))");
+        tx.execute(Stmt::new(sql).bind(a).bind(b)).await?;
+    }
+    Ok(())
+}
+
+// ---- runs ----
+
+/// Read a run and hold it against concurrent writers until commit.
+pub(crate) async fn lock_run(tx: &mut dyn Tx, id: &str) -> StoreResult<Option<RunRecord>> {
+    let sql = format!("SELECT * FROM runs WHERE id = $1 {}", tx.for_update());
+    tx.fetch_optional(Stmt::new(sql).bind(id)).await?.map(|r| run_from_row(&*r)).transpose()
+}
+
+/// Read a run.
+pub(crate) async fn find_run(tx: &mut dyn Tx, id: &str) -> StoreResult<Option<RunRecord>> {
+    tx.fetch_optional(Stmt::new("SELECT * FROM runs WHERE id = $1").bind(id))
+        .await?
+        .map(|r| run_from_row(&*r))
+        .transpose()
+}
+
+/// Insert a run row.
+pub(crate) async fn insert_run(tx: &mut dyn Tx, r: &RunRecord) -> StoreResult<()> {
+    tx.execute(run_stmt(&INSERT_RUN, r)).await.map_err(|e| unique_to_conflict(e, || provider_conflict(r)))?;
+    Ok(())
+}
+
+/// Write every mutable column of a run; a provider ref owned by another run is a `Conflict`.
+pub(crate) async fn update_run(tx: &mut dyn Tx, r: &RunRecord) -> StoreResult<()> {
+    tx.execute(run_stmt(&UPDATE_RUN, r)).await.map_err(|e| unique_to_conflict(e, || provider_conflict(r)))?;
+    Ok(())
+}
+
+/// The run owning a provider build.
+pub(crate) async fn ref_owner(tx: &mut dyn Tx, target: &str, id: &str, attempt: u32) -> StoreResult<Option<String>> {
+    let stmt = Stmt::new("SELECT id FROM runs WHERE target = $1 AND provider_run_id = $2 AND provider_attempt = $3")
+        .bind(target)
+        .bind(id)
+        .bind(i64::from(attempt));
+    tx.fetch_optional(stmt).await?.map(|r| r.text("id")).transpose()
+}
+
+/// Take up to `limit` runs `claim` finds due, skipping rows other claimers hold (PostgreSQL;
+/// on SQLite the single writer makes claims exclusive); returned in due order.
+pub(crate) async fn claim(
+    tx: &mut dyn Tx,
+    claim: &Claim,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<Vec<RunRecord>> {
+    let stmt = claim_stmt(tx, claim, owner, now, lease_until, limit);
+    let rows = tx.fetch(stmt).await?;
+    let mut runs = rows.iter().map(|r| run_from_row(&**r)).collect::<StoreResult<Vec<_>>>()?;
+    runs.sort_by(|a, b| ((claim.key)(a), &a.id).cmp(&((claim.key)(b), &b.id)));
+    Ok(runs)
+}
+
+/// The claiming statement of `claim` on this backend.
+pub(crate) fn claim_stmt(
+    tx: &dyn Tx,
+    claim: &Claim,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Stmt {
+    let lock = match tx.backend() {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    Stmt::new(claim.sql(lock)).bind(owner).bind(now).bind(lease_until).bind(limit)
+}
+
+/// Mark a send in progress on a run still leased by `owner`.
+pub(crate) async fn mark_sending(tx: &mut dyn Tx, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let marked = tx.execute(Stmt::new(MARK_SENDING).bind(run_id).bind(owner).bind(now)).await?;
+    crate::ops::marked(run_id, owner, marked)
+}
+
+/// Extend the lease of a run still held by `owner`; whether it was.
+pub(crate) async fn renew_lease(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> StoreResult<bool> {
+    Ok(tx.execute(Stmt::new(RENEW_LEASE).bind(run_id).bind(owner).bind(now).bind(until)).await? == 1)
+}
+
+/// Release every run lease held by `owner` (and any outbox lease: the table keeps the column).
+pub(crate) async fn release_leases(tx: &mut dyn Tx, owner: &str) -> StoreResult<u64> {
+    let mut released = 0;
+    for table in ["runs", "outbox"] {
+        let sql = format!("UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1");
+        released += tx.execute(Stmt::new(sql).bind(owner)).await?;
+    }
+    Ok(released)
+}
+
+/// Make a tracked run due for a poll at `now`; `NotFound` for an unknown run.
+pub(crate) async fn poll_now(tx: &mut dyn Tx, run_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    if tx.fetch_optional(Stmt::new("SELECT 1 FROM runs WHERE id = $1").bind(run_id)).await?.is_none() {
+        return Err(StoreError::run_not_found(run_id));
+    }
+    let sql = format!(
+        "UPDATE runs SET next_poll_at = $2 WHERE id = $1 AND state NOT IN {TERMINAL_SQL} AND next_dispatch_at IS NULL"
+    );
+    tx.execute(Stmt::new(sql).bind(run_id).bind(now)).await?;
+    tx.notify_wakeup().await
+}
+
+/// Unfinished runs of `target` accepted without an id, oldest send first.
+pub(crate) async fn unconfirmed_runs(tx: &mut dyn Tx, target: &str, limit: i64) -> StoreResult<Vec<RunRecord>> {
+    let sql = format!(
+        "SELECT * FROM runs WHERE target = $1 AND unconfirmed AND state NOT IN {TERMINAL_SQL}
+         ORDER BY sent_at, id LIMIT $2"
+    );
+    let rows = tx.fetch(Stmt::new(sql).bind(target).bind(limit)).await?;
+    Ok(crate::ops::by_send_order(rows.iter().map(|r| run_from_row(&**r)).collect::<StoreResult<Vec<_>>>()?))
+}
+
+/// Remove what the retention settings no longer keep.
+pub(crate) async fn prune(
+    tx: &mut dyn Tx,
+    now: DateTime<Utc>,
+    retention: &RetentionSettings,
+) -> StoreResult<PruneReport> {
+    let old =
+        format!("SELECT id FROM runs WHERE state IN {TERMINAL_SQL} AND finished_at IS NOT NULL AND finished_at < $1");
+    let mut removed = [0; 3];
+    for (n, table) in
+        ["run_events WHERE run_id", "chain_firings WHERE upstream_run_id", "runs WHERE id"].iter().enumerate()
+    {
+        removed[n] =
+            tx.execute(Stmt::new(format!("DELETE FROM {table} IN ({old})")).bind(now - retention.runs)).await?;
+    }
+    let [events, chain_firings, runs] = removed;
+    let idempotency_keys = tx
+        .execute(
+            Stmt::new("DELETE FROM idempotency_keys WHERE expires_at <= $1 OR created_at < $2")
+                .bind(now)
+                .bind(now - retention.idempotency_keys),
+        )
+        .await?;
+    let triggers = tx
+        .execute(Stmt::new(
+            "DELETE FROM triggers WHERE NOT EXISTS (SELECT 1 FROM runs WHERE runs.trigger_id = triggers.id)",
+        ))
+        .await?;
+    let deliveries = tx
+        .execute(
+            Stmt::new("DELETE FROM deliveries WHERE expires_at <= $1 OR received_at < $2")
+                .bind(now)
+                .bind(now - retention.deliveries),
+        )
+        .await?;
+    let outbox = tx
+        .execute(
+            Stmt::new("DELETE FROM outbox WHERE status IN ('delivered', 'abandoned') AND finished_at < $1")
+                .bind(now - retention.outbox),
+        )
+        .await?;
+    Ok(PruneReport { runs, events, triggers, idempotency_keys, deliveries, outbox, chain_firings })
+}
+
+// ---- triggers ----
+
+/// Insert a trigger row (not its runs).
+pub(crate) async fn insert_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResult<()> {
+    let stmt = Stmt::new(
+        "INSERT INTO triggers (id, source, requested_by, request, labels, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&t.id)
+    .bind(&t.source)
+    .bind(&t.requested_by)
+    .bind(t.request.clone())
+    .bind(t.labels.clone())
+    .bind(t.created_at);
+    tx.execute(stmt).await.map_err(|e| unique_to_conflict(e, || format!("trigger {} already exists", t.id)))?;
+    Ok(())
+}
+
+/// Whether a trigger exists.
+pub(crate) async fn trigger_exists(tx: &mut dyn Tx, id: &str) -> StoreResult<bool> {
+    Ok(tx.fetch_optional(Stmt::new("SELECT 1 FROM triggers WHERE id = $1").bind(id)).await?.is_some())
+}
+
+/// One trigger with its runs, oldest first (call it in one snapshot).
+pub(crate) async fn get_trigger(tx: &mut dyn Tx, id: &str) -> StoreResult<TriggerRecord> {
+    let row = tx
+        .fetch_optional(Stmt::new("SELECT * FROM triggers WHERE id = $1").bind(id))
+        .await?
+        .ok_or_else(|| StoreError::NotFound { what: format!("trigger {id}") })?;
+    let runs = tx.fetch(Stmt::new("SELECT * FROM runs WHERE trigger_id = $1 ORDER BY created_at, id").bind(id)).await?;
+    trigger_from_row(&*row, runs.iter().map(|r| run_from_row(&**r)).collect::<StoreResult<Vec<_>>>()?)
+}
+
+// ---- events ----
+
+/// Append an event. On PostgreSQL an advisory lock held until commit makes the next
+/// transaction draw its id only after this one is visible, so ids follow commit order (SQLite's
+/// single writer commits in id order anyway).
+pub(crate) async fn insert_event(tx: &mut dyn Tx, e: EventRow<'_>) -> StoreResult<EventRecord> {
+    if tx.backend() == Backend::Postgres {
+        tx.execute(Stmt::new(format!("SELECT pg_advisory_xact_lock({EVENT_LOCK})"))).await?;
+    }
+    let stmt = Stmt::new(
+        "INSERT INTO run_events (run_id, trigger_id, target, kind, state, data, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+    )
+    .bind(&e.run.id)
+    .bind(&e.run.trigger_id)
+    .bind(&e.run.target)
+    .bind(e.kind.as_str())
+    .bind(e.run.state.as_str())
+    .bind(e.data)
+    .bind(e.created_at);
+    event_from_row(&*tx.fetch_one(stmt).await?)
+}
+
+/// The highest event id (0 when there is none).
+pub(crate) async fn last_event_id(tx: &mut dyn Tx) -> StoreResult<i64> {
+    Ok(tx.fetch_one(Stmt::new("SELECT MAX(id) AS id FROM run_events")).await?.opt_int("id")?.unwrap_or(0))
+}
+
+// ---- idempotency keys and chain firings ----
+
+/// An idempotency key; two intakes with the same new key take turns, so the second sees the
+/// first's key.
+pub(crate) async fn get_key(tx: &mut dyn Tx, scope: &str, key: &str) -> StoreResult<Option<StoredKey>> {
+    take_turns(tx, KEY_LOCK_SPACE, scope, key).await?;
+    let stmt = Stmt::new("SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2").bind(scope).bind(key);
+    tx.fetch_optional(stmt).await?.map(|r| key_from_row(&*r)).transpose()
+}
+
+/// Remove an idempotency key.
+pub(crate) async fn delete_key(tx: &mut dyn Tx, scope: &str, key: &str) -> StoreResult<()> {
+    tx.execute(Stmt::new("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2").bind(scope).bind(key)).await?;
+    Ok(())
+}
+
+/// Insert an idempotency key.
+pub(crate) async fn insert_key(
+    tx: &mut dyn Tx,
+    k: &IdempotencyKey,
+    trigger_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let stmt = Stmt::new(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, response, trigger_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&k.scope)
+    .bind(&k.key)
+    .bind(k.fingerprint.clone())
+    .bind(k.response.clone())
+    .bind(trigger_id)
+    .bind(now)
+    .bind(k.expires_at);
+    tx.execute(stmt).await?;
+    Ok(())
+}
+
+/// A chain firing; two intakes of the same firing take turns.
+pub(crate) async fn get_chain_firing(
+    tx: &mut dyn Tx,
+    chain: &str,
+    upstream: &str,
+) -> StoreResult<Option<ChainFiringRecord>> {
+    take_turns(tx, CHAIN_LOCK_SPACE, chain, upstream).await?;
+    let stmt =
+        Stmt::new("SELECT * FROM chain_firings WHERE chain = $1 AND upstream_run_id = $2").bind(chain).bind(upstream);
+    tx.fetch_optional(stmt).await?.map(|r| chain_from_row(&*r)).transpose()
+}
+
+/// Insert or complete a chain firing with its trigger.
+pub(crate) async fn put_chain_firing(
+    tx: &mut dyn Tx,
+    f: &ChainFiring,
+    now: DateTime<Utc>,
+    trigger_id: &str,
+) -> StoreResult<()> {
+    let stmt = Stmt::new(
+        "INSERT INTO chain_firings (chain, upstream_run_id, fired_at, trigger_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (chain, upstream_run_id) DO UPDATE SET trigger_id = excluded.trigger_id",
+    )
+    .bind(&f.chain)
+    .bind(&f.upstream_run_id)
+    .bind(now)
+    .bind(trigger_id);
+    tx.execute(stmt).await?;
+    Ok(())
+}
+
+// ---- tokens ----
+
+/// Store a token; a live token with the same name is a `Conflict`.
+pub(crate) async fn create_token(tx: &mut dyn Tx, token: &NewToken) -> StoreResult<TokenRecord> {
+    let stmt = Stmt::new(
+        "INSERT INTO api_tokens (id, name, hash, scopes, expires_at, allowed_origins, rate_limit_per_minute,
+            created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+    )
+    .bind(&token.id)
+    .bind(&token.name)
+    .bind(&token.hash)
+    .bind(string_list(&token.scopes))
+    .bind(token.expires_at)
+    .bind(string_list(&token.allowed_origins))
+    .bind(token.rate_limit_per_minute.map(i64::from))
+    .bind(token.created_at);
+    let rows = tx
+        .fetch(stmt)
+        .await
+        .map_err(|e| unique_to_conflict(e, || format!("a token named `{}` already exists", token.name)))?;
+    let row = rows.first().ok_or(StoreError::NotFound { what: "row".into() })?;
+    token_from_row(&**row)
+}
+
+/// Live tokens, by name.
+pub(crate) async fn list_tokens(tx: &mut dyn Tx) -> StoreResult<Vec<TokenRecord>> {
+    let rows = tx.fetch(Stmt::new("SELECT * FROM api_tokens WHERE revoked_at IS NULL ORDER BY name")).await?;
+    rows.iter().map(|r| token_from_row(&**r)).collect()
+}
+
+/// Revoke a live token; `NotFound` when there is none with this id.
+pub(crate) async fn revoke_token(tx: &mut dyn Tx, token_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let stmt = Stmt::new("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(token_id)
+        .bind(now);
+    if tx.execute(stmt).await? == 0 {
+        return Err(StoreError::NotFound { what: format!("token {token_id}") });
+    }
+    Ok(())
+}
+
+/// Record a successful use of a token.
+pub(crate) async fn touch_token(tx: &mut dyn Tx, token_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+    tx.execute(Stmt::new("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1").bind(token_id).bind(at)).await?;
+    Ok(())
+}
+
+// ---- deliveries and cursors ----
+
+/// Remember a delivery id until `expires_at`; `true` the first time (or once expired).
+pub(crate) async fn record_delivery(
+    tx: &mut dyn Tx,
+    source: &str,
+    delivery_id: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let stmt = Stmt::new(
+        "INSERT INTO deliveries (source, delivery_id, received_at, expires_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (source, delivery_id) DO UPDATE
+            SET received_at = excluded.received_at, expires_at = excluded.expires_at
+            WHERE deliveries.expires_at <= excluded.received_at",
+    )
+    .bind(source)
+    .bind(delivery_id)
+    .bind(now)
+    .bind(expires_at);
+    Ok(tx.execute(stmt).await? == 1)
+}
+
+/// Store a named cursor.
+pub(crate) async fn save_cursor(tx: &mut dyn Tx, name: &str, value: i64) -> StoreResult<()> {
+    let stmt = Stmt::new(
+        "INSERT INTO cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name)
+    .bind(value);
+    tx.execute(stmt).await?;
+    Ok(())
+}
