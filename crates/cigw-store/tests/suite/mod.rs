@@ -907,8 +907,13 @@ fn sql_time(ctx: &Ctx, secs: i64) -> String {
 }
 
 /// The runs of a trigger, oldest first.
+/// The runs of one trigger read through the run list (its own query, not `get_trigger`'s), in
+/// the order they were created.
 async fn runs_of_trigger(s: &Arc<dyn Store>, trigger_id: &str) -> Vec<RunRecord> {
-    s.get_trigger(trigger_id).await.unwrap().runs
+    let filter = RunFilter { trigger_id: Some(trigger_id.to_string()), limit: 100, ..RunFilter::default() };
+    let mut runs = s.list_runs(&filter, None).await.unwrap().runs;
+    runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    runs
 }
 
 /// Record that `chain` fired for `upstream` at `t(secs)`, as the chain engine would.
