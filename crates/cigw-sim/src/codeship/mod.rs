@@ -9,6 +9,8 @@
 //! timestamps; pagination with `Link`; a bodiless `403 Rate Limit Exceeded` past the per-user
 //! budget; and `{"errors": […]}` bodies.
 
+mod auth;
+mod error;
 mod model;
 mod routes;
 
@@ -104,7 +106,7 @@ impl CodeshipSim {
         sim.add_user(DEFAULT_EMAIL, DEFAULT_PASSWORD);
         sim.add_project(BASIC_PROJECT_UUID, "acme/basic-app", SimProjectType::Basic);
         sim.add_project(PRO_PROJECT_UUID, "acme/pro-app", SimProjectType::Pro);
-        let server = SimServer::start(harness, sim.router(), routes::fault_responses())
+        let server = SimServer::start(harness, sim.router(), error::fault_responses())
             .await
             .expect("bind the Codeship simulator on 127.0.0.1");
         (sim, server)
