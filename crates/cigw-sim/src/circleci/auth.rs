@@ -12,8 +12,11 @@ use super::Shared;
 use super::error::ApiError;
 
 /// A request carrying an accepted token: `Circle-Token`, `Authorization: Bearer`, basic auth
-/// with the token as user name, or the deprecated `circle-token` query parameter. Handlers take
-/// it after their path and query extractors and before the body: that is the order of checks.
+/// with the token as user name, or the deprecated `circle-token` query parameter.
+///
+/// Handlers take it after their path and query extractors. Those with a body take
+/// `Result<Caller, ApiError>` and check it first thing, so an oversized body is still refused
+/// (413) before a missing token.
 #[derive(Debug)]
 pub(crate) struct Caller;
 

@@ -271,9 +271,10 @@ fn creation_json(p: &SimPipeline) -> Value {
 async fn trigger_classic(
     State(s): Shr,
     ProjectSlug(slug): ProjectSlug,
-    _: Caller,
+    caller: Result<Caller, ApiError>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    caller?;
     let project = find_project(&s, &slug)?;
     if project.slug.starts_with("circleci/") {
         return Err(ApiError::bad_request(
@@ -330,9 +331,10 @@ fn ref_object(body: &Map<String, Value>, key: &str) -> Result<(Option<String>, O
 async fn trigger_run(
     State(s): Shr,
     Path((vcs, org, repo)): Path<(String, String, String)>,
-    _: Caller,
+    caller: Result<Caller, ApiError>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    caller?;
     if !["github", "gh", "bitbucket", "bb", "circleci"].contains(&vcs.as_str()) {
         return Err(ApiError::not_found("Not found."));
     }
@@ -457,7 +459,13 @@ async fn cancel_workflow(State(s): Shr, Path(id): Path<String>, _: Caller) -> Re
     Ok(message(StatusCode::ACCEPTED, "Accepted."))
 }
 
-async fn rerun_workflow(State(s): Shr, Path(id): Path<String>, _: Caller, body: Bytes) -> Result<Response, ApiError> {
+async fn rerun_workflow(
+    State(s): Shr,
+    Path(id): Path<String>,
+    caller: Result<Caller, ApiError>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller?;
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
     let old = find_workflow(&s, &id, now)?;

@@ -64,22 +64,34 @@ pub(crate) async fn login(State(sim): State<CodeshipSim>, headers: HeaderMap) ->
     .into_response()
 }
 
-/// A request with a live bearer token whose user is within its per-minute budget, addressed to
-/// the organization (the `{org}` path segment). Checked in that order, then the handler asks for
-/// its scope with [`Caller::require`]. Handlers take it after their path and query extractors.
+/// A request with a live bearer token, and the organization it addresses (the `{org}` path
+/// segment). What the caller may do there is checked by [`Caller::require`], first thing in the
+/// handler: the order of checks is token, expiry, per-minute budget, organization, scope.
+///
+/// Handlers take it after their path and query extractors. Those with a body take
+/// `Result<Caller, ApiError>`, so an oversized body is still refused (413) before a bad token.
 #[derive(Debug)]
 pub(crate) struct Caller {
-    scopes: Vec<String>,
+    email: String,
+    org: String,
 }
 
 impl Caller {
-    /// 403 unless the user holds `scope`.
-    pub(crate) fn require(&self, scope: &str) -> Result<(), ApiError> {
-        if self.scopes.iter().any(|s| s == scope) {
-            Ok(())
-        } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "You are not authorized to perform this action"))
+    /// Count the request against the user's budget (403 `Rate Limit Exceeded` past it), then
+    /// 404 for another organization and 403 unless the user holds `scope`.
+    pub(crate) fn require(&self, sim: &CodeshipSim, scope: &str) -> Result<(), ApiError> {
+        let now = sim.harness.clock().now();
+        let mut state = sim.state.lock();
+        if over_budget(&mut state, &self.email, now) {
+            return Err(ApiError::RateLimited);
         }
+        if !self.org.eq_ignore_ascii_case(ORGANIZATION_UUID) {
+            return Err(ApiError::not_found("organization not found"));
+        }
+        if !state.users.get(&self.email).is_some_and(|u| u.scopes.iter().any(|s| s == scope)) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "You are not authorized to perform this action"));
+        }
+        Ok(())
     }
 }
 
@@ -92,28 +104,17 @@ impl FromRequestParts<CodeshipSim> for Caller {
             .ok()
             .and_then(|Path(params)| params.get("org").cloned())
             .unwrap_or_default();
-        let now = sim.harness.clock().now();
-        let mut state = sim.state.lock();
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized");
-        let Some(SimToken { email, expires_at }) = token.and_then(|t| state.tokens.get(t)).cloned() else {
-            return Err(unauthorized());
-        };
-        if now >= expires_at {
-            return Err(unauthorized());
+        let now = sim.harness.clock().now();
+        let state = sim.state.lock();
+        match token.and_then(|t| state.tokens.get(t)) {
+            Some(SimToken { email, expires_at }) if now < *expires_at => Ok(Self { email: email.clone(), org }),
+            _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized")),
         }
-        if over_budget(&mut state, &email, now) {
-            return Err(ApiError::RateLimited);
-        }
-        if !org.eq_ignore_ascii_case(ORGANIZATION_UUID) {
-            return Err(ApiError::not_found("organization not found"));
-        }
-        let scopes = state.users.get(&email).map(|u| u.scopes.clone()).unwrap_or_default();
-        Ok(Self { scopes })
     }
 }

@@ -97,7 +97,7 @@ async fn list_projects(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require("project.read")?;
+    caller.require(&sim, "project.read")?;
     let items = sim.state.lock().projects.values().map(|p| p.to_json()).collect();
     let base = format!("{}/v2/organizations/{org}/projects", base_url(&headers));
     Ok(paged("projects", items, &query, &base))
@@ -108,7 +108,7 @@ async fn get_project(
     Path((_org, project)): Path<(String, String)>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    caller.require("project.read")?;
+    caller.require(&sim, "project.read")?;
     let state = sim.state.lock();
     Ok(axum::Json(json!({"project": find_project(&state, &project)?.to_json()})).into_response())
 }
@@ -134,7 +134,7 @@ async fn list_builds(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require("build.read")?;
+    caller.require(&sim, "build.read")?;
     let now = sim.harness.clock().now();
     let state = sim.state.lock();
     let kind = find_project(&state, &project)?.project_type;
@@ -158,7 +158,7 @@ async fn get_build(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require("build.read")?;
+    caller.require(&sim, "build.read")?;
     let now = sim.harness.clock().now();
     let state = sim.state.lock();
     let kind = find_project(&state, &project)?.project_type;
@@ -187,10 +187,10 @@ fn restart_in_place(sim: &CodeshipSim, state: &mut State, index: usize, now: Dat
 async fn create_build(
     AxumState(sim): AxumState<CodeshipSim>,
     Path((_org, project)): Path<(String, String)>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require("build.write")?;
+    caller?.require(&sim, "build.write")?;
     let now = sim.harness.clock().now();
     let mut state = sim.state.lock();
     let (kind, project_id) = find_project(&state, &project).map(|p| (p.project_type, p.id))?;
@@ -237,7 +237,7 @@ async fn stop_build(
     Path((_org, project, build)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    caller.require("build.write")?;
+    caller.require(&sim, "build.write")?;
     let now = sim.harness.clock().now();
     let mut state = sim.state.lock();
     let kind = find_project(&state, &project)?.project_type;
@@ -256,7 +256,7 @@ async fn restart_build(
     Path((_org, project, build)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    caller.require("build.write")?;
+    caller.require(&sim, "build.write")?;
     let now = sim.harness.clock().now();
     let mut state = sim.state.lock();
     let (kind, project_id) = find_project(&state, &project).map(|p| (p.project_type, p.id))?;
@@ -306,7 +306,7 @@ async fn build_pipelines(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require("build.read")?;
+    caller.require(&sim, "build.read")?;
     detail(&sim, &headers, ids, &query, "pipelines", |b, view, kind| {
         (kind == SimProjectType::Basic).then(|| {
             let created = b.runs.last().map(|r| r.created_at);
@@ -337,7 +337,7 @@ async fn build_services(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require("build.read")?;
+    caller.require(&sim, "build.read")?;
     detail(&sim, &headers, ids, &query, "services", |b, view, kind| {
         (kind == SimProjectType::Pro).then(|| {
             json!({
@@ -361,7 +361,7 @@ async fn build_steps(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require("build.read")?;
+    caller.require(&sim, "build.read")?;
     detail(&sim, &headers, ids, &query, "steps", |b, view, kind| {
         (kind == SimProjectType::Pro).then(|| {
             json!({
