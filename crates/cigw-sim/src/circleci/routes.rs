@@ -211,6 +211,25 @@ struct NewPipeline {
     via_definition: bool,
 }
 
+impl NewPipeline {
+    /// The body's parameters, checked, and the ref to build: the given tag, else the given
+    /// branch, else the project's default branch.
+    fn checked(
+        s: &Shared,
+        project: &SimProject,
+        body: &Map<String, Value>,
+        branch: Option<String>,
+        tag: Option<String>,
+        via_definition: bool,
+    ) -> Result<Self, ApiError> {
+        let parameters = parameters_field(body)?;
+        let mode = s.config.lock().undeclared_parameters;
+        let errors = check_parameters(project, &parameters, mode)?;
+        let branch = if tag.is_none() { branch.or_else(|| Some(project.default_branch.clone())) } else { None };
+        Ok(Self { branch, tag, parameters, errors, via_definition })
+    }
+}
+
 /// Create the pipeline and its workflows (listed from `created_at + workflows_after`), and count
 /// the build.
 fn create_pipeline(s: &Shared, project: &SimProject, new: NewPipeline) -> SimPipeline {
@@ -288,11 +307,7 @@ async fn trigger_classic(
     if branch.is_some() && tag.is_some() {
         return Err(ApiError::bad_request("Only one of branch or tag may be given."));
     }
-    let parameters = parameters_field(&body)?;
-    let mode = s.config.lock().undeclared_parameters;
-    let errors = check_parameters(&project, &parameters, mode)?;
-    let branch = if tag.is_none() { branch.or_else(|| Some(project.default_branch.clone())) } else { None };
-    let new = NewPipeline { branch, tag, parameters, errors, via_definition: false };
+    let new = NewPipeline::checked(&s, &project, &body, branch, tag, false)?;
     Ok(ok(StatusCode::CREATED, creation_json(&create_pipeline(&s, &project, new))))
 }
 
@@ -352,15 +367,11 @@ async fn trigger_run(
     if branch.is_some() && tag.is_some() || config_branch.is_some() && config_tag.is_some() {
         return Err(ApiError::bad_request("Only one of branch or tag may be given."));
     }
-    let parameters = parameters_field(&body)?;
-    let mode = s.config.lock().undeclared_parameters;
-    let errors = check_parameters(&project, &parameters, mode)?;
-    let branch = if tag.is_none() { branch.or_else(|| Some(project.default_branch.clone())) } else { None };
+    let new = NewPipeline::checked(&s, &project, &body, branch, tag, true)?;
     let skip_prefix = s.config.lock().ci_skip_prefix.clone();
-    if branch.as_deref().is_some_and(|b| b.starts_with(&skip_prefix)) {
+    if new.branch.as_deref().is_some_and(|b| b.starts_with(&skip_prefix)) {
         return Ok(ok(StatusCode::OK, json!({"message": "Ignoring pipeline due to CI skip in the commit"})));
     }
-    let new = NewPipeline { branch, tag, parameters, errors, via_definition: true };
     Ok(ok(StatusCode::CREATED, creation_json(&create_pipeline(&s, &project, new))))
 }
 
