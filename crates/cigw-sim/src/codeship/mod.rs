@@ -114,11 +114,7 @@ impl CodeshipSim {
 
     /// Add an API user with every scope.
     pub fn add_user(&self, email: &str, password: &str) {
-        let scopes = ["project.read", "project.write", "build.read", "build.write"].map(String::from).to_vec();
-        self.state
-            .lock()
-            .users
-            .insert(email.to_string(), SimUser { password: password.to_string(), scopes, two_factor: false });
+        self.add_user_with_scopes(email, password, &["project.read", "project.write", "build.read", "build.write"]);
     }
 
     /// Add an API user limited to `scopes` (write calls without `build.write` answer 403).
