@@ -213,12 +213,15 @@ impl FakeTarget {
     }
 
     fn run(&self, r: &ProviderRunRef) -> Result<FakeRun> {
-        self.state
-            .lock()
-            .runs
-            .get(&r.id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound { message: format!("run {} not found", r.id) })
+        self.with_run(r, |run| Ok(run.clone()))
+    }
+
+    /// `f` applied to run `r` under the state lock, or `NotFound`.
+    fn with_run<T>(&self, r: &ProviderRunRef, f: impl FnOnce(&mut FakeRun) -> Result<T>) -> Result<T> {
+        let mut st = self.state.lock();
+        let run =
+            st.runs.get_mut(&r.id).ok_or_else(|| Error::NotFound { message: format!("run {} not found", r.id) })?;
+        f(run)
     }
 }
 
@@ -283,13 +286,12 @@ impl CiTarget for FakeTarget {
     async fn cancel(&self, r: &ProviderRunRef) -> Result<()> {
         self.call(Method::POST, "/cancel", CallKind::Idempotent, || {
             let now = self.harness.clock().now();
-            let mut st = self.state.lock();
-            let run =
-                st.runs.get_mut(&r.id).ok_or_else(|| Error::NotFound { message: format!("run {} not found", r.id) })?;
-            if run.canceled_at.is_none() {
-                run.canceled_at = Some(now);
-            }
-            Ok(())
+            self.with_run(r, |run| {
+                if run.canceled_at.is_none() {
+                    run.canceled_at = Some(now);
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -309,14 +311,13 @@ impl CiTarget for FakeTarget {
     async fn approve(&self, r: &ProviderRunRef, decision: Decision) -> Result<()> {
         self.call(Method::POST, "/approve", CallKind::Idempotent, || {
             let now = self.harness.clock().now();
-            let mut st = self.state.lock();
-            let run =
-                st.runs.get_mut(&r.id).ok_or_else(|| Error::NotFound { message: format!("run {} not found", r.id) })?;
-            if !run.needs_approval || run.decision.is_some() {
-                return Err(Error::Conflict { message: "the run is not waiting for approval".into() });
-            }
-            run.decision = Some((decision, now));
-            Ok(())
+            self.with_run(r, |run| {
+                if !run.needs_approval || run.decision.is_some() {
+                    return Err(Error::Conflict { message: "the run is not waiting for approval".into() });
+                }
+                run.decision = Some((decision, now));
+                Ok(())
+            })
         })
         .await
     }

@@ -7,17 +7,16 @@
 //! sometimes a plain-text body, and signed `workflow-completed` webhooks. Every state is computed
 //! from the harness clock.
 
+mod auth;
+mod error;
 mod model;
 mod routes;
 mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::response::IntoResponse;
-use http::{HeaderValue, StatusCode};
 use parking_lot::Mutex;
 
 pub use model::{SimPipeline, SimProject, SimWorkflow};
@@ -149,32 +148,7 @@ impl CircleciSim {
     /// How injected faults look at CircleCI: 429 `{"message": "Rate limit exceeded."}` or,
     /// every few times, the plain text `Rate limited.`; 5xx `{"message": …}`.
     pub fn fault_responses(&self) -> FaultResponses {
-        let every = self.shared.config.lock().plain_text_rate_limit_every;
-        let count = Arc::new(AtomicUsize::new(0));
-        FaultResponses {
-            rate_limited: Arc::new(move |retry_after| {
-                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                let mut r = if every > 0 && n.is_multiple_of(every) {
-                    (StatusCode::TOO_MANY_REQUESTS, [(http::header::CONTENT_TYPE, "text/plain")], "Rate limited.")
-                        .into_response()
-                } else {
-                    (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({"message": "Rate limit exceeded."})))
-                        .into_response()
-                };
-                if let Some(s) = retry_after {
-                    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(s));
-                }
-                r
-            }),
-            server_error: Arc::new(|status| {
-                let message = if status == StatusCode::SERVICE_UNAVAILABLE {
-                    "Service unavailable."
-                } else {
-                    "Internal server error."
-                };
-                (status, axum::Json(serde_json::json!({"message": message}))).into_response()
-            }),
-        }
+        error::fault_responses(self.shared.config.lock().plain_text_rate_limit_every)
     }
 
     /// Add a project.

@@ -5,14 +5,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
+use super::auth::Caller;
+use super::error::{ApiError, message};
 use super::model::{SimPipeline, SimProject, SimWorkflow, revision};
 use super::{APPROVAL_PARAMETER, Shared, UndeclaredParameters};
 
@@ -23,7 +27,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/me", get(me))
         // `/project/{project-slug}/…` takes the slug as three segments or as one with `%2F`.
-        .route("/project/{vcs}/pipeline", get(list_pipelines_one).post(trigger_one))
+        .route("/project/{vcs}/pipeline", get(list_pipelines).post(trigger_classic))
         // Other methods here are paths CircleCI does not have (e.g. `/pipeline/run` after a
         // one-segment `%2F` slug): 404, not 405.
         .route(
@@ -54,48 +58,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         }))
 }
 
-fn message(status: StatusCode, text: &str) -> Response {
-    (status, axum::Json(json!({"message": text}))).into_response()
-}
-
-/// An error answer, small enough to pass around in `Result`s.
-pub(crate) struct ApiError {
-    status: StatusCode,
-    text: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        message(self.status, &self.text)
-    }
-}
-
-fn fail(status: StatusCode, text: &str) -> ApiError {
-    ApiError { status, text: text.to_string() }
-}
-
 fn ok(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Accept `Circle-Token`, `Authorization: Bearer`, basic auth with the token as user name, and
-/// the deprecated `circle-token` query parameter.
-fn authenticate(shared: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), ApiError> {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let token = header("circle-token").or_else(|| {
-        let auth = header("authorization")?;
-        if let Some(b) = auth.strip_prefix("Bearer ") {
-            return Some(b.trim().to_string());
-        }
-        let decoded = base64::engine::general_purpose::STANDARD.decode(auth.strip_prefix("Basic ")?.trim()).ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        Some(text.split_once(':').map_or(text.clone(), |(u, _)| u.to_string()))
-    });
-    let token = token.or_else(|| query.get("circle-token").cloned());
-    match token {
-        None => Err(fail(StatusCode::UNAUTHORIZED, "You must log in first.")),
-        Some(t) if shared.config.lock().tokens.contains(&t) => Ok(()),
-        Some(_) => Err(fail(StatusCode::UNAUTHORIZED, "Invalid token provided.")),
+/// The project slug of a `/project/{project-slug}/…` path, given as three segments or as one
+/// with `%2F`.
+struct ProjectSlug(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ProjectSlug {
+    type Rejection = PathRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PathRejection> {
+        let Path(segments) = Path::<Vec<String>>::from_request_parts(parts, state).await?;
+        Ok(Self(segments.join("/")))
     }
 }
 
@@ -119,7 +95,7 @@ fn find_project(shared: &Shared, slug: &str) -> Result<SimProject, ApiError> {
         .iter()
         .find(|p| p.slug == slug)
         .cloned()
-        .ok_or_else(|| fail(StatusCode::NOT_FOUND, "Project not found"))
+        .ok_or_else(|| ApiError::not_found("Project not found"))
 }
 
 fn page_of(items: Vec<Value>, query: &HashMap<String, String>, page_size: usize) -> Result<Value, ApiError> {
@@ -130,7 +106,7 @@ fn page_of(items: Vec<Value>, query: &HashMap<String, String>, page_size: usize)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.strip_prefix("offset:").and_then(|n| n.parse::<usize>().ok()))
-            .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "Invalid page-token."))?,
+            .ok_or_else(|| ApiError::bad_request("Invalid page-token."))?,
     };
     let size = page_size.max(1);
     let page: Vec<Value> = items.iter().skip(start).take(size).cloned().collect();
@@ -139,60 +115,32 @@ fn page_of(items: Vec<Value>, query: &HashMap<String, String>, page_size: usize)
     Ok(json!({"items": page, "next_page_token": next}))
 }
 
-async fn me(State(s): Shr, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+async fn me(_: Caller) -> Response {
     ok(StatusCode::OK, json!({"id": "b1c7b3a4-5d6e-4f70-8a9b-0c1d2e3f4a5b", "login": "sim-user", "name": "Sim User"}))
 }
 
 async fn get_project(
     State(s): Shr,
     Path((vcs, org, repo)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
-    match find_project(&s, &format!("{vcs}/{org}/{repo}")) {
-        Ok(p) => ok(
-            StatusCode::OK,
-            json!({"id": p.id, "slug": p.slug, "name": repo, "organization_id": p.organization_id,
-                   "organization_name": org, "organization_slug": format!("{vcs}/{org}"),
-                   "vcs_info": {"vcs_url": format!("https://github.com/{org}/{repo}"), "provider": "GitHub",
-                                "default_branch": p.default_branch}}),
-        ),
-        Err(r) => r.into_response(),
-    }
+    _: Caller,
+) -> Result<Response, ApiError> {
+    let p = find_project(&s, &format!("{vcs}/{org}/{repo}"))?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({"id": p.id, "slug": p.slug, "name": repo, "organization_id": p.organization_id,
+               "organization_name": org, "organization_slug": format!("{vcs}/{org}"),
+               "vcs_info": {"vcs_url": format!("https://github.com/{org}/{repo}"), "provider": "GitHub",
+                            "default_branch": p.default_branch}}),
+    ))
 }
 
 async fn list_pipelines(
     State(s): Shr,
-    Path((vcs, org, repo)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    ProjectSlug(slug): ProjectSlug,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    list_pipelines_for(&s, &format!("{vcs}/{org}/{repo}"), &headers, &q)
-}
-
-async fn list_pipelines_one(
-    State(s): Shr,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    list_pipelines_for(&s, &slug, &headers, &q)
-}
-
-fn list_pipelines_for(s: &Shared, slug: &str, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
-    if let Err(r) = authenticate(s, headers, q) {
-        return r.into_response();
-    }
-    let project = match find_project(s, slug) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
+    _: Caller,
+) -> Result<Response, ApiError> {
+    let project = find_project(&s, &slug)?;
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
     let branch = q.get("branch").filter(|b| !b.is_empty());
@@ -206,7 +154,7 @@ fn list_pipelines_for(s: &Shared, slug: &str, headers: &HeaderMap, q: &HashMap<S
         .filter(|p| branch.is_none_or(|b| p.branch.as_ref() == Some(b)))
         .map(|p| p.to_json(Some(&project), now, &cfg))
         .collect();
-    page_of(items, q, cfg.page_size).map_or_else(IntoResponse::into_response, |v| ok(StatusCode::OK, v))
+    Ok(ok(StatusCode::OK, page_of(items, &q, cfg.page_size)?))
 }
 
 fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
@@ -216,7 +164,7 @@ fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(Value::Null) => Ok(Map::new()),
-        _ => Err(fail(StatusCode::BAD_REQUEST, "Invalid request body.")),
+        _ => Err(ApiError::bad_request("Invalid request body.")),
     }
 }
 
@@ -227,23 +175,20 @@ fn check_parameters(
     mode: UndeclaredParameters,
 ) -> Result<Vec<(String, String)>, ApiError> {
     if params.len() > 100 {
-        return Err(fail(StatusCode::BAD_REQUEST, "Too many pipeline parameters: at most 100 are allowed."));
+        return Err(ApiError::bad_request("Too many pipeline parameters: at most 100 are allowed."));
     }
     for (k, v) in params {
         if k.chars().count() > 128 {
-            return Err(fail(StatusCode::BAD_REQUEST, "Pipeline parameter names must be at most 128 characters."));
+            return Err(ApiError::bad_request("Pipeline parameter names must be at most 128 characters."));
         }
         match v {
             Value::String(s) if s.chars().count() > 512 => {
-                return Err(fail(StatusCode::BAD_REQUEST, "Pipeline parameter values must be at most 512 characters."));
+                return Err(ApiError::bad_request("Pipeline parameter values must be at most 512 characters."));
             }
             Value::String(_) | Value::Bool(_) => {}
             Value::Number(n) if n.is_i64() => {}
             _ => {
-                return Err(fail(
-                    StatusCode::BAD_REQUEST,
-                    "Pipeline parameters must be strings, integers or booleans.",
-                ));
+                return Err(ApiError::bad_request("Pipeline parameters must be strings, integers or booleans."));
             }
         }
     }
@@ -253,7 +198,7 @@ fn check_parameters(
     }
     let text = format!("Unexpected argument(s): {}", unexpected.join(", "));
     match mode {
-        UndeclaredParameters::Reject => Err(fail(StatusCode::BAD_REQUEST, &text)),
+        UndeclaredParameters::Reject => Err(ApiError::bad_request(&text)),
         UndeclaredParameters::ErroredPipeline => Ok(vec![("config".to_string(), text)]),
     }
 }
@@ -264,6 +209,25 @@ struct NewPipeline {
     parameters: Map<String, Value>,
     errors: Vec<(String, String)>,
     via_definition: bool,
+}
+
+impl NewPipeline {
+    /// The body's parameters, checked, and the ref to build: the given tag, else the given
+    /// branch, else the project's default branch.
+    fn checked(
+        s: &Shared,
+        project: &SimProject,
+        body: &Map<String, Value>,
+        branch: Option<String>,
+        tag: Option<String>,
+        via_definition: bool,
+    ) -> Result<Self, ApiError> {
+        let parameters = parameters_field(body)?;
+        let mode = s.config.lock().undeclared_parameters;
+        let errors = check_parameters(project, &parameters, mode)?;
+        let branch = if tag.is_none() { branch.or_else(|| Some(project.default_branch.clone())) } else { None };
+        Ok(Self { branch, tag, parameters, errors, via_definition })
+    }
 }
 
 /// Create the pipeline and its workflows (listed from `created_at + workflows_after`), and count
@@ -325,32 +289,36 @@ fn creation_json(p: &SimPipeline) -> Value {
 
 async fn trigger_classic(
     State(s): Shr,
-    Path((vcs, org, repo)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    ProjectSlug(slug): ProjectSlug,
+    caller: Result<Caller, ApiError>,
     body: Bytes,
-) -> Response {
-    trigger_classic_for(&s, &format!("{vcs}/{org}/{repo}"), &headers, &q, &body)
-}
-
-async fn trigger_one(
-    State(s): Shr,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    trigger_classic_for(&s, &slug, &headers, &q, &body)
+) -> Result<Response, ApiError> {
+    caller?;
+    let project = find_project(&s, &slug)?;
+    if project.slug.starts_with("circleci/") {
+        return Err(ApiError::bad_request(
+            "This endpoint does not support triggering pipelines integrated with GitLab or GitHub App; use the \
+             Trigger Pipeline Run API.",
+        ));
+    }
+    let body = parse_body(&body)?;
+    let branch = string_field(&body, "branch")?;
+    let tag = string_field(&body, "tag")?;
+    if branch.is_some() && tag.is_some() {
+        return Err(ApiError::bad_request("Only one of branch or tag may be given."));
+    }
+    let new = NewPipeline::checked(&s, &project, &body, branch, tag, false)?;
+    Ok(ok(StatusCode::CREATED, creation_json(&create_pipeline(&s, &project, new))))
 }
 
 fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => {
-            Err(fail(StatusCode::BAD_REQUEST, &format!("The {key} name must not be empty.")))
+            Err(ApiError::bad_request(&format!("The {key} name must not be empty.")))
         }
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(fail(StatusCode::BAD_REQUEST, &format!("The {key} must be a string."))),
+        Some(_) => Err(ApiError::bad_request(&format!("The {key} must be a string."))),
     }
 }
 
@@ -358,47 +326,7 @@ fn parameters_field(body: &Map<String, Value>) -> Result<Map<String, Value>, Api
     match body.get("parameters") {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(fail(StatusCode::BAD_REQUEST, "Pipeline parameters must be an object.")),
-    }
-}
-
-fn trigger_classic_for(
-    s: &Shared,
-    slug: &str,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-    body: &Bytes,
-) -> Response {
-    if let Err(r) = authenticate(s, headers, q) {
-        return r.into_response();
-    }
-    let project = match find_project(s, slug) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    if project.slug.starts_with("circleci/") {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "This endpoint does not support triggering pipelines integrated with GitLab or GitHub App; use the \
-             Trigger Pipeline Run API.",
-        );
-    }
-    let result = (|| {
-        let body = parse_body(body)?;
-        let branch = string_field(&body, "branch")?;
-        let tag = string_field(&body, "tag")?;
-        if branch.is_some() && tag.is_some() {
-            return Err(fail(StatusCode::BAD_REQUEST, "Only one of branch or tag may be given."));
-        }
-        let parameters = parameters_field(&body)?;
-        let mode = s.config.lock().undeclared_parameters;
-        let errors = check_parameters(&project, &parameters, mode)?;
-        let branch = if tag.is_none() { branch.or_else(|| Some(project.default_branch.clone())) } else { None };
-        Ok(NewPipeline { branch, tag, parameters, errors, via_definition: false })
-    })();
-    match result {
-        Ok(new) => ok(StatusCode::CREATED, creation_json(&create_pipeline(s, &project, new))),
-        Err(r) => r.into_response(),
+        Some(_) => Err(ApiError::bad_request("Pipeline parameters must be an object.")),
     }
 }
 
@@ -407,87 +335,67 @@ fn ref_object(body: &Map<String, Value>, key: &str) -> Result<(Option<String>, O
         None => Ok((None, None)),
         Some(Value::Object(m)) => {
             if m.keys().any(|k| k != "branch" && k != "tag") {
-                return Err(fail(StatusCode::BAD_REQUEST, "Unexpected request body provided."));
+                return Err(ApiError::bad_request("Unexpected request body provided."));
             }
             Ok((string_field(m, "branch")?, string_field(m, "tag")?))
         }
-        Some(_) => Err(fail(StatusCode::BAD_REQUEST, "Unexpected request body provided.")),
+        Some(_) => Err(ApiError::bad_request("Unexpected request body provided.")),
     }
 }
 
 async fn trigger_run(
     State(s): Shr,
     Path((vcs, org, repo)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    caller: Result<Caller, ApiError>,
     body: Bytes,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+) -> Result<Response, ApiError> {
+    caller?;
     if !["github", "gh", "bitbucket", "bb", "circleci"].contains(&vcs.as_str()) {
-        return message(StatusCode::NOT_FOUND, "Not found.");
+        return Err(ApiError::not_found("Not found."));
     }
-    let project = match find_project(&s, &format!("{vcs}/{org}/{repo}")) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    let result = (|| {
-        let body = parse_body(&body)?;
-        if body.keys().any(|k| !["definition_id", "config", "checkout", "parameters"].contains(&k.as_str())) {
-            return Err(fail(StatusCode::BAD_REQUEST, "Unexpected request body provided."));
-        }
-        let definition = body.get("definition_id").and_then(Value::as_str).unwrap_or_default();
-        if !project.definition_ids.iter().any(|d| d == definition) {
-            return Err(fail(StatusCode::NOT_FOUND, "Pipeline definition not found."));
-        }
-        let (config_branch, config_tag) = ref_object(&body, "config")?;
-        let (branch, tag) = ref_object(&body, "checkout")?;
-        if branch.is_some() && tag.is_some() || config_branch.is_some() && config_tag.is_some() {
-            return Err(fail(StatusCode::BAD_REQUEST, "Only one of branch or tag may be given."));
-        }
-        let parameters = parameters_field(&body)?;
-        let mode = s.config.lock().undeclared_parameters;
-        let errors = check_parameters(&project, &parameters, mode)?;
-        let branch = if tag.is_none() { branch.or_else(|| Some(project.default_branch.clone())) } else { None };
-        Ok(NewPipeline { branch, tag, parameters, errors, via_definition: true })
-    })();
-    let new = match result {
-        Ok(n) => n,
-        Err(r) => return r.into_response(),
-    };
+    let project = find_project(&s, &format!("{vcs}/{org}/{repo}"))?;
+    let body = parse_body(&body)?;
+    if body.keys().any(|k| !["definition_id", "config", "checkout", "parameters"].contains(&k.as_str())) {
+        return Err(ApiError::bad_request("Unexpected request body provided."));
+    }
+    let definition = body.get("definition_id").and_then(Value::as_str).unwrap_or_default();
+    if !project.definition_ids.iter().any(|d| d == definition) {
+        return Err(ApiError::not_found("Pipeline definition not found."));
+    }
+    let (config_branch, config_tag) = ref_object(&body, "config")?;
+    let (branch, tag) = ref_object(&body, "checkout")?;
+    if branch.is_some() && tag.is_some() || config_branch.is_some() && config_tag.is_some() {
+        return Err(ApiError::bad_request("Only one of branch or tag may be given."));
+    }
+    let new = NewPipeline::checked(&s, &project, &body, branch, tag, true)?;
     let skip_prefix = s.config.lock().ci_skip_prefix.clone();
     if new.branch.as_deref().is_some_and(|b| b.starts_with(&skip_prefix)) {
-        return ok(StatusCode::OK, json!({"message": "Ignoring pipeline due to CI skip in the commit"}));
+        return Ok(ok(StatusCode::OK, json!({"message": "Ignoring pipeline due to CI skip in the commit"})));
     }
-    let p = create_pipeline(&s, &project, new);
-    ok(StatusCode::CREATED, creation_json(&p))
+    Ok(ok(StatusCode::CREATED, creation_json(&create_pipeline(&s, &project, new))))
 }
 
 fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
-fn with_pipeline<T>(s: &Shared, id: &str, f: impl FnOnce(&SimPipeline, Option<&SimProject>) -> T) -> Option<T> {
+/// A pipeline and its project, or CircleCI's 404.
+fn find_pipeline(s: &Shared, id: &str) -> Result<(SimPipeline, Option<SimProject>), ApiError> {
     let state = s.state.lock();
-    let p = state.pipelines.iter().find(|p| p.id == id && is_uuid(id))?;
+    let p = state
+        .pipelines
+        .iter()
+        .find(|p| p.id == id && is_uuid(id))
+        .ok_or_else(|| ApiError::not_found("Pipeline not found."))?;
     let project = state.projects.iter().find(|pr| pr.slug == p.project_slug);
-    Some(f(p, project))
+    Ok((p.clone(), project.cloned()))
 }
 
-async fn get_pipeline(
-    State(s): Shr,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+async fn get_pipeline(State(s): Shr, Path(id): Path<String>, _: Caller) -> Result<Response, ApiError> {
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
-    with_pipeline(&s, &id, |p, pr| ok(StatusCode::OK, p.to_json(pr, now, &cfg)))
-        .unwrap_or_else(|| message(StatusCode::NOT_FOUND, "Pipeline not found."))
+    let (p, project) = find_pipeline(&s, &id)?;
+    Ok(ok(StatusCode::OK, p.to_json(project.as_ref(), now, &cfg)))
 }
 
 fn visible(w: &SimWorkflow, now: DateTime<Utc>) -> bool {
@@ -497,15 +405,10 @@ fn visible(w: &SimWorkflow, now: DateTime<Utc>) -> bool {
 async fn list_workflows(
     State(s): Shr,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
-    if with_pipeline(&s, &id, |_, _| ()).is_none() {
-        return message(StatusCode::NOT_FOUND, "Pipeline not found.");
-    }
+    _: Caller,
+) -> Result<Response, ApiError> {
+    find_pipeline(&s, &id)?;
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
     // Newest first, like the API.
@@ -518,9 +421,10 @@ async fn list_workflows(
         .filter(|w| w.pipeline_id == id && visible(w, now))
         .map(|w| w.to_json(now, &cfg))
         .collect();
-    page_of(items, &q, cfg.page_size).map_or_else(IntoResponse::into_response, |v| ok(StatusCode::OK, v))
+    Ok(ok(StatusCode::OK, page_of(items, &q, cfg.page_size)?))
 }
 
+/// A workflow listed by now, or CircleCI's 404.
 fn find_workflow(s: &Shared, id: &str, now: DateTime<Utc>) -> Result<SimWorkflow, ApiError> {
     s.state
         .lock()
@@ -528,39 +432,26 @@ fn find_workflow(s: &Shared, id: &str, now: DateTime<Utc>) -> Result<SimWorkflow
         .iter()
         .find(|w| w.id == id && visible(w, now))
         .cloned()
-        .ok_or_else(|| fail(StatusCode::NOT_FOUND, "Workflow not found."))
+        .ok_or_else(|| ApiError::not_found("Workflow not found."))
 }
 
-async fn get_workflow(
-    State(s): Shr,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+async fn get_workflow(State(s): Shr, Path(id): Path<String>, _: Caller) -> Result<Response, ApiError> {
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
-    find_workflow(&s, &id, now).map_or_else(IntoResponse::into_response, |w| ok(StatusCode::OK, w.to_json(now, &cfg)))
+    let w = find_workflow(&s, &id, now)?;
+    Ok(ok(StatusCode::OK, w.to_json(now, &cfg)))
 }
 
 async fn list_jobs(
     State(s): Shr,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+    _: Caller,
+) -> Result<Response, ApiError> {
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
-    match find_workflow(&s, &id, now) {
-        Ok(w) => page_of(w.jobs_json(now, &cfg), &q, cfg.page_size)
-            .map_or_else(IntoResponse::into_response, |v| ok(StatusCode::OK, v)),
-        Err(r) => r.into_response(),
-    }
+    let w = find_workflow(&s, &id, now)?;
+    Ok(ok(StatusCode::OK, page_of(w.jobs_json(now, &cfg), &q, cfg.page_size)?))
 }
 
 fn update_workflow(s: &Shared, id: &str, f: impl FnOnce(&mut SimWorkflow)) {
@@ -569,60 +460,40 @@ fn update_workflow(s: &Shared, id: &str, f: impl FnOnce(&mut SimWorkflow)) {
     }
 }
 
-async fn cancel_workflow(
-    State(s): Shr,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+async fn cancel_workflow(State(s): Shr, Path(id): Path<String>, _: Caller) -> Result<Response, ApiError> {
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
-    let w = match find_workflow(&s, &id, now) {
-        Ok(w) => w,
-        Err(r) => return r.into_response(),
-    };
+    let w = find_workflow(&s, &id, now)?;
     if w.phase(now, &cfg).stopped_at.is_none() {
         update_workflow(&s, &id, |w| w.canceled_at = Some(now));
     }
-    message(StatusCode::ACCEPTED, "Accepted.")
+    Ok(message(StatusCode::ACCEPTED, "Accepted."))
 }
 
 async fn rerun_workflow(
     State(s): Shr,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    caller: Result<Caller, ApiError>,
     body: Bytes,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+) -> Result<Response, ApiError> {
+    caller?;
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
-    let old = match find_workflow(&s, &id, now) {
-        Ok(w) => w,
-        Err(r) => return r.into_response(),
-    };
-    let body = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
+    let old = find_workflow(&s, &id, now)?;
+    let body = parse_body(&body)?;
     let from_failed = body.get("from_failed").and_then(Value::as_bool).unwrap_or(false);
     if from_failed && body.contains_key("jobs") {
-        return message(StatusCode::BAD_REQUEST, "from_failed and jobs cannot be given together.");
+        return Err(ApiError::bad_request("from_failed and jobs cannot be given together."));
     }
     if (body.contains_key("enable_ssh") || body.contains_key("sparse_tree")) && !body.contains_key("jobs") {
-        return message(StatusCode::BAD_REQUEST, "enable_ssh and sparse_tree require jobs.");
+        return Err(ApiError::bad_request("enable_ssh and sparse_tree require jobs."));
     }
     let phase = old.phase(now, &cfg);
     if phase.stopped_at.is_none() {
-        return message(StatusCode::BAD_REQUEST, "Workflow is still running and cannot be rerun.");
+        return Err(ApiError::bad_request("Workflow is still running and cannot be rerun."));
     }
     if from_failed && !matches!(phase.status, "failed" | "error") {
-        return message(StatusCode::BAD_REQUEST, "Workflow has no failed jobs to rerun.");
+        return Err(ApiError::bad_request("Workflow has no failed jobs to rerun."));
     }
     let new = SimWorkflow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -636,30 +507,23 @@ async fn rerun_workflow(
     };
     let new_id = new.id.clone();
     s.state.lock().workflows.push(new);
-    ok(StatusCode::ACCEPTED, json!({"workflow_id": new_id}))
+    Ok(ok(StatusCode::ACCEPTED, json!({"workflow_id": new_id})))
 }
 
 async fn approve_job(
     State(s): Shr,
     Path((id, request)): Path<(String, String)>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authenticate(&s, &headers, &q) {
-        return r.into_response();
-    }
+    _: Caller,
+) -> Result<Response, ApiError> {
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
-    let w = match find_workflow(&s, &id, now) {
-        Ok(w) => w,
-        Err(r) => return r.into_response(),
-    };
+    let w = find_workflow(&s, &id, now)?;
     if w.approval_request_id.as_deref() != Some(request.as_str()) {
-        return message(StatusCode::NOT_FOUND, "Approval request not found.");
+        return Err(ApiError::not_found("Approval request not found."));
     }
     if w.phase(now, &cfg).status != "on_hold" {
-        return message(StatusCode::BAD_REQUEST, "Job is not waiting for approval.");
+        return Err(ApiError::bad_request("Job is not waiting for approval."));
     }
     update_workflow(&s, &id, |w| w.approved_at = Some(now));
-    message(StatusCode::ACCEPTED, "Accepted.")
+    Ok(message(StatusCode::ACCEPTED, "Accepted."))
 }

@@ -4,6 +4,8 @@
 //! harness clock, terminate by progress id, rebuild, approvals, the paginated workflow list and
 //! build annotations.
 
+mod auth;
+mod error;
 mod model;
 mod routes;
 
@@ -12,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
+use model::FINAL;
 pub use model::{SimBuild, SimPipeline};
 
 use crate::harness::{FaultResponses, Harness, SimServer};
@@ -84,6 +87,32 @@ pub(crate) struct State {
     pub(crate) sessions: BTreeMap<String, DateTime<Utc>>,
 }
 
+impl State {
+    /// Let delayed builds start while fewer than `max_concurrent` builds execute. Builds waiting
+    /// for approval hold no builder.
+    pub(crate) fn admit(&mut self, config: &CodefreshSimConfig, now: DateTime<Utc>) {
+        let Some(max) = config.max_concurrent else {
+            for b in self.builds.iter_mut().filter(|b| b.admitted.is_none()) {
+                b.admitted = Some(now);
+            }
+            return;
+        };
+        let active = self
+            .builds
+            .iter()
+            .filter(|b| b.admitted.is_some())
+            .filter(|b| {
+                let s = b.observe(config, now).status;
+                !FINAL.contains(&s) && s != "pending-approval"
+            })
+            .count();
+        let free = max.saturating_sub(active);
+        for b in self.builds.iter_mut().filter(|b| b.admitted.is_none() && b.terminate_requested.is_none()).take(free) {
+            b.admitted = Some(now);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) harness: Harness,
@@ -94,6 +123,16 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.harness.clock().now()
+    }
+
+    /// Now, the knobs, and the state with delayed builds admitted as of now: how every look at
+    /// a build's status starts.
+    pub(crate) fn observe(&self) -> (DateTime<Utc>, CodefreshSimConfig, MutexGuard<'_, State>) {
+        let now = self.now();
+        let config = self.config.lock().clone();
+        let mut state = self.state.lock();
+        state.admit(&config, now);
+        (now, config, state)
     }
 }
 
@@ -173,25 +212,19 @@ impl CodefreshSim {
 
     /// The status string of build `id` now.
     pub fn status_of(&self, id: &str) -> Option<String> {
-        let now = self.shared.now();
-        let config = self.shared.config.lock().clone();
-        let mut state = self.shared.state.lock();
-        routes::admit(&mut state, &config, now);
+        let (now, config, state) = self.shared.observe();
         state.builds.iter().find(|b| b.id == id).map(|b| b.observe(&config, now).status.to_string())
     }
 
     /// The build object `GET /api/builds/{id}` answers now.
     pub fn build_json(&self, id: &str) -> Option<serde_json::Value> {
-        let now = self.shared.now();
-        let config = self.shared.config.lock().clone();
-        let mut state = self.shared.state.lock();
-        routes::admit(&mut state, &config, now);
+        let (now, config, state) = self.shared.observe();
         state.builds.iter().find(|b| b.id == id).map(|b| b.to_json(&config, now))
     }
 
     /// How Codefresh shapes injected 429 and 5xx answers.
     pub fn fault_responses() -> FaultResponses {
-        routes::fault_responses()
+        error::fault_responses()
     }
 }
 

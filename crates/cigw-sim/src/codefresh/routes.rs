@@ -5,21 +5,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDate, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::auth::Caller;
+use super::error::ApiError;
 use super::model::{FINAL, SimBuild, object_id};
-use super::{CodefreshSimConfig, Shared, State as SimState};
-use crate::harness::FaultResponses;
-
-/// The 401 body Codefresh answers, byte for byte (codefresh-io/cli#306).
-pub(crate) const UNAUTHORIZED_BODY: &str =
-    r#"{"status":401,"code":"2401","name":"UNAUTHORIZED_ERROR","message":"Unauthorized","context":{}}"#;
+use super::{Shared, SimPipeline, State as SimState};
 
 /// The annotation carrying the gateway run id.
 const RUN_ID_ANNOTATION: &str = "cigw_run_id";
@@ -37,101 +34,48 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/workflow", get(list))
         .route("/workflow/{id}/pending-approval/{decision}", get(approve))
         .route("/annotations", get(annotations))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .route_layer(middleware::from_extractor_with_state::<Caller, _>(shared.clone()))
         .with_state(shared);
-    Router::new()
-        .nest("/api", api)
-        .fallback(|| async { envelope(StatusCode::NOT_FOUND, "1404", "NOT_FOUND_ERROR", "Route not found") })
+    Router::new().nest("/api", api).fallback(|| async { route_not_found() })
+}
+
+fn route_not_found() -> ApiError {
+    ApiError::not_found("NOT_FOUND_ERROR", "Route not found")
 }
 
 fn json_text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
 }
 
-/// The `{status, code, name, message, context}` error envelope. Codes other than 401's and
-/// 500's are not documented; these are placeholders.
-fn envelope(status: StatusCode, code: &str, name: &str, message: &str) -> Response {
-    let body = json!({"status": status.as_u16(), "code": code, "name": name, "message": message, "context": {}});
-    (status, axum::Json(body)).into_response()
+/// A pipeline by name or id, or Codefresh's 404.
+fn find_pipeline<'a>(state: &'a SimState, name_or_id: &str) -> Result<&'a SimPipeline, ApiError> {
+    state
+        .pipelines
+        .iter()
+        .find(|p| p.name == name_or_id || p.id == name_or_id)
+        .ok_or_else(|| pipeline_not_found(name_or_id))
 }
 
-pub(crate) fn fault_responses() -> FaultResponses {
-    FaultResponses {
-        rate_limited: Arc::new(|retry_after| {
-            let mut r =
-                (StatusCode::TOO_MANY_REQUESTS, axum::Json(json!({"message": "Too Many Requests"}))).into_response();
-            if let Some(s) = retry_after {
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
-            }
-            r
-        }),
-        server_error: Arc::new(|status| {
-            let body = json!({"status": status.as_u16(), "code": "1001", "name": "INTERNAL_SERVER_ERROR",
-                "message": "Internal server error", "context": {}});
-            (status, axum::Json(body)).into_response()
-        }),
-    }
+fn pipeline_not_found(name: &str) -> ApiError {
+    ApiError::not_found("PIPELINE_NOT_FOUND_ERROR", &format!("Could not find pipeline {name}"))
 }
 
-async fn auth(State(shared): SharedState, req: Request, next: Next) -> Response {
-    let key = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .or_else(|| req.headers().get("x-access-token"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    {
-        let state = shared.state.lock();
-        match key {
-            Some(k) if state.restricted_keys.contains(&k) => {
-                return envelope(
-                    StatusCode::FORBIDDEN,
-                    "2403",
-                    "FORBIDDEN_ERROR",
-                    "You do not have permissions to perform this action",
-                );
-            }
-            Some(k) if state.api_keys.contains(&k) => {}
-            _ => return json_text(StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY.to_string()),
-        }
-    }
-    next.run(req).await
-}
-
-/// Let delayed builds start while fewer than `max_concurrent` builds execute. Builds waiting
-/// for approval hold no builder.
-pub(crate) fn admit(state: &mut SimState, config: &CodefreshSimConfig, now: DateTime<Utc>) {
-    let Some(max) = config.max_concurrent else {
-        for b in state.builds.iter_mut().filter(|b| b.admitted.is_none()) {
-            b.admitted = Some(now);
-        }
-        return;
-    };
-    let active = state
+/// Where build `id` is in `state.builds`, or Codefresh's 404.
+fn build_index(state: &SimState, id: &str) -> Result<usize, ApiError> {
+    state
         .builds
         .iter()
-        .filter(|b| b.admitted.is_some())
-        .filter(|b| {
-            let s = b.observe(config, now).status;
-            !FINAL.contains(&s) && s != "pending-approval"
-        })
-        .count();
-    let free = max.saturating_sub(active);
-    for b in state.builds.iter_mut().filter(|b| b.admitted.is_none() && b.terminate_requested.is_none()).take(free) {
-        b.admitted = Some(now);
-    }
+        .position(|b| b.id == id)
+        .ok_or_else(|| ApiError::not_found("BUILD_NOT_FOUND_ERROR", &format!("Could not find build {id}")))
 }
 
-fn find_pipeline<'a>(state: &'a SimState, name_or_id: &str) -> Option<&'a super::SimPipeline> {
-    state.pipelines.iter().find(|p| p.name == name_or_id || p.id == name_or_id)
-}
-
-fn pipeline_not_found(name: &str) -> Response {
-    envelope(StatusCode::NOT_FOUND, "1404", "PIPELINE_NOT_FOUND_ERROR", &format!("Could not find pipeline {name}"))
-}
-
-fn build_not_found(id: &str) -> Response {
-    envelope(StatusCode::NOT_FOUND, "1404", "BUILD_NOT_FOUND_ERROR", &format!("Could not find build {id}"))
+/// Where the build of progress `id` is in `state.builds`, or Codefresh's 404.
+fn progress_index(state: &SimState, id: &str) -> Result<usize, ApiError> {
+    state
+        .builds
+        .iter()
+        .position(|b| b.progress == id)
+        .ok_or_else(|| ApiError::not_found("PROGRESS_NOT_FOUND_ERROR", &format!("Could not find progress {id}")))
 }
 
 fn build_id_answer(id: &str) -> Response {
@@ -142,18 +86,13 @@ fn build_id_answer(id: &str) -> Response {
     r
 }
 
-fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, Box<Response>> {
+fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(Box::new(envelope(
-            StatusCode::BAD_REQUEST,
-            "1400",
-            "BAD_REQUEST_ERROR",
-            "Request body must be a JSON object",
-        ))),
+        _ => Err(ApiError::bad_request("Request body must be a JSON object")),
     }
 }
 
@@ -204,7 +143,7 @@ struct NewBuild {
 fn create(shared: &Shared, state: &mut SimState, new: NewBuild) -> String {
     let now = shared.now();
     let config = shared.config.lock().clone();
-    admit(state, &config, now);
+    state.admit(&config, now);
     let id = object_id(now);
     let mut progress = object_id(now);
     while progress == id {
@@ -231,7 +170,7 @@ fn create(shared: &Shared, state: &mut SimState, new: NewBuild) -> String {
         rebuild_of: new.rebuild_of,
     };
     state.builds.push(build);
-    admit(state, &config, now);
+    state.admit(&config, now);
     if let Some(r) = new.req_id {
         state.by_req_id.entry(r).or_insert_with(|| id.clone());
     }
@@ -251,19 +190,19 @@ async fn user() -> Response {
     .into_response()
 }
 
-async fn get_pipeline(State(shared): SharedState, Path(name): Path<String>) -> Response {
+async fn get_pipeline(State(shared): SharedState, Path(name): Path<String>) -> Result<Response, ApiError> {
     let state = shared.state.lock();
-    let Some(p) = find_pipeline(&state, &name) else { return pipeline_not_found(&name) };
+    let p = find_pipeline(&state, &name)?;
     let created = p.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let project = p.name.split_once('/').map(|(a, _)| a).unwrap_or_default();
-    axum::Json(json!({
+    Ok(axum::Json(json!({
         "version": "1.0",
         "kind": "pipeline",
         "metadata": {"id": p.id, "name": p.name, "project": project, "accountId": "5f0c0ffee0123456789a0002",
                      "created_at": created, "updated_at": created, "labels": {"tags": []}},
         "spec": {"triggers": [], "variables": [], "steps": {}},
     }))
-    .into_response()
+    .into_response())
 }
 
 async fn run(
@@ -271,17 +210,14 @@ async fn run(
     Path(name): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
     body: Bytes,
-) -> Response {
-    let body = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
+) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
     let dedupe = shared.config.lock().dedupe_req_id;
     let mut state = shared.state.lock();
-    let Some(p) = find_pipeline(&state, &name).cloned() else { return pipeline_not_found(&name) };
+    let p = find_pipeline(&state, &name)?.clone();
     let req_id = query.get("reqId").filter(|r| !r.is_empty()).cloned();
     if dedupe && let Some(existing) = req_id.as_ref().and_then(|r| state.by_req_id.get(r)) {
-        return build_id_answer(&existing.clone());
+        return Ok(build_id_answer(existing));
     }
     let annotations = annotations_of(&body);
     let branch = body.get("branch").and_then(Value::as_str).unwrap_or("master").to_string();
@@ -307,18 +243,19 @@ async fn run(
     );
     drop(state);
     shared.harness.builds().record(&key);
-    build_id_answer(&id)
+    Ok(build_id_answer(&id))
 }
 
-async fn build_by_service(State(shared): SharedState, Path(service_id): Path<String>, body: Bytes) -> Response {
-    let body = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
+async fn build_by_service(
+    State(shared): SharedState,
+    Path(service_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
     let mut state = shared.state.lock();
-    let Some(p) = state.pipelines.iter().find(|p| p.id == service_id).cloned() else {
-        return pipeline_not_found(&service_id);
-    };
+    // By id only: the service endpoint does not take names.
+    let p =
+        state.pipelines.iter().find(|p| p.id == service_id).cloned().ok_or_else(|| pipeline_not_found(&service_id))?;
     let branch = body.get("branch").and_then(Value::as_str).unwrap_or("master").to_string();
     let key = format!("{service_id}:{branch}");
     let nocache = body.get("buildFlags").and_then(|f| f.get("nocache")).and_then(Value::as_bool).unwrap_or(false);
@@ -340,23 +277,18 @@ async fn build_by_service(State(shared): SharedState, Path(service_id): Path<Str
     );
     drop(state);
     shared.harness.builds().record(&key);
-    build_id_answer(&id)
+    Ok(build_id_answer(&id))
 }
 
-async fn get_build(State(shared): SharedState, Path(id): Path<String>) -> Response {
-    let now = shared.now();
-    let config = shared.config.lock().clone();
-    let mut state = shared.state.lock();
-    admit(&mut state, &config, now);
-    match state.builds.iter().find(|b| b.id == id) {
-        Some(b) => axum::Json(b.to_json(&config, now)).into_response(),
-        None => build_not_found(&id),
-    }
+async fn get_build(State(shared): SharedState, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (now, config, state) = shared.observe();
+    let b = &state.builds[build_index(&state, &id)?];
+    Ok(axum::Json(b.to_json(&config, now)).into_response())
 }
 
-async fn rebuild(State(shared): SharedState, Path(id): Path<String>) -> Response {
+async fn rebuild(State(shared): SharedState, Path(id): Path<String>) -> Result<Response, ApiError> {
     let mut state = shared.state.lock();
-    let Some(original) = state.builds.iter().find(|b| b.id == id).cloned() else { return build_not_found(&id) };
+    let original = state.builds[build_index(&state, &id)?].clone();
     let new_id = create(
         &shared,
         &mut state,
@@ -375,59 +307,44 @@ async fn rebuild(State(shared): SharedState, Path(id): Path<String>) -> Response
     );
     drop(state);
     shared.harness.builds().record(&format!("rebuild:{id}"));
-    build_id_answer(&new_id)
+    Ok(build_id_answer(&new_id))
 }
 
-fn progress_not_found(id: &str) -> Response {
-    envelope(StatusCode::NOT_FOUND, "1404", "PROGRESS_NOT_FOUND_ERROR", &format!("Could not find progress {id}"))
+async fn get_progress(State(shared): SharedState, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (now, config, state) = shared.observe();
+    let b = &state.builds[progress_index(&state, &id)?];
+    Ok(axum::Json(b.progress_json(&config, now)).into_response())
 }
 
-async fn get_progress(State(shared): SharedState, Path(id): Path<String>) -> Response {
-    let now = shared.now();
-    let config = shared.config.lock().clone();
-    let mut state = shared.state.lock();
-    admit(&mut state, &config, now);
-    match state.builds.iter().find(|b| b.progress == id) {
-        Some(b) => axum::Json(b.progress_json(&config, now)).into_response(),
-        None => progress_not_found(&id),
-    }
-}
-
-async fn terminate(State(shared): SharedState, Path(id): Path<String>) -> Response {
-    let now = shared.now();
-    let config = shared.config.lock().clone();
-    let mut state = shared.state.lock();
-    admit(&mut state, &config, now);
-    let Some(b) = state.builds.iter_mut().find(|b| b.progress == id) else { return progress_not_found(&id) };
+async fn terminate(State(shared): SharedState, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (now, config, mut state) = shared.observe();
+    let i = progress_index(&state, &id)?;
+    let b = &mut state.builds[i];
     if b.terminate_requested.is_none() && !FINAL.contains(&b.observe(&config, now).status) {
         b.terminate_requested = Some(now);
     }
     let answer = b.progress_json(&config, now);
-    admit(&mut state, &config, now);
-    axum::Json(answer).into_response()
+    state.admit(&config, now);
+    Ok(axum::Json(answer).into_response())
 }
 
-async fn approve(State(shared): SharedState, Path((id, decision)): Path<(String, String)>) -> Response {
+async fn approve(
+    State(shared): SharedState,
+    Path((id, decision)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let approve = match decision.as_str() {
         "approve" => true,
         "deny" => false,
-        _ => return envelope(StatusCode::NOT_FOUND, "1404", "NOT_FOUND_ERROR", "Route not found"),
+        _ => return Err(route_not_found()),
     };
-    let now = shared.now();
-    let config = shared.config.lock().clone();
-    let mut state = shared.state.lock();
-    admit(&mut state, &config, now);
-    let Some(b) = state.builds.iter_mut().find(|b| b.id == id) else { return build_not_found(&id) };
+    let (now, config, mut state) = shared.observe();
+    let i = build_index(&state, &id)?;
+    let b = &mut state.builds[i];
     if b.observe(&config, now).status != "pending-approval" {
-        return envelope(
-            StatusCode::BAD_REQUEST,
-            "1400",
-            "BAD_REQUEST_ERROR",
-            &format!("Build {id} is not pending approval"),
-        );
+        return Err(ApiError::bad_request(&format!("Build {id} is not pending approval")));
     }
     b.decision = Some((now, approve));
-    axum::Json(json!({})).into_response()
+    Ok(axum::Json(json!({})).into_response())
 }
 
 /// `startDate`/`endDate`: `YYYY-MM-DD` (a whole UTC day) or an RFC 3339 time.
@@ -440,7 +357,11 @@ fn parse_bound(text: &str, end: bool) -> Option<DateTime<Utc>> {
     Some(day.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
-async fn list(State(shared): SharedState, headers: HeaderMap, Query(query): Query<Vec<(String, String)>>) -> Response {
+async fn list(
+    State(shared): SharedState,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
     let values = |key: &str| -> Vec<String> {
         query
             .iter()
@@ -450,7 +371,7 @@ async fn list(State(shared): SharedState, headers: HeaderMap, Query(query): Quer
             .collect()
     };
     let one = |key: &str| values(key).into_iter().next();
-    let bad = |m: &str| envelope(StatusCode::BAD_REQUEST, "1400", "BAD_REQUEST_ERROR", m);
+    let bad = |m: &str| Err(ApiError::bad_request(m));
     let config = shared.config.lock().clone();
     let limit = match one("limit").map(|l| l.parse::<usize>()) {
         None => 25,
@@ -478,7 +399,7 @@ async fn list(State(shared): SharedState, headers: HeaderMap, Query(query): Quer
 
     let now = shared.now();
     let mut state = shared.state.lock();
-    admit(&mut state, &config, now);
+    state.admit(&config, now);
     let asked = headers.get("x-pagination-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (session, as_of) = match asked {
         Some(s) if !reset && state.sessions.contains_key(&s) => {
@@ -520,7 +441,7 @@ async fn list(State(shared): SharedState, headers: HeaderMap, Query(query): Quer
     if let Ok(v) = HeaderValue::from_str(&session) {
         r.headers_mut().insert("x-pagination-session-id", v);
     }
-    r
+    Ok(r)
 }
 
 async fn annotations(State(shared): SharedState, Query(query): Query<BTreeMap<String, String>>) -> Response {

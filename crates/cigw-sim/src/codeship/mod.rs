@@ -9,6 +9,8 @@
 //! timestamps; pagination with `Link`; a bodiless `403 Rate Limit Exceeded` past the per-user
 //! budget; and `{"errors": […]}` bodies.
 
+mod auth;
+mod error;
 mod model;
 mod routes;
 
@@ -104,7 +106,7 @@ impl CodeshipSim {
         sim.add_user(DEFAULT_EMAIL, DEFAULT_PASSWORD);
         sim.add_project(BASIC_PROJECT_UUID, "acme/basic-app", SimProjectType::Basic);
         sim.add_project(PRO_PROJECT_UUID, "acme/pro-app", SimProjectType::Pro);
-        let server = SimServer::start(harness, sim.router(), routes::fault_responses())
+        let server = SimServer::start(harness, sim.router(), error::fault_responses())
             .await
             .expect("bind the Codeship simulator on 127.0.0.1");
         (sim, server)
@@ -112,11 +114,7 @@ impl CodeshipSim {
 
     /// Add an API user with every scope.
     pub fn add_user(&self, email: &str, password: &str) {
-        let scopes = ["project.read", "project.write", "build.read", "build.write"].map(String::from).to_vec();
-        self.state
-            .lock()
-            .users
-            .insert(email.to_string(), SimUser { password: password.to_string(), scopes, two_factor: false });
+        self.add_user_with_scopes(email, password, &["project.read", "project.write", "build.read", "build.write"]);
     }
 
     /// Add an API user limited to `scopes` (write calls without `build.write` answer 403).

@@ -1,35 +1,27 @@
 //! The HTTP surface of the Codeship simulator.
 
-// Checks return the finished error answer so handlers can return it as is.
-#![allow(clippy::result_large_err)]
-
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::CodeshipSim;
-use super::ORGANIZATION_UUID;
-use super::model::{SimBuild, SimProjectType, SimToken, State, View, ts};
-use crate::harness::FaultResponses;
+use super::auth::{Caller, login};
+use super::error::ApiError;
+use super::model::{SimBuild, SimProject, SimProjectType, State, View, ts};
 
 const DEFAULT_PER_PAGE: u64 = 30;
 const MAX_PER_PAGE: u64 = 50;
-const TWO_FACTOR_MESSAGE: &str =
-    "Your account has two-factor authentication enabled, which is not possible to support with the API.";
 
 pub(crate) fn router(sim: CodeshipSim) -> Router {
     let builds = "/v2/organizations/{org}/projects/{project}/builds";
     Router::new()
-        .route("/v2/auth", post(auth))
+        .route("/v2/auth", post(login))
         .route("/v2/organizations/{org}/projects", get(list_projects))
         .route("/v2/organizations/{org}/projects/{project}", get(get_project))
         .route(builds, get(list_builds).post(create_build))
@@ -42,25 +34,6 @@ pub(crate) fn router(sim: CodeshipSim) -> Router {
         .with_state(sim)
 }
 
-/// Codeship's rate-limit answer: `403 Rate Limit Exceeded` with no body and no `Retry-After`.
-fn rate_limited() -> Response {
-    let mut response = StatusCode::FORBIDDEN.into_response();
-    response.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b"Rate Limit Exceeded"));
-    response
-}
-
-/// How the harness shapes injected rate limits and server errors for Codeship.
-pub(crate) fn fault_responses() -> FaultResponses {
-    FaultResponses {
-        rate_limited: Arc::new(|_retry_after| rate_limited()),
-        server_error: Arc::new(|status| errors(status, &["Internal Server Error"])),
-    }
-}
-
-fn errors(status: StatusCode, messages: &[&str]) -> Response {
-    (status, axum::Json(json!({ "errors": messages }))).into_response()
-}
-
 fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
 }
@@ -68,84 +41,6 @@ fn accepted() -> Response {
 fn base_url(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     format!("http://{host}")
-}
-
-/// Count one request of `email` in its minute; `true` when it is over the budget.
-fn over_budget(state: &mut State, email: &str, now: DateTime<Utc>) -> bool {
-    let minute = now.timestamp().div_euclid(60);
-    let limit = state.config.rate_limit_per_minute;
-    let window = state.windows.entry(email.to_string()).or_insert((minute, 0));
-    if window.0 != minute {
-        *window = (minute, 0);
-    }
-    window.1 += 1;
-    window.1 > limit
-}
-
-/// Check the bearer token, the budget, the organization and the scope; `Ok` holds the state lock.
-fn authorize<'a>(
-    sim: &'a CodeshipSim,
-    headers: &HeaderMap,
-    org: &str,
-    scope: &str,
-) -> Result<parking_lot::MutexGuard<'a, State>, Response> {
-    let now = sim.harness.clock().now();
-    let mut state = sim.state.lock();
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(SimToken { email, expires_at }) = token.and_then(|t| state.tokens.get(t)).cloned() else {
-        return Err(errors(StatusCode::UNAUTHORIZED, &["Unauthorized"]));
-    };
-    if now >= expires_at {
-        return Err(errors(StatusCode::UNAUTHORIZED, &["Unauthorized"]));
-    }
-    if over_budget(&mut state, &email, now) {
-        return Err(rate_limited());
-    }
-    if !org.eq_ignore_ascii_case(ORGANIZATION_UUID) {
-        return Err(errors(StatusCode::NOT_FOUND, &["organization not found"]));
-    }
-    let allowed = state.users.get(&email).is_some_and(|u| u.scopes.iter().any(|s| s == scope));
-    if !allowed {
-        return Err(errors(StatusCode::FORBIDDEN, &["You are not authorized to perform this action"]));
-    }
-    Ok(state)
-}
-
-async fn auth(AxumState(sim): AxumState<CodeshipSim>, headers: HeaderMap) -> Response {
-    let now = sim.harness.clock().now();
-    let credentials = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(e, p)| (e.to_string(), p.to_string())));
-    let unauthorized = || (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "Unauthorized"}))).into_response();
-    let Some((email, password)) = credentials else { return unauthorized() };
-    let mut state = sim.state.lock();
-    let Some(user) = state.users.get(&email).cloned() else { return unauthorized() };
-    if over_budget(&mut state, &email, now) {
-        return rate_limited();
-    }
-    if user.password != password {
-        return unauthorized();
-    }
-    if user.two_factor {
-        return (StatusCode::OK, axum::Json(json!({"error": TWO_FACTOR_MESSAGE}))).into_response();
-    }
-    let token = format!("{:032x}", rand::random::<u128>());
-    let expires_at = now + chrono::Duration::from_std(state.config.token_lifetime).unwrap_or(chrono::Duration::MAX);
-    state.tokens.insert(token.clone(), SimToken { email, expires_at });
-    axum::Json(json!({
-        "access_token": token,
-        "expires_at": expires_at.timestamp(),
-        "organizations": [{"name": super::ORGANIZATION_NAME, "scopes": user.scopes, "uuid": ORGANIZATION_UUID}],
-    }))
-    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,63 +94,50 @@ async fn list_projects(
     AxumState(sim): AxumState<CodeshipSim>,
     Path(org): Path<String>,
     Query(query): Query<PageQuery>,
+    caller: Caller,
     headers: HeaderMap,
-) -> Response {
-    let state = match authorize(&sim, &headers, &org, "project.read") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let items = state.projects.values().map(|p| p.to_json()).collect();
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "project.read")?;
+    let items = sim.state.lock().projects.values().map(|p| p.to_json()).collect();
     let base = format!("{}/v2/organizations/{org}/projects", base_url(&headers));
-    paged("projects", items, &query, &base)
+    Ok(paged("projects", items, &query, &base))
 }
 
 async fn get_project(
     AxumState(sim): AxumState<CodeshipSim>,
-    Path((org, project)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let state = match authorize(&sim, &headers, &org, "project.read") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match state.projects.get(&project) {
-        Some(p) => axum::Json(json!({"project": p.to_json()})).into_response(),
-        None => errors(StatusCode::NOT_FOUND, &["project not found"]),
-    }
+    Path((_org, project)): Path<(String, String)>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "project.read")?;
+    let state = sim.state.lock();
+    Ok(axum::Json(json!({"project": find_project(&state, &project)?.to_json()})).into_response())
 }
 
-fn project_type(state: &State, project: &str) -> Result<SimProjectType, Response> {
-    state
-        .projects
-        .get(project)
-        .map(|p| p.project_type)
-        .ok_or_else(|| errors(StatusCode::NOT_FOUND, &["project not found"]))
+/// A project of the organization, or Codeship's 404.
+fn find_project<'s>(state: &'s State, project: &str) -> Result<&'s SimProject, ApiError> {
+    state.projects.get(project).ok_or_else(|| ApiError::not_found("project not found"))
 }
 
-fn find_build<'s>(state: &'s State, project: &str, build: &str) -> Result<&'s SimBuild, Response> {
+/// Where build `build` of `project` is in `state.builds`, or Codeship's 404.
+fn build_index(state: &State, project: &str, build: &str) -> Result<usize, ApiError> {
     state
         .builds
         .iter()
-        .find(|b| b.uuid == build && b.project_uuid == project)
-        .ok_or_else(|| errors(StatusCode::NOT_FOUND, &["build not found"]))
+        .position(|b| b.uuid == build && b.project_uuid == project)
+        .ok_or_else(|| ApiError::not_found("build not found"))
 }
 
 async fn list_builds(
     AxumState(sim): AxumState<CodeshipSim>,
     Path((org, project)): Path<(String, String)>,
     Query(query): Query<PageQuery>,
+    caller: Caller,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "build.read")?;
     let now = sim.harness.clock().now();
-    let state = match authorize(&sim, &headers, &org, "build.read") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let kind = match project_type(&state, &project) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let state = sim.state.lock();
+    let kind = find_project(&state, &project)?.project_type;
     let base = base_url(&headers);
     // Newest first, by when each build was created (a Basic restart does not move it).
     let listing = sim.harness.faults().listing();
@@ -267,27 +149,22 @@ async fn list_builds(
         .collect();
     builds.sort_by_key(|b| std::cmp::Reverse(b.runs[0].created_at));
     let items = builds.into_iter().map(|b| b.to_json(&b.view(&state.config, kind, now), kind, &base)).collect();
-    paged("builds", items, &query, &format!("{base}/v2/organizations/{org}/projects/{project}/builds"))
+    Ok(paged("builds", items, &query, &format!("{base}/v2/organizations/{org}/projects/{project}/builds")))
 }
 
 async fn get_build(
     AxumState(sim): AxumState<CodeshipSim>,
-    Path((org, project, build)): Path<(String, String, String)>,
+    Path((_org, project, build)): Path<(String, String, String)>,
+    caller: Caller,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "build.read")?;
     let now = sim.harness.clock().now();
-    let state = match authorize(&sim, &headers, &org, "build.read") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let result = project_type(&state, &project).and_then(|kind| {
-        let b = find_build(&state, &project, &build)?;
-        Ok(b.to_json(&b.view(&state.config, kind, now), kind, &base_url(&headers)))
-    });
-    match result {
-        Ok(b) => axum::Json(json!({ "build": b })).into_response(),
-        Err(r) => r,
-    }
+    let state = sim.state.lock();
+    let kind = find_project(&state, &project)?.project_type;
+    let b = &state.builds[build_index(&state, &project, &build)?];
+    let json = b.to_json(&b.view(&state.config, kind, now), kind, &base_url(&headers));
+    Ok(axum::Json(json!({ "build": json })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,33 +186,26 @@ fn restart_in_place(sim: &CodeshipSim, state: &mut State, index: usize, now: Dat
 
 async fn create_build(
     AxumState(sim): AxumState<CodeshipSim>,
-    Path((org, project)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_org, project)): Path<(String, String)>,
+    caller: Result<Caller, ApiError>,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
+    caller?.require(&sim, "build.write")?;
     let now = sim.harness.clock().now();
-    let mut state = match authorize(&sim, &headers, &org, "build.write") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let (kind, project_id) = match state.projects.get(&project) {
-        Some(p) => (p.project_type, p.id),
-        None => return errors(StatusCode::NOT_FOUND, &["project not found"]),
-    };
+    let mut state = sim.state.lock();
+    let (kind, project_id) = find_project(&state, &project).map(|p| (p.project_type, p.id))?;
     let request: CreateBuildBody = if body.iter().all(u8::is_ascii_whitespace) {
         CreateBuildBody { git_ref: None, commit_sha: None }
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return errors(StatusCode::BAD_REQUEST, &[&format!("invalid JSON body: {e}")]),
-        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))?
     };
     let Some(git_ref) = request.git_ref.filter(|r| !r.trim().is_empty()) else {
-        return errors(StatusCode::BAD_REQUEST, &["ref is required"]);
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "ref is required"));
     };
     // Codeship answers 202 to any ref, but only `heads/<branch>` builds anything.
     let Some(branch) = git_ref.strip_prefix("heads/").filter(|b| !b.is_empty()).map(str::to_string) else {
-        return accepted();
+        return Ok(accepted());
     };
     let sha = request.commit_sha.filter(|s| !s.is_empty());
     if kind == SimProjectType::Basic
@@ -344,7 +214,7 @@ async fn create_build(
     {
         // An already-built sha on Basic has the effect of a restart of that build.
         restart_in_place(&sim, &mut state, index, now);
-        return accepted();
+        return Ok(accepted());
     }
     let explicit = sha.is_some();
     let sha = match sha {
@@ -359,52 +229,38 @@ async fn create_build(
     build.key = if explicit { sha.clone() } else { git_ref.clone() };
     sim.harness.builds().record(&build.key);
     state.builds.push(build);
-    accepted()
+    Ok(accepted())
 }
 
 async fn stop_build(
     AxumState(sim): AxumState<CodeshipSim>,
-    Path((org, project, build)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
+    Path((_org, project, build)): Path<(String, String, String)>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "build.write")?;
     let now = sim.harness.clock().now();
-    let mut state = match authorize(&sim, &headers, &org, "build.write") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let kind = match project_type(&state, &project) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let Some(index) = state.builds.iter().position(|b| b.uuid == build && b.project_uuid == project) else {
-        return errors(StatusCode::NOT_FOUND, &["build not found"]);
-    };
+    let mut state = sim.state.lock();
+    let kind = find_project(&state, &project)?.project_type;
+    let index = build_index(&state, &project, &build)?;
     let view = state.builds[index].view(&state.config, kind, now);
     if !view.is_final()
         && let Some(run) = state.builds[index].runs.last_mut()
     {
         run.stopped_at = Some(now);
     }
-    accepted()
+    Ok(accepted())
 }
 
 async fn restart_build(
     AxumState(sim): AxumState<CodeshipSim>,
-    Path((org, project, build)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
+    Path((_org, project, build)): Path<(String, String, String)>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "build.write")?;
     let now = sim.harness.clock().now();
-    let mut state = match authorize(&sim, &headers, &org, "build.write") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let (kind, project_id) = match state.projects.get(&project) {
-        Some(p) => (p.project_type, p.id),
-        None => return errors(StatusCode::NOT_FOUND, &["project not found"]),
-    };
-    let Some(index) = state.builds.iter().position(|b| b.uuid == build && b.project_uuid == project) else {
-        return errors(StatusCode::NOT_FOUND, &["build not found"]);
-    };
+    let mut state = sim.state.lock();
+    let (kind, project_id) = find_project(&state, &project).map(|p| (p.project_type, p.id))?;
+    let index = build_index(&state, &project, &build)?;
     // Restarting an unfinished build is ignored, and still answers 202.
     match kind {
         SimProjectType::Basic => restart_in_place(&sim, &mut state, index, now),
@@ -418,7 +274,7 @@ async fn restart_build(
             }
         }
     }
-    accepted()
+    Ok(accepted())
 }
 
 /// The detail endpoints: data for the matching project type, an empty page for the other.
@@ -429,23 +285,14 @@ fn detail(
     query: &PageQuery,
     key: &str,
     make: impl Fn(&SimBuild, &View, SimProjectType) -> Option<Value>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let now = sim.harness.clock().now();
-    let state = match authorize(sim, headers, &org, "build.read") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let result = project_type(&state, &project).and_then(|kind| {
-        let b = find_build(&state, &project, &build)?;
-        Ok(make(b, &b.view(&state.config, kind, now), kind))
-    });
-    match result {
-        Ok(item) => {
-            let base = format!("{}/v2/organizations/{org}/projects/{project}/builds/{build}/{key}", base_url(headers));
-            paged(key, item.into_iter().collect(), query, &base)
-        }
-        Err(r) => r,
-    }
+    let state = sim.state.lock();
+    let kind = find_project(&state, &project)?.project_type;
+    let b = &state.builds[build_index(&state, &project, &build)?];
+    let item = make(b, &b.view(&state.config, kind, now), kind);
+    let base = format!("{}/v2/organizations/{org}/projects/{project}/builds/{build}/{key}", base_url(headers));
+    Ok(paged(key, item.into_iter().collect(), query, &base))
 }
 
 fn step_status(view: &View) -> &'static str {
@@ -456,8 +303,10 @@ async fn build_pipelines(
     AxumState(sim): AxumState<CodeshipSim>,
     Path(ids): Path<(String, String, String)>,
     Query(query): Query<PageQuery>,
+    caller: Caller,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "build.read")?;
     detail(&sim, &headers, ids, &query, "pipelines", |b, view, kind| {
         (kind == SimProjectType::Basic).then(|| {
             let created = b.runs.last().map(|r| r.created_at);
@@ -485,8 +334,10 @@ async fn build_services(
     AxumState(sim): AxumState<CodeshipSim>,
     Path(ids): Path<(String, String, String)>,
     Query(query): Query<PageQuery>,
+    caller: Caller,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "build.read")?;
     detail(&sim, &headers, ids, &query, "services", |b, view, kind| {
         (kind == SimProjectType::Pro).then(|| {
             json!({
@@ -507,8 +358,10 @@ async fn build_steps(
     AxumState(sim): AxumState<CodeshipSim>,
     Path(ids): Path<(String, String, String)>,
     Query(query): Query<PageQuery>,
+    caller: Caller,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
+    caller.require(&sim, "build.read")?;
     detail(&sim, &headers, ids, &query, "steps", |b, view, kind| {
         (kind == SimProjectType::Pro).then(|| {
             json!({

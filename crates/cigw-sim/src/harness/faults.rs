@@ -221,19 +221,23 @@ impl Default for FaultResponses {
     fn default() -> Self {
         Self {
             rate_limited: Arc::new(|retry_after| {
-                let mut r =
-                    (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({"message": "Rate limit exceeded."})))
-                        .into_response();
-                if let Some(s) = retry_after {
-                    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(s));
-                }
-                r
+                let r =
+                    (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({"message": "Rate limit exceeded."})));
+                with_retry_after(r.into_response(), retry_after)
             }),
             server_error: Arc::new(|status| {
                 (status, axum::Json(serde_json::json!({"message": "Service unavailable."}))).into_response()
             }),
         }
     }
+}
+
+/// `response` with a `Retry-After: <seconds>` header when `retry_after` is given.
+pub fn with_retry_after(mut response: Response, retry_after: Option<u64>) -> Response {
+    if let Some(s) = retry_after {
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    response
 }
 
 #[cfg(test)]

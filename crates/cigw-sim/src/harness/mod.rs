@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 pub use builds::BuildCounter;
 pub use clock::SimClock;
-pub use faults::{Fault, FaultConfig, FaultResponses, Faults, Listing, ScriptedFault};
+pub use faults::{Fault, FaultConfig, FaultResponses, Faults, Listing, ScriptedFault, with_retry_after};
 pub use recorder::{RecordedRequest, Recorder};
 pub use server::SimServer;
 
