@@ -2,10 +2,11 @@
 //! types, and no field of them is silently ignored: a field the types do not know would be a
 //! field the adapter cannot see.
 
-use cigw_codeship::models::{
-    AuthErrorBody, AuthResponse, Build, BuildEnvelope, BuildList, BuildStatus, ErrorsBody, NewProject, PipelineList,
-    ProjectEnvelope, ProjectList, ProjectType, ServiceList, StepList,
-};
+mod models;
+
+use cigw_codeship::ProjectType;
+use cigw_codeship::models::{AuthErrorBody, AuthResponse, Build, BuildEnvelope, BuildList, BuildStatus, ErrorsBody};
+use models::{NewProject, PipelineList, ProjectEnvelope, ProjectList, ServiceList, StepList};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 
