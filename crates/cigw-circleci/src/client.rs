@@ -2,14 +2,11 @@
 //! retries) with CircleCI's token and its `next_page_token` pagination, shared by every target
 //! of the account.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use cigw_core::transport::{Answer, Credential, Pacing, Request, Transport};
 use cigw_core::{CallKind, Result};
 use reqwest::header::HeaderName;
 use serde::de::DeserializeOwned;
-use url::Url;
 
 use crate::config::{AccountConfig, AuthScheme};
 use crate::error::parse_error;
@@ -19,16 +16,11 @@ use crate::models::Page;
 pub const PROVIDER: &str = "CircleCI";
 
 /// One account's HTTP client. `Debug` never shows the token.
+#[derive(Debug)]
 pub struct Client {
     transport: Transport,
     credential: Credential,
     config: AccountConfig,
-}
-
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("transport", &self.transport).field("credential", &self.credential).finish()
-    }
 }
 
 impl Client {
@@ -42,21 +34,9 @@ impl Client {
         Ok(Self { transport, credential, config })
     }
 
-    /// The same client against another base URL (tests).
-    pub fn with_base_url(mut self, base_url: Url) -> Self {
-        self.transport = self.transport.with_base_url(base_url.clone());
-        self.config.transport.base_url = base_url;
-        self
-    }
-
     /// The resolved configuration.
     pub fn config(&self) -> &AccountConfig {
         &self.config
-    }
-
-    /// The API base URL.
-    pub fn base_url(&self) -> &Url {
-        self.transport.base_url()
     }
 
     /// Send `request` with the account's token, retried by the rule for `kind`.

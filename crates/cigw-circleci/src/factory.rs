@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::follow::FollowOnly;
-use cigw_core::provider::{CallbackEvent, ProviderAccount, ProviderFactory};
+use cigw_core::provider::{CallbackEvent, ProviderAccount, ProviderFactory, built_account};
 use cigw_core::transport::Request;
 use cigw_core::{CiTarget, Error, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
@@ -43,13 +43,7 @@ impl ProviderFactory for CircleciFactory {
         problems: &mut Problems,
     ) -> Option<Arc<dyn ProviderAccount>> {
         let config = AccountConfig::parse(path, table, problems)?;
-        match CircleciAccount::new(name, config) {
-            Ok(a) => Some(Arc::new(a)),
-            Err(e) => {
-                problems.error(path, e.to_string());
-                None
-            }
-        }
+        built_account(path, CircleciAccount::new(name, config), problems)
     }
 }
 
@@ -102,7 +96,7 @@ impl ProviderAccount for CircleciAccount {
             0 => "no webhook secret".to_string(),
             n => format!("{n} webhook secret(s)"),
         };
-        format!("CircleCI API at {} ({webhooks})", self.client.base_url())
+        format!("CircleCI API at {} ({webhooks})", self.client.config().transport.base_url)
     }
 
     fn target(

@@ -1,12 +1,9 @@
 //! The HTTP client of one Codefresh account: the shared transport (rate limiter, concurrency
 //! limit, retries) with Codefresh's API key, shared by every target of the account.
 
-use std::fmt;
-
 use cigw_core::transport::{Answer, Credential, Pacing, Request, Transport};
 use cigw_core::{CallKind, Error, Result};
 use reqwest::header::AUTHORIZATION;
-use url::Url;
 
 use crate::config::AccountConfig;
 use crate::error::parse_error;
@@ -15,16 +12,11 @@ use crate::error::parse_error;
 pub const PROVIDER: &str = "Codefresh";
 
 /// One account's HTTP client. `Debug` never shows the API key.
+#[derive(Debug)]
 pub struct Client {
     transport: Transport,
     credential: Credential,
     config: AccountConfig,
-}
-
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("transport", &self.transport).field("credential", &self.credential).finish()
-    }
 }
 
 impl Client {
@@ -36,21 +28,9 @@ impl Client {
         Ok(Self { transport, credential, config })
     }
 
-    /// The same client against another base URL (tests).
-    pub fn with_base_url(mut self, base_url: Url) -> Self {
-        self.transport = self.transport.with_base_url(base_url.clone());
-        self.config.transport.base_url = base_url;
-        self
-    }
-
     /// The resolved configuration.
     pub fn config(&self) -> &AccountConfig {
         &self.config
-    }
-
-    /// The API base URL.
-    pub fn base_url(&self) -> &Url {
-        self.transport.base_url()
     }
 
     /// Send `request` with the account's API key, retried by the rule for `kind`.
@@ -61,7 +41,7 @@ impl Client {
 
     /// The web app link of a build: the base URL without its `/api` suffix, then `/build/<id>`.
     pub fn build_link(&self, build_id: &str) -> String {
-        let mut url = self.base_url().clone();
+        let mut url = self.config.transport.base_url.clone();
         let path = url.path().trim_end_matches('/');
         let app_path = path.strip_suffix("/api").unwrap_or(path).to_string();
         url.set_path(&app_path);

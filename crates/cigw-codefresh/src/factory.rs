@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::follow::FollowOnly;
-use cigw_core::provider::{ProviderAccount, ProviderFactory};
+use cigw_core::provider::{ProviderAccount, ProviderFactory, built_account};
 use cigw_core::transport::Request;
 use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
@@ -41,13 +41,7 @@ impl ProviderFactory for CodefreshFactory {
         problems: &mut Problems,
     ) -> Option<Arc<dyn ProviderAccount>> {
         let config = AccountConfig::parse(path, table, problems)?;
-        match CodefreshAccount::new(name, config) {
-            Ok(account) => Some(Arc::new(account)),
-            Err(e) => {
-                problems.error(path, e.to_string());
-                None
-            }
-        }
+        built_account(path, CodefreshAccount::new(name, config), problems)
     }
 }
 

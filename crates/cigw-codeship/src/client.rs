@@ -11,7 +11,6 @@ use cigw_core::transport::{Answer, Credential, Pacing, Request, Transport};
 use cigw_core::{CallKind, Error, Result};
 use secrecy::SecretString;
 use tokio::sync::Mutex;
-use url::Url;
 
 use crate::config::AccountConfig;
 use crate::error::parse_error;
@@ -83,21 +82,9 @@ impl Client {
         Ok(Self { transport, auth, config, clock })
     }
 
-    /// The same client against another base URL (tests).
-    pub fn with_base_url(mut self, base_url: Url) -> Self {
-        self.transport = self.transport.with_base_url(base_url.clone());
-        self.config.transport.base_url = base_url;
-        self
-    }
-
     /// The resolved configuration.
     pub fn config(&self) -> &AccountConfig {
         &self.config
-    }
-
-    /// The API base URL.
-    pub fn base_url(&self) -> &Url {
-        self.transport.base_url()
     }
 
     /// The client's current time.

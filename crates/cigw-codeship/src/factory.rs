@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::follow::FollowOnly;
-use cigw_core::provider::{ProviderAccount, ProviderFactory};
+use cigw_core::provider::{ProviderAccount, ProviderFactory, built_account};
 use cigw_core::transport::Request;
 use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
@@ -42,13 +42,7 @@ impl ProviderFactory for CodeshipFactory {
         problems: &mut Problems,
     ) -> Option<Arc<dyn ProviderAccount>> {
         let config = AccountConfig::parse(path, table, problems)?;
-        match CodeshipAccount::new(name, config) {
-            Ok(account) => Some(Arc::new(account)),
-            Err(e) => {
-                problems.error(path, e.to_string());
-                None
-            }
-        }
+        built_account(path, CodeshipAccount::new(name, config), problems)
     }
 }
 
@@ -100,8 +94,7 @@ impl ProviderAccount for CodeshipAccount {
         );
         format!(
             "Codeship API v2 (sunset: end of life 2026-01-31) at {}, organization `{}`, {budget}",
-            self.client.base_url(),
-            c.organization,
+            c.transport.base_url, c.organization,
         )
     }
 

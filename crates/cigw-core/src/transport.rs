@@ -348,7 +348,6 @@ impl Answer {
 pub struct Transport {
     provider: &'static str,
     http: reqwest::Client,
-    base_url: Url,
     limiter: Option<Budget>,
     permits: Semaphore,
     config: TransportConfig,
@@ -358,7 +357,7 @@ impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
             .field("provider", &self.provider)
-            .field("base_url", &self.base_url.as_str())
+            .field("base_url", &self.config.base_url.as_str())
             .field("rate_limit", &self.config.rate_limit)
             .field("concurrency", &self.config.concurrency)
             .field("retry", &self.config.retry)
@@ -382,37 +381,13 @@ impl Transport {
             Pacing::Bursty => Budget::bursty(&l),
             Pacing::Smooth => Budget::smooth(&l),
         });
-        Ok(Self {
-            provider,
-            http,
-            base_url: config.base_url.clone(),
-            limiter,
-            permits: Semaphore::new(config.concurrency.max(1)),
-            config: config.clone(),
-        })
-    }
-
-    /// The same transport against another base URL (tests, simulators).
-    pub fn with_base_url(mut self, base_url: Url) -> Self {
-        self.base_url = base_url.clone();
-        self.config.base_url = base_url;
-        self
-    }
-
-    /// The API base URL.
-    pub fn base_url(&self) -> &Url {
-        &self.base_url
-    }
-
-    /// The resolved settings.
-    pub fn config(&self) -> &TransportConfig {
-        &self.config
+        Ok(Self { provider, http, limiter, permits: Semaphore::new(config.concurrency.max(1)), config: config.clone() })
     }
 
     /// The URL of `segments` under the base URL, each segment encoded on its own and the base
     /// URL's own path (`/api/v2`) kept.
     pub fn url<S: AsRef<str>>(&self, segments: &[S]) -> Url {
-        let mut url = self.base_url.clone();
+        let mut url = self.config.base_url.clone();
         let mut path = url.path().trim_end_matches('/').to_string();
         for s in segments {
             path.push('/');

@@ -279,4 +279,3 @@ pub struct StepList {
     #[serde(default)]
     pub page: Option<u64>,
 }
-
