@@ -4,10 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use cigw_core::RateLimit;
 use cigw_core::config::{Problems, join};
 use cigw_core::retry::RetryPolicy;
 use cigw_core::secret::SecretSetting;
+use cigw_core::transport::{TransportConfig, TransportDefaults, parse_base_url};
 use cigw_core::{ParamType, ParamValue, TargetSpec};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -40,30 +40,15 @@ pub enum AuthScheme {
     Bearer,
 }
 
-/// The raw account table.
+/// The account keys of CircleCI's own (the transport keys are read by
+/// [`TransportConfig::parse`]).
 #[derive(Debug, Deserialize)]
 struct RawAccount {
     token: SecretSetting,
     #[serde(default)]
     auth: AuthScheme,
     #[serde(default)]
-    base_url: Option<String>,
-    #[serde(default)]
     app_url: Option<String>,
-    #[serde(default, with = "humantime_serde")]
-    timeout: Option<Duration>,
-    #[serde(default)]
-    rate_limit: Option<String>,
-    #[serde(default)]
-    concurrency: Option<usize>,
-    #[serde(default)]
-    max_retries: Option<usize>,
-    #[serde(default, with = "humantime_serde")]
-    retry_min_delay: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    retry_max_delay: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    retry_deadline: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     setup_grace: Option<Duration>,
     #[serde(default)]
@@ -72,25 +57,28 @@ struct RawAccount {
     webhook_secrets: Vec<SecretSetting>,
 }
 
+/// CircleCI's defaults for the transport keys.
+pub fn transport_defaults() -> TransportDefaults {
+    TransportDefaults {
+        base_url: DEFAULT_BASE_URL,
+        timeout: Duration::from_secs(30),
+        rate_limit: None,
+        concurrency: 8,
+        retry: RetryPolicy::default(),
+    }
+}
+
 /// A parsed, resolved account.
 #[derive(Clone)]
 pub struct AccountConfig {
-    /// The API root (`…/api/v2`), its path kept when joined.
-    pub base_url: Url,
+    /// Base URL (`…/api/v2`, its path kept when joined), timeout, rate limit, concurrency, retries.
+    pub transport: TransportConfig,
     /// The web app root, for links.
     pub app_url: Url,
     /// The API token.
     pub token: SecretString,
     /// How the token is sent.
     pub auth: AuthScheme,
-    /// Time limit of one HTTP request.
-    pub timeout: Duration,
-    /// Outbound request budget shared by the account's targets.
-    pub rate_limit: Option<RateLimit>,
-    /// Most requests in flight at once.
-    pub concurrency: usize,
-    /// Retry policy of every call.
-    pub retry: RetryPolicy,
     /// How long a `created` pipeline may show no workflows before it counts as skipped.
     pub setup_grace: Duration,
     /// Most pages read from one paginated list.
@@ -102,14 +90,10 @@ pub struct AccountConfig {
 impl fmt::Debug for AccountConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccountConfig")
-            .field("base_url", &self.base_url.as_str())
+            .field("transport", &self.transport)
             .field("app_url", &self.app_url.as_str())
             .field("token", &"<redacted>")
             .field("auth", &self.auth)
-            .field("timeout", &self.timeout)
-            .field("rate_limit", &self.rate_limit)
-            .field("concurrency", &self.concurrency)
-            .field("retry", &self.retry)
             .field("setup_grace", &self.setup_grace)
             .field("max_pages", &self.max_pages)
             .field("webhook_secrets", &format_args!("<{} redacted>", self.webhook_secrets.len()))
@@ -121,14 +105,10 @@ impl AccountConfig {
     /// An account with defaults, for tests and embedding.
     pub fn new(base_url: Url, token: SecretString) -> Self {
         Self {
-            base_url,
+            transport: TransportConfig { base_url, ..TransportConfig::new(&transport_defaults()) },
             app_url: Url::parse(DEFAULT_APP_URL).expect("constant URL"),
             token,
             auth: AuthScheme::CircleToken,
-            timeout: Duration::from_secs(30),
-            rate_limit: None,
-            concurrency: 8,
-            retry: RetryPolicy::default(),
             setup_grace: Duration::from_secs(60),
             max_pages: 20,
             webhook_secrets: Vec::new(),
@@ -137,36 +117,17 @@ impl AccountConfig {
 
     /// Parse `table` (at key path `path`), recording every problem.
     pub fn parse(path: &str, table: &serde_json::Value, problems: &mut Problems) -> Option<Self> {
-        let raw: RawAccount = problems.parse(path, table)?;
         let before = problems.errors().count();
+        let (rest, transport) = TransportConfig::parse(path, table, &transport_defaults(), problems);
+        let raw: RawAccount = problems.parse(path, &rest)?;
         let token = raw.token.resolve_at(&join(path, "token"), problems);
-        let base_url =
-            parse_http_url(raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL), &join(path, "base_url"), problems);
-        let app_url =
-            parse_http_url(raw.app_url.as_deref().unwrap_or(DEFAULT_APP_URL), &join(path, "app_url"), problems);
-        let rate_limit = raw
-            .rate_limit
-            .as_deref()
-            .and_then(|t| RateLimit::parse(t).map_err(|e| problems.error(join(path, "rate_limit"), e)).ok());
-        let concurrency = raw.concurrency.unwrap_or(8);
-        if concurrency == 0 {
-            problems.error(join(path, "concurrency"), "expected at least 1 request in flight");
-        }
+        let app_url = parse_base_url(raw.app_url.as_deref().unwrap_or(DEFAULT_APP_URL))
+            .map_err(|e| problems.error(join(path, "app_url"), e))
+            .ok();
         let max_pages = raw.max_pages.unwrap_or(20);
         if max_pages == 0 {
             problems.error(join(path, "max_pages"), "expected at least 1 page");
         }
-        let timeout = raw.timeout.unwrap_or(Duration::from_secs(30));
-        if timeout.is_zero() {
-            problems.error(join(path, "timeout"), "expected a positive duration such as \"30s\"");
-        }
-        let defaults = RetryPolicy::default();
-        let retry = RetryPolicy {
-            min_delay: raw.retry_min_delay.unwrap_or(defaults.min_delay),
-            max_delay: raw.retry_max_delay.unwrap_or(defaults.max_delay),
-            max_retries: raw.max_retries.unwrap_or(defaults.max_retries),
-            deadline: raw.retry_deadline.unwrap_or(defaults.deadline),
-        };
         let webhook_secrets: Vec<SecretString> = raw
             .webhook_secrets
             .iter()
@@ -177,32 +138,14 @@ impl AccountConfig {
             return None;
         }
         Some(Self {
-            base_url: base_url?,
+            transport: transport?,
             app_url: app_url?,
             token: token?,
             auth: raw.auth,
-            timeout,
-            rate_limit,
-            concurrency,
-            retry,
             setup_grace: raw.setup_grace.unwrap_or(Duration::from_secs(60)),
             max_pages,
             webhook_secrets,
         })
-    }
-}
-
-fn parse_http_url(text: &str, path: &str, problems: &mut Problems) -> Option<Url> {
-    match Url::parse(text) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Some(u),
-        Ok(_) => {
-            problems.error(path, format!("`{text}`: expected an http(s) URL"));
-            None
-        }
-        Err(e) => {
-            problems.error(path, format!("`{text}` is not a URL ({e}); expected e.g. \"{DEFAULT_BASE_URL}\""));
-            None
-        }
     }
 }
 
@@ -229,6 +172,8 @@ pub struct TargetConfig {
     pub ignore_sha: bool,
     /// Overrides the account's setup grace.
     pub setup_grace: Option<Duration>,
+    /// The target declares `cigw_run_id`, so triggers fill it with the gateway run id.
+    pub run_id_parameter: bool,
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -279,6 +224,7 @@ impl TargetConfig {
             definition_id: raw.definition_id,
             ignore_sha: raw.ignore_sha,
             setup_grace: raw.setup_grace,
+            run_id_parameter: spec.parameters.iter().any(|p| p.name == RUN_ID_PARAMETER),
         })
     }
 }
@@ -345,8 +291,8 @@ mod tests {
     fn account_defaults_and_every_key() {
         let mut p = Problems::default();
         let a = AccountConfig::parse("providers.circleci.main", &json!({"token": "tok-123"}), &mut p).unwrap();
-        assert_eq!(a.base_url.as_str(), DEFAULT_BASE_URL);
-        assert_eq!(a.timeout, Duration::from_secs(30));
+        assert_eq!(a.transport.base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(a.transport.timeout, Duration::from_secs(30));
         assert_eq!(a.setup_grace, Duration::from_secs(60));
         assert_eq!(p.warnings().count(), 1, "a literal token is a warning");
         let mut p = Problems::default();
@@ -361,8 +307,8 @@ mod tests {
         .unwrap();
         assert!(!p.has_errors(), "{p:?}");
         assert_eq!(a.auth, AuthScheme::Bearer);
-        assert_eq!(a.rate_limit.unwrap().per, Duration::from_secs(60));
-        assert_eq!(a.retry.max_retries, 1);
+        assert_eq!(a.transport.rate_limit.unwrap().per, Duration::from_secs(60));
+        assert_eq!(a.transport.retry.max_retries, 1);
         assert_eq!(a.webhook_secrets.len(), 2);
         assert_eq!(a.setup_grace, Duration::from_secs(120));
     }

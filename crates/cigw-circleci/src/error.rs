@@ -2,8 +2,9 @@
 
 use std::time::SystemTime;
 
+use cigw_core::transport::Answer;
 use cigw_core::{CallKind, Error};
-use http::{HeaderMap, StatusCode};
+use reqwest::StatusCode;
 
 /// The longest provider text kept in an error message.
 const MAX_MESSAGE: usize = 500;
@@ -26,8 +27,9 @@ pub fn error_message(status: StatusCode, body: &[u8]) -> String {
 
 /// Map a non-success answer. `kind` matters for 5xx: after a build-starting POST the build may
 /// exist, so it is `MaybeSent`; an idempotent call is `Unavailable` and retried.
-pub fn parse_error(status: StatusCode, headers: &HeaderMap, body: &[u8], kind: CallKind) -> Error {
-    let message = error_message(status, body);
+pub fn parse_error(answer: &Answer, kind: CallKind) -> Error {
+    let status = answer.status;
+    let message = error_message(status, &answer.body);
     match status.as_u16() {
         400 | 422 => Error::InvalidRequest { message },
         401 => Error::Unauthenticated { message },
@@ -35,13 +37,7 @@ pub fn parse_error(status: StatusCode, headers: &HeaderMap, body: &[u8], kind: C
         // CircleCI answers 404 both for a missing project and for one the token cannot see.
         404 => Error::NotFound { message: format!("{message} (the object does not exist or the token cannot see it)") },
         409 => Error::Conflict { message },
-        429 => {
-            let retry_after = headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| cigw_core::retry::parse_retry_after(v, SystemTime::now()));
-            Error::RateLimited { retry_after }
-        }
+        429 => Error::RateLimited { retry_after: answer.retry_after(SystemTime::now()) },
         500..=599 => match kind {
             CallKind::StartsBuild => Error::maybe_sent(format!("CircleCI answered {status}: {message}")),
             CallKind::Idempotent => Error::Unavailable { message: format!("{status}: {message}") },
@@ -54,12 +50,16 @@ pub fn parse_error(status: StatusCode, headers: &HeaderMap, body: &[u8], kind: C
 mod tests {
     use std::time::Duration;
 
-    use http::HeaderValue;
+    use reqwest::header::{HeaderMap, HeaderValue};
 
     use super::*;
 
+    fn answer(status: StatusCode, headers: HeaderMap, body: &[u8]) -> Answer {
+        Answer::new(crate::client::PROVIDER, status, headers, body.to_vec())
+    }
+
     fn parse(status: u16, body: &str, kind: CallKind) -> Error {
-        parse_error(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), body.as_bytes(), kind)
+        parse_error(&answer(StatusCode::from_u16(status).unwrap(), HeaderMap::new(), body.as_bytes()), kind)
     }
 
     #[test]
@@ -96,8 +96,8 @@ mod tests {
     #[test]
     fn too_many_requests_reads_retry_after() {
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("7"));
-        let e = parse_error(StatusCode::TOO_MANY_REQUESTS, &headers, b"Rate limited.", CallKind::StartsBuild);
+        headers.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("7"));
+        let e = parse_error(&answer(StatusCode::TOO_MANY_REQUESTS, headers, b"Rate limited."), CallKind::StartsBuild);
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
         let e = parse(429, r#"{"message":"Rate limit exceeded."}"#, CallKind::Idempotent);
         assert!(matches!(e, Error::RateLimited { retry_after: None }));

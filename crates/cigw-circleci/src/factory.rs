@@ -1,16 +1,17 @@
 //! `CircleciFactory` builds accounts from `[providers.circleci.<name>]`; an account builds the
 //! targets that name it and verifies its webhooks.
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use cigw_core::config::Problems;
-use cigw_core::provider::{CallbackEvent, ProviderAccount, ProviderFactory};
+use cigw_core::follow::FollowOnly;
+use cigw_core::provider::{CallbackEvent, ProviderAccount, ProviderFactory, built_account};
+use cigw_core::transport::Request;
 use cigw_core::{CiTarget, Error, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
-use crate::client::CircleciClient;
-use crate::config::{AccountConfig, RUN_ID_PARAMETER, TargetConfig};
+use crate::client::Client;
+use crate::config::{AccountConfig, TargetConfig};
 use crate::follow::CircleciFollower;
 use crate::target::CircleciTarget;
 use crate::webhook::{self, WebhookError};
@@ -42,61 +43,32 @@ impl ProviderFactory for CircleciFactory {
         problems: &mut Problems,
     ) -> Option<Arc<dyn ProviderAccount>> {
         let config = AccountConfig::parse(path, table, problems)?;
-        match CircleciAccount::new(name, config) {
-            Ok(a) => Some(Arc::new(a)),
-            Err(e) => {
-                problems.error(path, e.to_string());
-                None
-            }
-        }
+        built_account(path, CircleciAccount::new(name, config), problems)
     }
 }
 
 /// One CircleCI account: its client (rate limiter and concurrency cap included) is shared by all
 /// its targets.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CircleciAccount {
     name: String,
-    config: AccountConfig,
-    client: CircleciClient,
-}
-
-impl fmt::Debug for CircleciAccount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircleciAccount").field("name", &self.name).field("config", &self.config).finish()
-    }
+    client: Arc<Client>,
 }
 
 impl CircleciAccount {
     /// An account named `name`.
     pub fn new(name: impl Into<String>, config: AccountConfig) -> Result<Self> {
-        let client = CircleciClient::new(&config)?;
-        Ok(Self { name: name.into(), config, client })
+        Ok(Self { name: name.into(), client: Arc::new(Client::new(config)?) })
     }
 
     /// The account's client.
-    pub fn client(&self) -> &CircleciClient {
+    pub fn client(&self) -> &Arc<Client> {
         &self.client
     }
 
-    /// Build a target directly (tests and embedding), with the same checks as `target`.
-    pub fn circleci_target(
-        &self,
-        spec: &TargetSpec,
-        path: &str,
-        table: &serde_json::Map<String, serde_json::Value>,
-        problems: &mut Problems,
-    ) -> Option<CircleciTarget> {
-        let config = TargetConfig::parse(spec, path, table, problems)?;
-        let declares_run_id = spec.parameters.iter().any(|p| p.name == RUN_ID_PARAMETER);
-        Some(CircleciTarget::new(
-            spec.name.clone(),
-            self.client.clone(),
-            self.config.app_url.clone(),
-            config,
-            self.config.setup_grace,
-            declares_run_id,
-        ))
+    /// A target of this account from its parsed configuration.
+    pub fn target_from(&self, name: impl Into<String>, config: TargetConfig) -> CircleciTarget {
+        CircleciTarget::new(name, self.client.clone(), config)
     }
 
     /// Verify a webhook delivery and parse it.
@@ -105,7 +77,7 @@ impl CircleciAccount {
         headers: &[(String, String)],
         body: &[u8],
     ) -> std::result::Result<webhook::WebhookEvent, WebhookError> {
-        webhook::verify(&self.config.webhook_secrets, headers, body)
+        webhook::verify(&self.client.config().webhook_secrets, headers, body)
     }
 }
 
@@ -120,11 +92,11 @@ impl ProviderAccount for CircleciAccount {
     }
 
     fn describe(&self) -> String {
-        let webhooks = match self.config.webhook_secrets.len() {
+        let webhooks = match self.client.config().webhook_secrets.len() {
             0 => "no webhook secret".to_string(),
             n => format!("{n} webhook secret(s)"),
         };
-        format!("CircleCI API at {} ({webhooks})", self.config.base_url)
+        format!("CircleCI API at {} ({webhooks})", self.client.config().transport.base_url)
     }
 
     fn target(
@@ -134,17 +106,18 @@ impl ProviderAccount for CircleciAccount {
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) -> Option<Arc<dyn CiTarget>> {
-        self.circleci_target(spec, path, table, problems).map(|t| Arc::new(t) as Arc<dyn CiTarget>)
+        let config = TargetConfig::parse(spec, path, table, problems)?;
+        Some(Arc::new(self.target_from(spec.name.clone(), config)))
     }
 
     /// Status and cancel need only the pipeline id, so every pipeline can be followed.
     fn follow_target(&self, target_name: &str, _run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
-        Some(Arc::new(CircleciFollower::new(target_name, self.client.clone(), self.config.setup_grace)))
+        Some(Arc::new(FollowOnly(CircleciFollower::new(target_name, self.client.clone()))))
     }
 
     #[tracing::instrument(skip_all, fields(provider = "circleci", account = %self.name))]
     async fn check_online(&self) -> Result<()> {
-        let _: (serde_json::Value, _) = self.client.get("get current user", &["me"], &[]).await?;
+        let _: (serde_json::Value, _) = self.client.get("get current user", Request::get(&["me"])).await?;
         Ok(())
     }
 

@@ -1,36 +1,33 @@
 //! Following a pipeline whose target was removed from the configuration: status and cancel
 //! need only the pipeline id (and a rerun's workflow ids, kept in the ref), so the account's
-//! client is enough.
+//! client is enough. [`cigw_core::follow::FollowOnly`] makes it a target.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use cigw_core::{
-    Capabilities, CiTarget, Decision, Error, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, Result,
-    RunCandidate, RunStatus, TriggerOutcome, TriggerSpec,
-};
+use cigw_core::follow::Follow;
+use cigw_core::{ProviderKind, ProviderRunRef, Result, RunStatus};
 
-use crate::client::CircleciClient;
+use crate::client::Client;
 use crate::target::{cancel_pipeline, pipeline_status};
 
-/// A follow-only target: reads and cancels pipelines by id; starts nothing.
-#[derive(Debug, Clone)]
+/// Reads and cancels the pipelines of a removed target by id.
+#[derive(Debug)]
 pub struct CircleciFollower {
     name: String,
-    client: CircleciClient,
-    setup_grace: Duration,
+    client: Arc<Client>,
 }
 
 impl CircleciFollower {
     /// A follower of the pipelines of former target `name` through `client`; a pipeline with no
-    /// workflow after `setup_grace` is read as skipped, as its target would have.
-    pub fn new(name: impl Into<String>, client: CircleciClient, setup_grace: Duration) -> Self {
-        Self { name: name.into(), client, setup_grace }
+    /// workflow after the account's `setup_grace` is read as skipped, as its target would have.
+    pub fn new(name: impl Into<String>, client: Arc<Client>) -> Self {
+        Self { name: name.into(), client }
     }
 }
 
 #[async_trait]
-impl CiTarget for CircleciFollower {
+impl Follow for CircleciFollower {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Circleci
     }
@@ -39,34 +36,15 @@ impl CiTarget for CircleciFollower {
         format!("{} (removed target; following its pipelines only)", self.name)
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::FOLLOW_ONLY
-    }
-
-    async fn trigger(&self, _spec: &TriggerSpec) -> Result<TriggerOutcome> {
-        Err(Error::Unsupported { operation: "trigger" })
-    }
-
     #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, attempt = run.attempt, follow_only = true))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         // Without the project slug the web link cannot be rebuilt: keep the one recorded at dispatch.
-        pipeline_status(&self.client, run, self.setup_grace, |_| run.url.clone()).await
+        let setup_grace = self.client.config().setup_grace;
+        pipeline_status(&self.client, run, setup_grace, |_| run.url.clone()).await
     }
 
     #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, follow_only = true))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         cancel_pipeline(&self.client, run).await
-    }
-
-    async fn rerun(&self, _run: &ProviderRunRef, _options: RerunOptions) -> Result<TriggerOutcome> {
-        Err(Error::Unsupported { operation: "rerun" })
-    }
-
-    async fn approve(&self, _run: &ProviderRunRef, _decision: Decision) -> Result<()> {
-        Err(Error::Unsupported { operation: "approve" })
-    }
-
-    async fn find_recent(&self, _query: &RecentQuery) -> Result<Vec<RunCandidate>> {
-        Err(Error::Unsupported { operation: "find_recent" })
     }
 }

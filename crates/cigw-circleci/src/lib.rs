@@ -14,9 +14,12 @@ pub mod status;
 pub mod target;
 pub mod webhook;
 
-pub use client::CircleciClient;
+pub use client::Client;
 pub use config::{AccountConfig, TargetConfig};
+pub use error::parse_error;
 pub use factory::{CircleciAccount, CircleciFactory};
 pub use follow::CircleciFollower;
-pub use slug::ProjectSlug;
+pub use status::run_state;
 pub use target::CircleciTarget;
+// CircleCI's own:
+pub use slug::ProjectSlug;

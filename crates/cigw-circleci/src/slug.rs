@@ -3,16 +3,7 @@
 
 use std::fmt;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
-/// Everything but RFC 3986 unreserved characters is encoded, so a segment can never add a path
-/// level (`/`), a query (`?`) or a fragment (`#`), and `%` in a name stays literal.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// Percent-encode one path segment.
-pub fn encode_segment(segment: &str) -> String {
-    utf8_percent_encode(segment, SEGMENT).to_string()
-}
+use cigw_core::transport::encode_segment;
 
 /// The VCS part of a slug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

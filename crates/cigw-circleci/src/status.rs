@@ -64,9 +64,9 @@ fn over_grace(since: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> bool
     (now - since).to_std().is_ok_and(|elapsed| elapsed >= grace)
 }
 
-/// Aggregate a pipeline and its (newest-per-name) workflows, observed at `provider_now` (the
+/// The run state of a pipeline and its (newest-per-name) workflows, observed at `provider_now` (the
 /// provider's clock, so it compares with `created_at` without skew).
-pub fn aggregate(
+pub fn run_state(
     pipeline: &Pipeline,
     workflows: &[&Workflow],
     provider_now: DateTime<Utc>,
@@ -165,7 +165,7 @@ mod tests {
 
     fn state_of(p: &Pipeline, ws: &[Workflow], now: i64) -> RunState {
         let newest = newest_per_name(ws);
-        aggregate(p, &newest, t(now), GRACE).state
+        run_state(p, &newest, t(now), GRACE).state
     }
 
     #[test]
@@ -177,12 +177,12 @@ mod tests {
 
     #[test]
     fn row_errored_or_errors_is_failed_with_messages() {
-        let a = aggregate(&pipeline(PipelineState::Errored), &[], t(1), GRACE);
+        let a = run_state(&pipeline(PipelineState::Errored), &[], t(1), GRACE);
         assert_eq!(a.state, RunState::Failed);
         let mut p = pipeline(PipelineState::Created);
         p.errors.push(PipelineError { kind: "config".into(), message: "Unexpected argument(s): deploy".into() });
         let w = wf("build", "running", 1);
-        let a = aggregate(&p, &[&w], t(2), GRACE);
+        let a = run_state(&p, &[&w], t(2), GRACE);
         assert_eq!(a, Aggregate::with(RunState::Failed, "config: Unexpected argument(s): deploy"));
     }
 
@@ -239,7 +239,7 @@ mod tests {
     fn row_no_workflows_after_the_grace_is_skipped() {
         let p = pipeline(PipelineState::Created);
         assert_eq!(state_of(&p, &[], 59), RunState::Queued);
-        let a = aggregate(&p, &[], t(60), GRACE);
+        let a = run_state(&p, &[], t(60), GRACE);
         assert_eq!(a.state, RunState::Skipped);
         assert!(a.message.unwrap().contains("no workflows 60s after"));
         // Config still being processed is not "nothing to run", however long it takes.

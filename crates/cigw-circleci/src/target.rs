@@ -1,25 +1,27 @@
 //! The `CiTarget` of one CircleCI project.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cigw_core::transport::Request;
 use cigw_core::{
     CallKind, Capabilities, CiTarget, Decision, Error, GitRef, ParamValue, ProviderKind, ProviderRunRef, RecentQuery,
     RerunOptions, Result, RunCandidate, RunState, RunStatus, StepDetail, TriggerOutcome, TriggerSpec,
 };
-use http::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use crate::client::CircleciClient;
+use crate::client::Client;
 use crate::config::{MAX_PARAMETER_NAME, MAX_PARAMETER_VALUE, MAX_PARAMETERS, RUN_ID_PARAMETER, TargetConfig};
 use crate::models::{
     Job, JobType, MessageResponse, Pipeline, PipelineCreation, RerunResponse, Workflow, WorkflowStatus,
 };
 use crate::slug::ProjectSlug;
-use crate::status::{aggregate, newest_per_name, workflow_state};
+use crate::status::{newest_per_name, run_state, workflow_state};
 
 /// Key of `ProviderRunRef.extra` holding the workflow ids a rerun created.
 pub const EXTRA_WORKFLOW_IDS: &str = "workflow_ids";
@@ -28,7 +30,7 @@ pub const EXTRA_WORKFLOW_IDS: &str = "workflow_ids";
 #[derive(Debug, Clone)]
 pub struct CircleciTarget {
     name: String,
-    client: CircleciClient,
+    client: Arc<Client>,
     app_url: Url,
     slug: ProjectSlug,
     definition_id: Option<String>,
@@ -39,23 +41,16 @@ pub struct CircleciTarget {
 
 impl CircleciTarget {
     /// A target named `name` on `client`'s account.
-    pub fn new(
-        name: impl Into<String>,
-        client: CircleciClient,
-        app_url: Url,
-        config: TargetConfig,
-        account_setup_grace: Duration,
-        declares_run_id_parameter: bool,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, client: Arc<Client>, config: TargetConfig) -> Self {
         Self {
             name: name.into(),
+            app_url: client.config().app_url.clone(),
+            setup_grace: config.setup_grace.unwrap_or(client.config().setup_grace),
             client,
-            app_url,
             slug: config.slug,
             definition_id: config.definition_id,
             ignore_sha: config.ignore_sha,
-            setup_grace: config.setup_grace.unwrap_or(account_setup_grace),
-            run_id_parameter: declares_run_id_parameter,
+            run_id_parameter: config.run_id_parameter,
         }
     }
 
@@ -117,24 +112,24 @@ impl CircleciTarget {
     }
 }
 
-async fn pipeline(client: &CircleciClient, id: &str) -> Result<(Pipeline, Option<DateTime<Utc>>)> {
-    let (p, answer) = client.get("get pipeline", &["pipeline", id], &[]).await?;
+async fn pipeline(client: &Client, id: &str) -> Result<(Pipeline, Option<DateTime<Utc>>)> {
+    let (p, answer) = client.get("get pipeline", Request::get(&["pipeline", id])).await?;
     Ok((p, answer.date))
 }
 
-async fn workflows(client: &CircleciClient, pipeline_id: &str) -> Result<(Vec<Workflow>, Option<DateTime<Utc>>)> {
-    client.get_all("list pipeline workflows", &["pipeline", pipeline_id, "workflow"], &[], |_| true).await
+async fn workflows(client: &Client, pipeline_id: &str) -> Result<(Vec<Workflow>, Option<DateTime<Utc>>)> {
+    client.get_all("list pipeline workflows", Request::get(&["pipeline", pipeline_id, "workflow"]), |_| true).await
 }
 
-async fn cancel_workflow(client: &CircleciClient, id: &str) -> Result<()> {
-    client.call(CallKind::Idempotent, "cancel workflow", Method::POST, &["workflow", id, "cancel"], &[], None).await?;
+async fn cancel_workflow(client: &Client, id: &str) -> Result<()> {
+    client.send(CallKind::Idempotent, "cancel workflow", Request::post(&["workflow", id, "cancel"])).await?;
     Ok(())
 }
 
 /// Read a pipeline and its workflows: all a status read needs is the pipeline id (and, for a
 /// rerun, the workflow ids in `extra`). `url` links a pipeline number to the web app.
 pub(crate) async fn pipeline_status(
-    client: &CircleciClient,
+    client: &Client,
     run: &ProviderRunRef,
     setup_grace: Duration,
     url: impl Fn(Option<u64>) -> Option<String>,
@@ -143,7 +138,7 @@ pub(crate) async fn pipeline_status(
     let (workflows, list_date) = workflows(client, &run.id).await?;
     let provider_now = list_date.or(pipeline_date).unwrap_or_else(Utc::now);
     let newest = newest_per_name(&workflows);
-    let mut agg = aggregate(&pipeline, &newest, provider_now, setup_grace);
+    let mut agg = run_state(&pipeline, &newest, provider_now, setup_grace);
     if run.attempt > 1 {
         let expected = rerun_ids(run);
         let listed: BTreeSet<&str> = workflows.iter().map(|w| w.id.as_str()).collect();
@@ -184,7 +179,7 @@ pub(crate) async fn pipeline_status(
 }
 
 /// Cancel every workflow of a pipeline that has not finished: all it needs is the pipeline id.
-pub(crate) async fn cancel_pipeline(client: &CircleciClient, run: &ProviderRunRef) -> Result<()> {
+pub(crate) async fn cancel_pipeline(client: &Client, run: &ProviderRunRef) -> Result<()> {
     let (workflows, _) = workflows(client, &run.id).await?;
     let live: Vec<&Workflow> = workflows.iter().filter(|w| !w.status.is_terminal()).collect();
     if live.is_empty() {
@@ -280,10 +275,8 @@ impl CiTarget for CircleciTarget {
                 (vec!["project", vcs, org, project, "pipeline"], body)
             }
         };
-        let answer = self
-            .client
-            .call(CallKind::StartsBuild, "trigger pipeline", Method::POST, &segments, &[], Some(&body))
-            .await?;
+        let answer =
+            self.client.send(CallKind::StartsBuild, "trigger pipeline", Request::post(&segments).json(body)).await?;
         if answer.status == StatusCode::OK && self.definition_id.is_some() {
             let m: MessageResponse = answer.json("trigger pipeline")?;
             tracing::info!(message = %m.message, "CircleCI created no pipeline");
@@ -332,13 +325,10 @@ impl CiTarget for CircleciTarget {
         for w in chosen {
             let answer = self
                 .client
-                .call(
+                .send(
                     CallKind::StartsBuild,
                     "rerun workflow",
-                    Method::POST,
-                    &["workflow", &w.id, "rerun"],
-                    &[],
-                    Some(&body),
+                    Request::post(&["workflow", &w.id, "rerun"]).json(body.clone()),
                 )
                 .await?;
             let r: RerunResponse = answer.json("rerun workflow")?;
@@ -365,8 +355,10 @@ impl CiTarget for CircleciTarget {
         for w in held {
             match decision {
                 Decision::Approve => {
-                    let (jobs, _): (Vec<Job>, _) =
-                        self.client.get_all("list workflow jobs", &["workflow", &w.id, "job"], &[], |_| true).await?;
+                    let (jobs, _): (Vec<Job>, _) = self
+                        .client
+                        .get_all("list workflow jobs", Request::get(&["workflow", &w.id, "job"]), |_| true)
+                        .await?;
                     let pending = jobs.iter().filter(|j| j.kind == JobType::Approval && j.status == "on_hold");
                     for job in pending {
                         let Some(request_id) = &job.approval_request_id else {
@@ -376,13 +368,10 @@ impl CiTarget for CircleciTarget {
                             )));
                         };
                         self.client
-                            .call(
+                            .send(
                                 CallKind::Idempotent,
                                 "approve job",
-                                Method::POST,
-                                &["workflow", &w.id, "approve", request_id],
-                                &[],
-                                None,
+                                Request::post(&["workflow", &w.id, "approve", request_id]),
                             )
                             .await?;
                     }
@@ -397,20 +386,15 @@ impl CiTarget for CircleciTarget {
     #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name))]
     async fn find_recent(&self, query: &RecentQuery) -> Result<Vec<RunCandidate>> {
         let [vcs, org, project] = self.slug.segments();
-        let mut q: Vec<(&str, &str)> = Vec::new();
+        let mut request = Request::get(&["project", vcs, org, project, "pipeline"]);
         if let Some(b) = &query.branch {
-            q.push(("branch", b));
+            request = request.query("branch", b.as_str());
         }
         let since = query.since;
         // Pipelines come newest first: stop paging once a page reaches past `since`.
         let (pipelines, _): (Vec<Pipeline>, _) = self
             .client
-            .get_all(
-                "list project pipelines",
-                &["project", vcs, org, project, "pipeline"],
-                &q,
-                |page: &[Pipeline]| page.iter().all(|p| p.created_at >= since),
-            )
+            .get_all("list project pipelines", request, |page: &[Pipeline]| page.iter().all(|p| p.created_at >= since))
             .await?;
         let mut out: Vec<RunCandidate> = pipelines
             .into_iter()

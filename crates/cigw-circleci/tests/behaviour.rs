@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cigw_circleci::CircleciAccount;
-use cigw_circleci::config::AccountConfig;
+use cigw_circleci::config::{AccountConfig, TargetConfig};
 use cigw_core::config::Problems;
 use cigw_core::retry::RetryPolicy;
 use cigw_core::{
@@ -37,7 +37,7 @@ impl CircleciFixture {
     fn build(&self, token: &str, slug: &str) -> Arc<dyn CiTarget> {
         let base = Url::parse(&format!("{}/api/v2", self.server.url())).unwrap();
         let mut cfg = AccountConfig::new(base, SecretString::from(token.to_string()));
-        cfg.retry = RetryPolicy {
+        cfg.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             max_retries: 3,
@@ -56,7 +56,8 @@ impl CircleciFixture {
         };
         let mut problems = Problems::default();
         let fields = serde_json::json!({"project_slug": slug});
-        let target = account.circleci_target(&spec, "targets.web", fields.as_object().unwrap(), &mut problems);
+        let target = TargetConfig::parse(&spec, "targets.web", fields.as_object().unwrap(), &mut problems)
+            .map(|c| account.target_from("web", c));
         assert!(!problems.has_errors(), "{problems:?}");
         Arc::new(target.unwrap())
     }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use cigw_circleci::error::{error_message, parse_error};
 use cigw_circleci::models::{Page, Pipeline, PipelineCreation, Workflow, WorkflowStatus};
 use cigw_circleci::slug::ProjectSlug;
-use cigw_circleci::status::{aggregate, newest_per_name, workflow_state};
+use cigw_circleci::status::{newest_per_name, run_state, workflow_state};
 use cigw_circleci::webhook::{WebhookEvent, verify_signature};
+use cigw_core::transport::Answer;
 use cigw_core::{CallKind, Error, RunState};
 use cigw_sim::arbitrary::*;
 use proptest::prelude::*;
@@ -70,7 +71,7 @@ proptest! {
     ) {
         let message = error_message(status, &body);
         prop_assert!(message.chars().count() <= 501, "an error message quotes at most 500 characters");
-        let e = parse_error(status, &headers, &body, kind);
+        let e = parse_error(&Answer::new("CircleCI", status, headers.clone(), body.clone()), kind);
         // A trigger answered with a 5xx may have started a build: never retried blindly.
         if status.is_server_error() && kind == CallKind::StartsBuild {
             prop_assert!(!e.is_retryable(CallKind::StartsBuild), "{e:?}");
@@ -124,7 +125,7 @@ proptest! {
         let _ = creation;
         if let (Ok(pipeline), Some(page)) = (serde_json::from_value::<Pipeline>(pipeline), page) {
             let newest = newest_per_name(&page.items);
-            let result = aggregate(&pipeline, &newest, now, Duration::from_secs(grace_secs));
+            let result = run_state(&pipeline, &newest, now, Duration::from_secs(grace_secs));
             if pipeline.state.as_str() == "errored" {
                 prop_assert_eq!(result.state, RunState::Failed);
             }
@@ -161,7 +162,7 @@ mod through_the_client {
 
     use chrono::{TimeZone, Utc};
     use cigw_circleci::CircleciAccount;
-    use cigw_circleci::config::AccountConfig;
+    use cigw_circleci::config::{AccountConfig, TargetConfig};
     use cigw_core::config::Problems;
     use cigw_core::retry::RetryPolicy;
     use cigw_core::{
@@ -209,7 +210,7 @@ mod through_the_client {
             Url::parse(&format!("{}/api/v2", server.uri())).expect("URL"),
             SecretString::from("test-token".to_string()),
         );
-        cfg.retry = RetryPolicy {
+        cfg.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             max_retries: 1,
@@ -228,9 +229,8 @@ mod through_the_client {
         };
         let mut problems = Problems::default();
         let fields = json!({"project_slug": "gh/acme/web"});
-        let target = account
-            .circleci_target(&spec, "targets.web", fields.as_object().expect("object"), &mut problems)
-            .expect("target");
+        let config = TargetConfig::parse(&spec, "targets.web", fields.as_object().expect("object"), &mut problems);
+        let target = account.target_from("web", config.expect("target"));
         let run = ProviderRunRef {
             id: "e411ea74-c64a-4d60-9292-115e782802ed".into(),
             number: None,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cigw_circleci::config::AccountConfig;
+use cigw_circleci::config::{AccountConfig, TargetConfig};
 use cigw_circleci::{CircleciAccount, CircleciTarget};
 use cigw_core::config::Problems;
 use cigw_core::retry::RetryPolicy;
@@ -72,7 +72,7 @@ async fn setup_with(tune: impl FnOnce(&mut AccountConfig)) -> Setup {
     // The base URL has a path of its own, which every call must keep.
     let base = Url::parse(&format!("{}/api/v2", server.uri())).unwrap();
     let mut cfg = AccountConfig::new(base, SecretString::from("test-token-123"));
-    cfg.retry = RetryPolicy {
+    cfg.transport.retry = RetryPolicy {
         min_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(20),
         max_retries: 3,
@@ -90,14 +90,10 @@ impl Setup {
 
     fn target_with(&self, fields: Value, parameters: Vec<ParameterSpec>) -> CircleciTarget {
         let mut problems = Problems::default();
-        let t = self.account.circleci_target(
-            &target_spec(parameters),
-            "targets.web",
-            fields.as_object().unwrap(),
-            &mut problems,
-        );
+        let t =
+            TargetConfig::parse(&target_spec(parameters), "targets.web", fields.as_object().unwrap(), &mut problems);
         assert!(!problems.has_errors(), "{problems:?}");
-        t.unwrap()
+        self.account.target_from("web", t.unwrap())
     }
 
     fn gh(&self) -> CircleciTarget {
@@ -370,16 +366,15 @@ async fn a_5xx_status_read_is_retried() {
 #[tokio::test]
 async fn connection_refused_is_not_sent() {
     let mut cfg = AccountConfig::new(Url::parse("http://127.0.0.1:1/api/v2").unwrap(), SecretString::from("t"));
-    cfg.retry = RetryPolicy::none();
+    cfg.transport.retry = RetryPolicy::none();
     let account = CircleciAccount::new("main", cfg).unwrap();
-    let t = account
-        .circleci_target(
-            &target_spec(vec![]),
-            "targets.web",
-            json!({"project_slug": "gh/a/b"}).as_object().unwrap(),
-            &mut Problems::default(),
-        )
-        .unwrap();
+    let config = TargetConfig::parse(
+        &target_spec(vec![]),
+        "targets.web",
+        json!({"project_slug": "gh/a/b"}).as_object().unwrap(),
+        &mut Problems::default(),
+    );
+    let t = account.target_from("web", config.unwrap());
     let e = t.trigger(&spec(GitRef::branch("main"))).await.unwrap_err();
     assert!(matches!(e, Error::NotSent { .. }), "{e:?}");
 }
@@ -387,8 +382,8 @@ async fn connection_refused_is_not_sent() {
 #[tokio::test]
 async fn a_timeout_is_maybe_sent() {
     let s = setup_with(|c| {
-        c.timeout = Duration::from_millis(100);
-        c.retry = RetryPolicy::none();
+        c.transport.timeout = Duration::from_millis(100);
+        c.transport.retry = RetryPolicy::none();
     })
     .await;
     Mock::given(method("POST"))
@@ -420,7 +415,7 @@ async fn rate_limits_honour_retry_after_then_succeed() {
 
 #[tokio::test]
 async fn a_persistent_rate_limit_is_reported_with_its_wait() {
-    let s = setup_with(|c| c.retry.max_retries = 1).await;
+    let s = setup_with(|c| c.transport.retry.max_retries = 1).await;
     Mock::given(method("GET"))
         .respond_with(
             ResponseTemplate::new(429)
@@ -749,7 +744,7 @@ async fn callbacks_verify_the_signature_and_route_by_pipeline() {
 #[tokio::test]
 async fn one_rate_limiter_per_account_spaces_requests() {
     let s = setup_with(|c| {
-        c.rate_limit = Some(cigw_core::RateLimit::parse("10/s").unwrap());
+        c.transport.rate_limit = Some(cigw_core::RateLimit::parse("10/s").unwrap());
     })
     .await;
     mount_status(&s, pipeline_json("created", "2024-05-01T10:00:00Z"), vec![], "Wed, 01 May 2024 10:00:01 GMT").await;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use cigw_core::RateLimit;
 use cigw_core::TargetSpec;
 use cigw_core::config::{Problems, join};
 use cigw_core::retry::RetryPolicy;
 use cigw_core::secret::SecretSetting;
+use cigw_core::transport::{TransportConfig, TransportDefaults};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -23,122 +23,57 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// The annotation (and `reqId`) carrying the gateway run id.
 pub const RUN_ID_ANNOTATION: &str = "cigw_run_id";
 
-/// `[providers.codefresh.<name>]` as written.
+/// The account keys of Codefresh's own (the transport keys are read by
+/// [`TransportConfig::parse`]).
 #[derive(Debug, Deserialize)]
 struct RawAccount {
     api_key: SecretSetting,
-    #[serde(default)]
-    base_url: Option<String>,
-    #[serde(default, with = "humantime_serde")]
-    timeout: Option<Duration>,
-    #[serde(default)]
-    rate_limit: Option<String>,
-    #[serde(default)]
-    concurrency: Option<usize>,
-    #[serde(default)]
-    max_retries: Option<usize>,
-    #[serde(default, with = "humantime_serde")]
-    retry_min_delay: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    retry_max_delay: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    retry_deadline: Option<Duration>,
+}
+
+/// Codefresh's defaults for the transport keys.
+pub fn transport_defaults() -> TransportDefaults {
+    TransportDefaults {
+        base_url: DEFAULT_BASE_URL,
+        timeout: DEFAULT_TIMEOUT,
+        rate_limit: None,
+        concurrency: DEFAULT_CONCURRENCY,
+        retry: RetryPolicy::default(),
+    }
 }
 
 /// A parsed, resolved Codefresh account. `Debug` never shows the API key.
 #[derive(Clone)]
-pub struct AccountSettings {
-    /// API base URL, e.g. `https://g.codefresh.io/api`; its path is kept when paths are joined.
-    pub base_url: Url,
+pub struct AccountConfig {
+    /// Base URL (e.g. `https://g.codefresh.io/api`, its path kept when joined), timeout, rate
+    /// limit, concurrency, retries.
+    pub transport: TransportConfig,
     /// The API key, sent as `Authorization: <key>` (no `Bearer`).
     pub api_key: SecretString,
-    /// Time limit of one HTTP call.
-    pub timeout: Duration,
-    /// Requests per period for the whole account, when limited.
-    pub rate_limit: Option<RateLimit>,
-    /// Maximum in-flight requests for the whole account.
-    pub concurrency: usize,
-    /// How provider calls are retried.
-    pub retry: RetryPolicy,
 }
 
-impl fmt::Debug for AccountSettings {
+impl fmt::Debug for AccountConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountSettings")
-            .field("base_url", &self.base_url.as_str())
-            .field("api_key", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .field("rate_limit", &self.rate_limit)
-            .field("concurrency", &self.concurrency)
-            .field("retry", &self.retry)
-            .finish()
+        f.debug_struct("AccountConfig").field("transport", &self.transport).field("api_key", &"<redacted>").finish()
     }
 }
 
-impl AccountSettings {
-    /// Settings for `base_url` and `api_key` with every other key at its default.
+impl AccountConfig {
+    /// An account for `base_url` and `api_key` with every other key at its default.
     pub fn new(base_url: Url, api_key: SecretString) -> Self {
-        Self {
-            base_url,
-            api_key,
-            timeout: DEFAULT_TIMEOUT,
-            rate_limit: None,
-            concurrency: DEFAULT_CONCURRENCY,
-            retry: RetryPolicy::default(),
-        }
+        Self { transport: TransportConfig { base_url, ..TransportConfig::new(&transport_defaults()) }, api_key }
     }
 
     /// Parse `table` (at key path `path`), recording every problem.
     pub fn parse(path: &str, table: &serde_json::Value, problems: &mut Problems) -> Option<Self> {
-        let errors_before = problems.errors().count();
-        let raw: RawAccount = problems.parse(path, table)?;
+        let before = problems.errors().count();
+        let (rest, transport) = TransportConfig::parse(path, table, &transport_defaults(), problems);
+        let raw: RawAccount = problems.parse(path, &rest)?;
         let api_key = raw.api_key.resolve_at(&join(path, "api_key"), problems);
-        let base_url = parse_base_url(raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))
-            .map_err(|e| problems.error(join(path, "base_url"), e))
-            .ok();
-        let rate_limit = raw
-            .rate_limit
-            .as_deref()
-            .and_then(|t| RateLimit::parse(t).map_err(|e| problems.error(join(path, "rate_limit"), e)).ok());
-        let concurrency = raw.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if concurrency == 0 {
-            problems.error(join(path, "concurrency"), "expected at least 1 in-flight request");
-        }
-        let timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        if timeout.is_zero() {
-            problems.error(join(path, "timeout"), "expected a duration above zero, e.g. \"30s\"");
-        }
-        let defaults = RetryPolicy::default();
-        let retry = RetryPolicy {
-            min_delay: raw.retry_min_delay.unwrap_or(defaults.min_delay),
-            max_delay: raw.retry_max_delay.unwrap_or(defaults.max_delay),
-            max_retries: raw.max_retries.unwrap_or(defaults.max_retries),
-            deadline: raw.retry_deadline.unwrap_or(defaults.deadline),
-        };
-        if retry.min_delay > retry.max_delay {
-            problems.error(join(path, "retry_min_delay"), "must not be larger than retry_max_delay");
-        }
-        if problems.errors().count() > errors_before {
+        if problems.errors().count() > before {
             return None;
         }
-        Some(Self { base_url: base_url?, api_key: api_key?, timeout, rate_limit, concurrency, retry })
+        Some(Self { transport: transport?, api_key: api_key? })
     }
-}
-
-/// Parse a base URL: http or https, no query or fragment; a trailing slash is dropped.
-pub fn parse_base_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim())
-        .map_err(|e| format!("`{text}` is not a URL ({e}); expected e.g. \"{DEFAULT_BASE_URL}\""))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{text}`: expected an http or https URL"));
-    }
-    if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(format!("`{text}`: expected a URL with a host, e.g. \"{DEFAULT_BASE_URL}\""));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("`{text}`: a base URL takes no query or fragment"));
-    }
-    Ok(url)
 }
 
 /// Run options passed through to Codefresh (`options` of the run body).
@@ -208,7 +143,7 @@ impl PipelineLocator {
 
 /// A parsed Codefresh target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetSettings {
+pub struct TargetConfig {
     /// The pipeline it builds.
     pub pipeline: PipelineLocator,
     /// The pipeline trigger (id or name) branch and sha resolve against.
@@ -252,7 +187,7 @@ fn is_variable_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-impl TargetSettings {
+impl TargetConfig {
     /// Parse the provider keys of a target (at key path `path`) and check them and the
     /// target's declared parameters against what Codefresh can take.
     pub fn parse(
@@ -333,7 +268,7 @@ impl TargetSettings {
 
 #[cfg(test)]
 mod tests {
-    use cigw_core::{ConcurrencyPolicy, ParamType, ParameterSpec, ProviderKind};
+    use cigw_core::{ConcurrencyPolicy, ParamType, ParameterSpec, ProviderKind, RateLimit};
     use secrecy::ExposeSecret;
     use serde_json::json;
 
@@ -364,21 +299,20 @@ mod tests {
         }
     }
 
-    fn target(v: serde_json::Value, params: Vec<ParameterSpec>) -> (Option<TargetSettings>, Vec<String>) {
+    fn target(v: serde_json::Value, params: Vec<ParameterSpec>) -> (Option<TargetConfig>, Vec<String>) {
         let mut problems = Problems::default();
-        let t = TargetSettings::parse(&spec(params), "targets.api", v.as_object().unwrap(), &mut problems);
+        let t = TargetConfig::parse(&spec(params), "targets.api", v.as_object().unwrap(), &mut problems);
         (t, problems.errors().map(ToString::to_string).collect())
     }
 
     #[test]
     fn account_defaults() {
         let mut problems = Problems::default();
-        let a =
-            AccountSettings::parse("providers.codefresh.cf", &json!({"api_key": "k.secret"}), &mut problems).unwrap();
-        assert_eq!(a.base_url.as_str(), DEFAULT_BASE_URL);
-        assert_eq!(a.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(a.concurrency, DEFAULT_CONCURRENCY);
-        assert_eq!(a.rate_limit, None);
+        let a = AccountConfig::parse("providers.codefresh.cf", &json!({"api_key": "k.secret"}), &mut problems).unwrap();
+        assert_eq!(a.transport.base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(a.transport.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(a.transport.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(a.transport.rate_limit, None);
         assert_eq!(a.api_key.expose_secret(), "k.secret");
         assert_eq!(problems.warnings().count(), 1, "a literal key is accepted with a warning");
     }
@@ -386,7 +320,7 @@ mod tests {
     #[test]
     fn account_every_key() {
         let mut problems = Problems::default();
-        let a = AccountSettings::parse(
+        let a = AccountConfig::parse(
             "providers.codefresh.cf",
             &json!({"api_key": "k", "base_url": "https://cf.example.com/api/", "timeout": "5s",
                     "rate_limit": "300/min", "concurrency": 2, "max_retries": 1, "retry_min_delay": "10ms",
@@ -395,19 +329,19 @@ mod tests {
         )
         .unwrap();
         assert!(!problems.has_errors(), "{problems:?}");
-        assert_eq!(a.base_url.as_str(), "https://cf.example.com/api/");
-        assert_eq!(a.timeout, Duration::from_secs(5));
-        assert_eq!(a.rate_limit, Some(RateLimit::parse("300/min").unwrap()));
-        assert_eq!(a.concurrency, 2);
-        assert_eq!(a.retry.max_retries, 1);
-        assert_eq!(a.retry.min_delay, Duration::from_millis(10));
-        assert_eq!(a.retry.deadline, Duration::from_secs(10));
+        assert_eq!(a.transport.base_url.as_str(), "https://cf.example.com/api/");
+        assert_eq!(a.transport.timeout, Duration::from_secs(5));
+        assert_eq!(a.transport.rate_limit, Some(RateLimit::parse("300/min").unwrap()));
+        assert_eq!(a.transport.concurrency, 2);
+        assert_eq!(a.transport.retry.max_retries, 1);
+        assert_eq!(a.transport.retry.min_delay, Duration::from_millis(10));
+        assert_eq!(a.transport.retry.deadline, Duration::from_secs(10));
     }
 
     #[test]
     fn account_problems_name_their_keys() {
         let mut problems = Problems::default();
-        let a = AccountSettings::parse(
+        let a = AccountConfig::parse(
             "providers.codefresh.cf",
             &json!({"api_key": "env:CIGW_TEST_SURELY_UNSET_CF_KEY", "base_url": "ftp://x", "rate_limit": "5/week",
                     "concurrency": 0, "tokn": "x"}),
@@ -429,13 +363,13 @@ mod tests {
             shown.contains(&"providers.codefresh.cf.concurrency: expected at least 1 in-flight request".to_string())
         );
         let mut problems = Problems::default();
-        assert!(AccountSettings::parse("p", &json!({}), &mut problems).is_none());
+        assert!(AccountConfig::parse("p", &json!({}), &mut problems).is_none());
         assert!(problems.errors().any(|p| p.message.contains("api_key")), "{problems:?}");
     }
 
     #[test]
     fn debug_hides_the_key() {
-        let a = AccountSettings::new(Url::parse(DEFAULT_BASE_URL).unwrap(), SecretString::from("hunter2.key"));
+        let a = AccountConfig::new(Url::parse(DEFAULT_BASE_URL).unwrap(), SecretString::from("hunter2.key"));
         let shown = format!("{a:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");

@@ -6,10 +6,9 @@
 
 use std::time::SystemTime;
 
-use cigw_core::retry::parse_retry_after;
+use cigw_core::transport::Answer;
 use cigw_core::{CallKind, Error};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 
 /// Longest piece of a non-JSON body quoted in an error message.
@@ -61,8 +60,9 @@ pub fn error_message(status: StatusCode, body: &[u8]) -> String {
 /// Map a non-2xx answer. `kind` matters only for 5xx: an answer to a call that starts a build
 /// may come after the build started (`MaybeSent`, reconciled, never blindly retried); to an
 /// idempotent call 502/503/504 are retried (`Unavailable`), other 5xx are not, as the official SDK does.
-pub fn parse_error(status: StatusCode, headers: &HeaderMap, body: &[u8], kind: CallKind) -> Error {
-    let message = error_message(status, body);
+pub fn parse_error(answer: &Answer, kind: CallKind) -> Error {
+    let status = answer.status;
+    let message = error_message(status, &answer.body);
     match status.as_u16() {
         400 | 422 => Error::InvalidRequest { message },
         401 => Error::Unauthenticated {
@@ -73,12 +73,7 @@ pub fn parse_error(status: StatusCode, headers: &HeaderMap, body: &[u8], kind: C
         },
         404 => Error::NotFound { message },
         409 => Error::Conflict { message },
-        429 => Error::RateLimited {
-            retry_after: headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now())),
-        },
+        429 => Error::RateLimited { retry_after: answer.retry_after(SystemTime::now()) },
         500..=599 if kind == CallKind::StartsBuild => {
             Error::maybe_sent(format!("Codefresh answered {status} to a call that starts a build: {message}"))
         }
@@ -91,15 +86,19 @@ pub fn parse_error(status: StatusCode, headers: &HeaderMap, body: &[u8], kind: C
 mod tests {
     use std::time::Duration;
 
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     use super::*;
+
+    fn answer(status: StatusCode, headers: HeaderMap, body: &[u8]) -> Answer {
+        Answer::new(crate::client::PROVIDER, status, headers, body.to_vec())
+    }
 
     const UNAUTHORIZED: &str = include_str!("../tests/resources/error_401.json");
     const INTERNAL: &str = include_str!("../tests/resources/error_500.json");
 
     fn parse(status: u16, body: &str, kind: CallKind) -> Error {
-        parse_error(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), body.as_bytes(), kind)
+        parse_error(&answer(StatusCode::from_u16(status).unwrap(), HeaderMap::new(), body.as_bytes()), kind)
     }
 
     #[test]
@@ -142,7 +141,7 @@ mod tests {
     fn too_many_requests_reads_retry_after() {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("4"));
-        let e = parse_error(StatusCode::TOO_MANY_REQUESTS, &headers, b"", CallKind::StartsBuild);
+        let e = parse_error(&answer(StatusCode::TOO_MANY_REQUESTS, headers, b""), CallKind::StartsBuild);
         assert!(matches!(e, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(4)), "{e:?}");
         let e = parse(429, "Too Many Requests", CallKind::Idempotent);
         assert!(matches!(e, Error::RateLimited { retry_after: None }), "{e:?}");

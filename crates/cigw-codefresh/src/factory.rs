@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cigw_core::config::Problems;
-use cigw_core::provider::{ProviderAccount, ProviderFactory};
+use cigw_core::follow::FollowOnly;
+use cigw_core::provider::{ProviderAccount, ProviderFactory, built_account};
+use cigw_core::transport::Request;
 use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
-use crate::client::{Call, Client};
-use crate::config::{AccountSettings, TargetSettings};
+use crate::client::Client;
+use crate::config::{AccountConfig, TargetConfig};
 use crate::follow::CodefreshFollower;
 use crate::target::CodefreshTarget;
 
@@ -28,7 +30,7 @@ impl ProviderFactory for CodefreshFactory {
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) {
-        TargetSettings::parse(spec, path, table, problems);
+        TargetConfig::parse(spec, path, table, problems);
     }
 
     fn account(
@@ -38,31 +40,23 @@ impl ProviderFactory for CodefreshFactory {
         table: &serde_json::Value,
         problems: &mut Problems,
     ) -> Option<Arc<dyn ProviderAccount>> {
-        let settings = AccountSettings::parse(path, table, problems)?;
-        match CodefreshAccount::new(name, settings) {
-            Ok(account) => Some(Arc::new(account)),
-            Err(e) => {
-                problems.error(path, e.to_string());
-                None
-            }
-        }
+        let config = AccountConfig::parse(path, table, problems)?;
+        built_account(path, CodefreshAccount::new(name, config), problems)
     }
 }
 
-/// One Codefresh account: its settings and the client (with rate limiter and concurrency
-/// limit) every target of the account shares. `Debug` never shows the API key.
-#[derive(Debug)]
+/// One Codefresh account: its client (rate limiter and concurrency limit included) is shared by
+/// all its targets. `Debug` never shows the API key.
+#[derive(Debug, Clone)]
 pub struct CodefreshAccount {
     name: String,
-    settings: AccountSettings,
     client: Arc<Client>,
 }
 
 impl CodefreshAccount {
-    /// An account named `name` with `settings`.
-    pub fn new(name: impl Into<String>, settings: AccountSettings) -> Result<Self> {
-        let client = Arc::new(Client::new(&settings)?);
-        Ok(Self { name: name.into(), settings, client })
+    /// An account named `name`.
+    pub fn new(name: impl Into<String>, config: AccountConfig) -> Result<Self> {
+        Ok(Self { name: name.into(), client: Arc::new(Client::new(config)?) })
     }
 
     /// The shared client.
@@ -70,9 +64,9 @@ impl CodefreshAccount {
         &self.client
     }
 
-    /// A target of this account from already parsed settings.
-    pub fn target_from(&self, name: impl Into<String>, settings: TargetSettings) -> CodefreshTarget {
-        CodefreshTarget::new(name, self.client.clone(), settings)
+    /// A target of this account from its parsed configuration.
+    pub fn target_from(&self, name: impl Into<String>, config: TargetConfig) -> CodefreshTarget {
+        CodefreshTarget::new(name, self.client.clone(), config)
     }
 }
 
@@ -87,12 +81,13 @@ impl ProviderAccount for CodefreshAccount {
     }
 
     fn describe(&self) -> String {
-        let limit = self.settings.rate_limit.map_or_else(|| "none".to_string(), |l| l.to_string());
+        let t = &self.client.config().transport;
+        let limit = t.rate_limit.map_or_else(|| "none".to_string(), |l| l.to_string());
         format!(
             "Codefresh at {} (timeout {}, rate limit {limit}, concurrency {})",
-            self.settings.base_url,
-            humantime::format_duration(self.settings.timeout),
-            self.settings.concurrency
+            t.base_url,
+            humantime::format_duration(t.timeout),
+            t.concurrency
         )
     }
 
@@ -103,18 +98,18 @@ impl ProviderAccount for CodefreshAccount {
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) -> Option<Arc<dyn CiTarget>> {
-        let settings = TargetSettings::parse(spec, path, table, problems)?;
-        Some(Arc::new(self.target_from(spec.name.clone(), settings)))
+        let config = TargetConfig::parse(spec, path, table, problems)?;
+        Some(Arc::new(self.target_from(spec.name.clone(), config)))
     }
 
     /// Status and termination need only the build id, so every build can be followed.
     fn follow_target(&self, target_name: &str, _run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
-        Some(Arc::new(CodefreshFollower::new(target_name, self.client.clone())))
+        Some(Arc::new(FollowOnly(CodefreshFollower::new(target_name, self.client.clone()))))
     }
 
     /// `GET /api/user`: the call the official SDK validates API keys with.
     async fn check_online(&self) -> Result<()> {
-        self.client.call(CallKind::Idempotent, "get user", Call::get(&["user"])).await?;
+        self.client.send(CallKind::Idempotent, "get user", Request::get(&["user"])).await?;
         Ok(())
     }
 }

@@ -1,18 +1,17 @@
 //! Following a build whose target was removed from the configuration: status and termination
-//! need only the build id, so the account's client is enough.
+//! need only the build id, so the account's client is enough. [`cigw_core::follow::FollowOnly`]
+//! makes it a target.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cigw_core::{
-    Capabilities, CiTarget, Decision, Error, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, Result,
-    RunCandidate, RunStatus, TriggerOutcome, TriggerSpec,
-};
+use cigw_core::follow::Follow;
+use cigw_core::{ProviderKind, ProviderRunRef, Result, RunStatus};
 
 use crate::client::Client;
 use crate::target::{build_status, terminate_build};
 
-/// A follow-only target: reads and terminates builds by id; starts nothing.
+/// Reads and terminates the builds of a removed target by id.
 #[derive(Debug)]
 pub struct CodefreshFollower {
     name: String,
@@ -27,21 +26,13 @@ impl CodefreshFollower {
 }
 
 #[async_trait]
-impl CiTarget for CodefreshFollower {
+impl Follow for CodefreshFollower {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Codefresh
     }
 
     fn locator(&self) -> String {
         format!("{} (removed target; following its builds only)", self.name)
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::FOLLOW_ONLY
-    }
-
-    async fn trigger(&self, _spec: &TriggerSpec) -> Result<TriggerOutcome> {
-        Err(Error::Unsupported { operation: "trigger" })
     }
 
     #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id, follow_only = true))]
@@ -52,17 +43,5 @@ impl CiTarget for CodefreshFollower {
     #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id, follow_only = true))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         terminate_build(&self.client, run).await
-    }
-
-    async fn rerun(&self, _run: &ProviderRunRef, _options: RerunOptions) -> Result<TriggerOutcome> {
-        Err(Error::Unsupported { operation: "rerun" })
-    }
-
-    async fn approve(&self, _run: &ProviderRunRef, _decision: Decision) -> Result<()> {
-        Err(Error::Unsupported { operation: "approve" })
-    }
-
-    async fn find_recent(&self, _query: &RecentQuery) -> Result<Vec<RunCandidate>> {
-        Err(Error::Unsupported { operation: "find_recent" })
     }
 }

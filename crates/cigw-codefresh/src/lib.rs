@@ -24,8 +24,12 @@ pub mod status;
 pub mod target;
 
 pub use client::Client;
-pub use config::{AccountSettings, PipelineLocator, RunOptions, TargetSettings};
+pub use config::{AccountConfig, TargetConfig};
 pub use error::parse_error;
 pub use factory::{CodefreshAccount, CodefreshFactory};
 pub use follow::CodefreshFollower;
-pub use target::{CAPABILITIES, CodefreshTarget};
+pub use status::run_state;
+pub use target::CodefreshTarget;
+// Codefresh's own:
+pub use config::{PipelineLocator, RunOptions};
+pub use target::CAPABILITIES;

@@ -4,16 +4,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cigw_core::transport::Request;
 use cigw_core::{
     CallKind, Capabilities, CiTarget, Decision, Error, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, Result,
     RunCandidate, RunStatus, TriggerOutcome, TriggerSpec,
 };
 use reqwest::Method;
+use reqwest::header::HeaderName;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use crate::client::{Call, Client};
-use crate::config::{PipelineLocator, RUN_ID_ANNOTATION, TargetSettings};
+use crate::client::{Client, build_id};
+use crate::config::{PipelineLocator, RUN_ID_ANNOTATION, TargetConfig};
 use crate::models::{Annotation, Build, Pipeline, WorkflowList, scalar_text};
 use crate::status;
 
@@ -45,19 +47,19 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 pub struct CodefreshTarget {
     name: String,
     client: Arc<Client>,
-    settings: TargetSettings,
+    config: TargetConfig,
     pipeline_id: OnceCell<String>,
 }
 
 impl CodefreshTarget {
-    /// A target named `name` driving `settings.pipeline` through `client`.
-    pub fn new(name: impl Into<String>, client: Arc<Client>, settings: TargetSettings) -> Self {
-        Self { name: name.into(), client, settings, pipeline_id: OnceCell::new() }
+    /// A target named `name` driving `config.pipeline` through `client`.
+    pub fn new(name: impl Into<String>, client: Arc<Client>, config: TargetConfig) -> Self {
+        Self { name: name.into(), client, config, pipeline_id: OnceCell::new() }
     }
 
-    /// The parsed target settings.
-    pub fn settings(&self) -> &TargetSettings {
-        &self.settings
+    /// The parsed target configuration.
+    pub fn config(&self) -> &TargetConfig {
+        &self.config
     }
 
     fn run_ref(&self, id: String) -> ProviderRunRef {
@@ -69,7 +71,7 @@ impl CodefreshTarget {
     /// Variables: the target's fixed ones, then the run's parameters (secret ones encrypted).
     fn variables(&self, spec: &TriggerSpec) -> Vec<Value> {
         let mut out: Vec<Value> = self
-            .settings
+            .config
             .variables
             .iter()
             .filter(|(k, _)| spec.parameters.get(k).is_none())
@@ -93,7 +95,7 @@ impl CodefreshTarget {
         if let Some(sha) = &spec.git_ref.sha {
             body.insert("sha".into(), sha.clone().into());
         }
-        if let Some(trigger) = &self.settings.trigger {
+        if let Some(trigger) = &self.config.trigger {
             body.insert("trigger".into(), trigger.clone().into());
         }
         let variables = self.variables(spec);
@@ -106,17 +108,17 @@ impl CodefreshTarget {
             annotations.insert(REQUESTED_BY_ANNOTATION.into(), spec.requested_by.clone().into());
         }
         body.insert("annotations".into(), annotations.into());
-        if !self.settings.contexts.is_empty() {
-            body.insert("contexts".into(), self.settings.contexts.clone().into());
+        if !self.config.contexts.is_empty() {
+            body.insert("contexts".into(), self.config.contexts.clone().into());
         }
-        body.insert("options".into(), serde_json::to_value(&self.settings.options).unwrap_or_else(|_| json!({})));
+        body.insert("options".into(), serde_json::to_value(&self.config.options).unwrap_or_else(|_| json!({})));
         body.into()
     }
 
     /// The body of the legacy `POST /api/builds/{serviceId}`: variables as an object map.
     fn legacy_body(&self, spec: &TriggerSpec) -> Value {
         let mut variables: serde_json::Map<String, Value> =
-            self.settings.variables.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            self.config.variables.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
         for (name, entry) in spec.parameters.iter() {
             variables.insert(name.to_string(), entry.value.to_string().into());
         }
@@ -130,7 +132,7 @@ impl CodefreshTarget {
         if !variables.is_empty() {
             body.insert("variables".into(), variables.into());
         }
-        if self.settings.options.no_cache {
+        if self.config.options.no_cache {
             body.insert("buildFlags".into(), json!({"nocache": true}));
         }
         body.into()
@@ -140,12 +142,12 @@ impl CodefreshTarget {
     async fn pipeline_id(&self) -> Result<&str> {
         self.pipeline_id
             .get_or_try_init(|| async {
-                match &self.settings.pipeline {
+                match &self.config.pipeline {
                     PipelineLocator::Id(id) | PipelineLocator::Service(id) => Ok(id.clone()),
                     PipelineLocator::Name(name) => {
                         let answer = self
                             .client
-                            .call(CallKind::Idempotent, "get pipeline", Call::get(&["pipelines", name]))
+                            .send(CallKind::Idempotent, "get pipeline", Request::get(&["pipelines", name]))
                             .await?;
                         let pipeline: Pipeline = answer.json("GET /pipelines/{name}")?;
                         Ok(pipeline.metadata.id)
@@ -162,14 +164,14 @@ impl CodefreshTarget {
         if let Some(v) = build.annotation(RUN_ID_ANNOTATION) {
             return Ok(Some(v));
         }
-        if matches!(self.settings.pipeline, PipelineLocator::Service(_)) {
+        if matches!(self.config.pipeline, PipelineLocator::Service(_)) {
             return Ok(None);
         }
-        let call = Call::get(&["annotations"])
+        let call = Request::get(&["annotations"])
             .query("entityType", "build")
             .query("entityId", id)
             .query("key", RUN_ID_ANNOTATION);
-        match self.client.call(CallKind::Idempotent, "list annotations", call).await {
+        match self.client.send(CallKind::Idempotent, "list annotations", call).await {
             Ok(answer) => {
                 let list: Vec<Annotation> = answer.json("GET /annotations")?;
                 Ok(list
@@ -188,8 +190,9 @@ impl CodefreshTarget {
 }
 
 async fn get_build(client: &Client, id: &str) -> Result<Build> {
-    let answer =
-        client.call(CallKind::Idempotent, "get build", Call::get(&["builds", id]).query("noAccount", "false")).await?;
+    let answer = client
+        .send(CallKind::Idempotent, "get build", Request::get(&["builds", id]).query("noAccount", "false"))
+        .await?;
     answer.json("GET /builds/{id}")
 }
 
@@ -221,7 +224,9 @@ pub(crate) async fn terminate_build(client: &Client, run: &ProviderRunRef) -> Re
         .progress
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Error::other(format!("Codefresh build {} has no progress id to terminate", run.id)))?;
-    client.call(CallKind::Idempotent, "terminate build", Call::new(Method::DELETE, &["progress", &progress])).await?;
+    client
+        .send(CallKind::Idempotent, "terminate build", Request::new(Method::DELETE, &["progress", &progress]))
+        .await?;
     Ok(())
 }
 
@@ -240,7 +245,7 @@ impl CiTarget for CodefreshTarget {
     }
 
     fn locator(&self) -> String {
-        self.settings.pipeline.as_str().to_string()
+        self.config.pipeline.as_str().to_string()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -252,20 +257,20 @@ impl CiTarget for CodefreshTarget {
         if spec.git_ref.tag.is_some() {
             return Err(Error::Unsupported { operation: "tag" });
         }
-        let answer = match &self.settings.pipeline {
+        let answer = match &self.config.pipeline {
             PipelineLocator::Name(p) | PipelineLocator::Id(p) => {
                 // The same reqId on every attempt lets Codefresh drop a repeated request.
-                let call = Call::new(Method::POST, &["pipelines", "run", p])
+                let call = Request::post(&["pipelines", "run", p])
                     .query("reqId", spec.run_id.clone())
                     .json(self.run_body(spec));
-                self.client.call(CallKind::StartsBuild, "run pipeline", call).await?
+                self.client.send(CallKind::StartsBuild, "run pipeline", call).await?
             }
             PipelineLocator::Service(id) => {
-                let call = Call::new(Method::POST, &["builds", id]).json(self.legacy_body(spec));
-                self.client.call(CallKind::StartsBuild, "build by service", call).await?
+                let call = Request::post(&["builds", id]).json(self.legacy_body(spec));
+                self.client.send(CallKind::StartsBuild, "build by service", call).await?
             }
         };
-        let id = answer.build_id("the run request")?;
+        let id = build_id(&answer, "the run request")?;
         tracing::info!(build = %id, "Codefresh build started");
         Ok(TriggerOutcome::Started(self.run_ref(id)))
     }
@@ -287,9 +292,9 @@ impl CiTarget for CodefreshTarget {
         }
         let answer = self
             .client
-            .call(CallKind::StartsBuild, "restart build", Call::get(&["builds", "rebuild", &run.id]))
+            .send(CallKind::StartsBuild, "restart build", Request::get(&["builds", "rebuild", &run.id]))
             .await?;
-        let id = answer.build_id("the restart request")?;
+        let id = build_id(&answer, "the restart request")?;
         tracing::info!(new_build = %id, "Codefresh build restarted");
         Ok(TriggerOutcome::Started(self.run_ref(id)))
     }
@@ -301,7 +306,7 @@ impl CiTarget for CodefreshTarget {
             Decision::Deny => "deny",
         };
         self.client
-            .call(CallKind::Idempotent, "approve build", Call::get(&["workflow", &run.id, "pending-approval", verb]))
+            .send(CallKind::Idempotent, "approve build", Request::get(&["workflow", &run.id, "pending-approval", verb]))
             .await?;
         Ok(())
     }
@@ -317,7 +322,7 @@ impl CiTarget for CodefreshTarget {
         let mut page: u64 = 1;
         let mut session: Option<String> = None;
         loop {
-            let mut call = Call::get(&["workflow"])
+            let mut call = Request::get(&["workflow"])
                 .query("limit", PAGE_SIZE.to_string())
                 .query("page", page.to_string())
                 .query("pipeline", pipeline_id.clone())
@@ -330,9 +335,9 @@ impl CiTarget for CodefreshTarget {
                 call = call.query("revision", sha.clone());
             }
             if let Some(s) = &session {
-                call = call.header("X-Pagination-Session-Id", s.clone());
+                call = call.header(HeaderName::from_static("x-pagination-session-id"), s.clone());
             }
-            let answer = self.client.call(CallKind::Idempotent, "list builds", call).await?;
+            let answer = self.client.send(CallKind::Idempotent, "list builds", call).await?;
             let list: WorkflowList = answer.json("GET /workflow")?;
             if let Some(s) = list.pagination.as_ref().and_then(|p| p.session_id.clone()) {
                 session.get_or_insert(s);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cigw_codefresh::CodefreshAccount;
-use cigw_codefresh::config::{AccountSettings, PipelineLocator, RunOptions, TargetSettings};
+use cigw_codefresh::config::{AccountConfig, PipelineLocator, RunOptions, TargetConfig};
 use cigw_core::retry::RetryPolicy;
 use cigw_core::{CiTarget, GitRef, Parameters};
 use cigw_sim::codefresh::{self, CodefreshSim, CodefreshSimConfig, DEFAULT_API_KEY, DEFAULT_PIPELINE};
@@ -22,9 +22,9 @@ struct CodefreshFixture {
 impl CodefreshFixture {
     fn target_with(&self, key: &str, pipeline: &str) -> Arc<dyn CiTarget> {
         let mut settings =
-            AccountSettings::new(Url::parse(&format!("{}/api", self.server.url())).unwrap(), SecretString::from(key));
-        settings.timeout = Duration::from_secs(5);
-        settings.retry = RetryPolicy {
+            AccountConfig::new(Url::parse(&format!("{}/api", self.server.url())).unwrap(), SecretString::from(key));
+        settings.transport.timeout = Duration::from_secs(5);
+        settings.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(20),
             max_retries: 3,
@@ -33,7 +33,7 @@ impl CodefreshFixture {
         let account = CodefreshAccount::new("sim", settings).unwrap();
         Arc::new(account.target_from(
             "behaviour",
-            TargetSettings {
+            TargetConfig {
                 pipeline: PipelineLocator::Name(pipeline.into()),
                 trigger: None,
                 variables: BTreeMap::new(),

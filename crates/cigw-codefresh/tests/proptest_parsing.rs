@@ -5,6 +5,7 @@
 use cigw_codefresh::error::{error_message, parse_error};
 use cigw_codefresh::models::{Annotation, Build, BuildStatus, Pipeline, WorkflowList};
 use cigw_codefresh::status::{message, run_state};
+use cigw_core::transport::Answer;
 use cigw_core::{CallKind, Error, RunState};
 use cigw_sim::arbitrary::*;
 use proptest::prelude::*;
@@ -50,7 +51,7 @@ proptest! {
         kind in any_kind(),
     ) {
         let _ = error_message(status, &body);
-        let e = parse_error(status, &headers, &body, kind);
+        let e = parse_error(&Answer::new("Codefresh", status, headers.clone(), body.clone()), kind);
         // A trigger answered with a 5xx may have started a build: never retried blindly.
         if status.is_server_error() && kind == CallKind::StartsBuild {
             prop_assert!(!e.is_retryable(CallKind::StartsBuild), "{e:?}");
@@ -139,7 +140,7 @@ mod through_the_client {
 
     use chrono::{TimeZone, Utc};
     use cigw_codefresh::config::RunOptions;
-    use cigw_codefresh::{AccountSettings, CodefreshAccount, PipelineLocator, TargetSettings};
+    use cigw_codefresh::{AccountConfig, CodefreshAccount, PipelineLocator, TargetConfig};
     use cigw_core::retry::RetryPolicy;
     use cigw_core::{CiTarget, GitRef, Parameters, ProviderRunRef, RecentQuery, TriggerSpec};
     use proptest::prelude::*;
@@ -195,11 +196,11 @@ mod through_the_client {
     fn any_answers_to_the_adapters_calls_never_panic() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let server = rt.block_on(MockServer::start());
-        let mut settings = AccountSettings::new(
+        let mut settings = AccountConfig::new(
             Url::parse(&format!("{}/api", server.uri())).expect("URL"),
             SecretString::from("65f0aaaabbbbccccddddeeee.key".to_string()),
         );
-        settings.retry = RetryPolicy {
+        settings.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             max_retries: 1,
@@ -208,7 +209,7 @@ mod through_the_client {
         let account = CodefreshAccount::new("cf", settings).expect("account");
         let target = account.target_from(
             "web",
-            TargetSettings {
+            TargetConfig {
                 pipeline: PipelineLocator::Name("web/e2e".into()),
                 trigger: None,
                 variables: BTreeMap::new(),

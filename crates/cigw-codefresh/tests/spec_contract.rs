@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cigw_codefresh::CodefreshAccount;
-use cigw_codefresh::config::{AccountSettings, PipelineLocator, RunOptions, TargetSettings};
+use cigw_codefresh::config::{AccountConfig, PipelineLocator, RunOptions, TargetConfig};
 use cigw_core::provider::ProviderAccount;
 use cigw_core::retry::RetryPolicy;
 use cigw_core::{
@@ -24,9 +24,9 @@ use url::Url;
 
 const SPEC: &str = include_str!("resources/openapi_paths.json");
 
-fn settings(url: &str) -> AccountSettings {
-    let mut s = AccountSettings::new(Url::parse(&format!("{url}/api")).unwrap(), SecretString::from(DEFAULT_API_KEY));
-    s.retry = RetryPolicy {
+fn settings(url: &str) -> AccountConfig {
+    let mut s = AccountConfig::new(Url::parse(&format!("{url}/api")).unwrap(), SecretString::from(DEFAULT_API_KEY));
+    s.transport.retry = RetryPolicy {
         min_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
         max_retries: 1,
@@ -38,7 +38,7 @@ fn settings(url: &str) -> AccountSettings {
 fn target(account: &CodefreshAccount, pipeline: PipelineLocator) -> cigw_codefresh::CodefreshTarget {
     account.target_from(
         "contract",
-        TargetSettings {
+        TargetConfig {
             pipeline,
             trigger: Some("acme/api".into()),
             variables: BTreeMap::new(),
@@ -95,7 +95,7 @@ async fn every_adapter_request_is_a_spec_operation_with_declared_parameters() {
     by_id.trigger(&spec_for("by-id")).await.unwrap();
     let legacy = account.target_from(
         "legacy",
-        TargetSettings {
+        TargetConfig {
             pipeline: PipelineLocator::Service(sim.pipeline_id(DEFAULT_PIPELINE).unwrap()),
             trigger: None,
             variables: BTreeMap::new(),

@@ -6,9 +6,11 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use cigw_core::RateLimit;
+use cigw_core::TargetSpec;
 use cigw_core::config::{Problems, join};
 use cigw_core::retry::RetryPolicy;
 use cigw_core::secret::SecretSetting;
+use cigw_core::transport::{TransportConfig, TransportDefaults};
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
@@ -21,31 +23,6 @@ pub const DEFAULT_BASE_URL: &str = "https://api.codeship.com/v2";
 /// Codeship's documented budget: 60 requests per minute per user.
 pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit::new(NonZeroU32::new(60).unwrap(), Duration::from_secs(60));
 
-fn default_base_url() -> String {
-    DEFAULT_BASE_URL.to_string()
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_rate_limit() -> RateLimit {
-    DEFAULT_RATE_LIMIT
-}
-fn default_concurrency() -> usize {
-    4
-}
-fn default_max_retries() -> usize {
-    5
-}
-fn default_retry_min_delay() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_retry_max_delay() -> Duration {
-    // A rate-limited call waits for the next minute, so the cap must allow a full minute.
-    Duration::from_secs(61)
-}
-fn default_retry_deadline() -> Duration {
-    Duration::from_secs(180)
-}
 fn default_refresh_margin() -> Duration {
     Duration::from_secs(60)
 }
@@ -59,82 +36,61 @@ fn default_status_from_list() -> bool {
     true
 }
 
-/// `[providers.codeship.<name>]` as written.
+/// Codeship's defaults for the transport keys.
+pub fn transport_defaults() -> TransportDefaults {
+    TransportDefaults {
+        base_url: DEFAULT_BASE_URL,
+        timeout: Duration::from_secs(30),
+        rate_limit: Some(DEFAULT_RATE_LIMIT),
+        concurrency: 4,
+        retry: RetryPolicy {
+            min_delay: Duration::from_millis(500),
+            // A rate-limited call waits for the next minute, so the cap must allow a full minute.
+            max_delay: Duration::from_secs(61),
+            max_retries: 5,
+            deadline: Duration::from_secs(180),
+        },
+    }
+}
+
+/// The account keys of Codeship's own (the transport keys are read by
+/// [`TransportConfig::parse`]).
 #[derive(Debug, Deserialize)]
-pub struct AccountSettings {
-    /// API base URL; a path is kept when joined.
-    #[serde(default = "default_base_url")]
-    pub base_url: String,
-    /// The API user's email (a secret: `env:NAME`, `file:PATH` or a literal).
-    pub email: SecretSetting,
-    /// The API user's password (a secret).
-    pub password: SecretSetting,
-    /// Organization uuid, or its name (matched case-insensitively).
-    pub organization: String,
-    /// Time limit of one HTTP request.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Request budget of the credential, shared by every target of the account.
-    #[serde(default = "default_rate_limit")]
-    pub rate_limit: RateLimit,
-    /// Most requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Retries after the first attempt.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: usize,
-    /// First backoff delay.
-    #[serde(default = "default_retry_min_delay", with = "humantime_serde")]
-    pub retry_min_delay: Duration,
-    /// Largest backoff delay (and largest honoured rate-limit wait).
-    #[serde(default = "default_retry_max_delay", with = "humantime_serde")]
-    pub retry_max_delay: Duration,
-    /// No retry starts later than this after the first attempt.
-    #[serde(default = "default_retry_deadline", with = "humantime_serde")]
-    pub retry_deadline: Duration,
-    /// The token is exchanged again this long before its `expires_at`.
+struct RawAccount {
+    email: SecretSetting,
+    password: SecretSetting,
+    organization: String,
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]
-    pub token_refresh_margin: Duration,
-    /// Pages of 50 builds `find_recent` reads at most.
+    token_refresh_margin: Duration,
     #[serde(default = "default_max_pages")]
-    pub find_recent_max_pages: u32,
-    /// Tolerated clock difference with Codeship when comparing `queued_at` to a query's `since`.
+    find_recent_max_pages: u32,
     #[serde(default = "default_clock_skew", with = "humantime_serde")]
-    pub clock_skew: Duration,
-    /// Status reads come from the project's build list (first page): status reads of one
-    /// project made at the same time share one list request (each still sees data read after it
-    /// was asked), so many runs of one project cost one request; a build not on that page is
-    /// read alone. `false`: every status read is a request for that build.
+    clock_skew: Duration,
     #[serde(default = "default_status_from_list")]
-    pub status_from_list: bool,
+    status_from_list: bool,
 }
 
 /// A resolved account configuration: secrets read, URL parsed. `Debug` never shows the secrets.
 #[derive(Clone)]
 pub struct AccountConfig {
-    /// API base URL.
-    pub base_url: Url,
-    /// The API user's email.
+    /// Base URL, timeout, rate limit (always set: Codeship's budget by default), concurrency, retries.
+    pub transport: TransportConfig,
+    /// The API user's email (a secret: `env:NAME`, `file:PATH` or a literal).
     pub email: SecretString,
-    /// The API user's password.
+    /// The API user's password (a secret).
     pub password: SecretString,
-    /// Organization uuid or name.
+    /// Organization uuid, or its name (matched case-insensitively).
     pub organization: String,
-    /// Time limit of one HTTP request.
-    pub timeout: Duration,
-    /// Request budget.
-    pub rate_limit: RateLimit,
-    /// Most requests in flight.
-    pub concurrency: usize,
-    /// Retry policy of every call.
-    pub retry: RetryPolicy,
-    /// Token refresh margin.
+    /// The token is exchanged again this long before its `expires_at`.
     pub token_refresh_margin: Duration,
-    /// Pages `find_recent` reads at most.
+    /// Pages of 50 builds `find_recent` reads at most.
     pub find_recent_max_pages: u32,
-    /// Tolerated clock difference.
+    /// Tolerated clock difference with Codeship when comparing `queued_at` to a query's `since`.
     pub clock_skew: Duration,
-    /// Status reads of one project share reads of its build list.
+    /// Status reads come from the project's build list (first page): status reads of one
+    /// project made at the same time share one list request (each still sees data read after it
+    /// was asked), so many runs of one project cost one request; a build not on that page is
+    /// read alone. `false`: every status read is a request for that build.
     pub status_from_list: bool,
 }
 
@@ -142,19 +98,10 @@ impl AccountConfig {
     /// A configuration with the defaults, for `email`/`password` in `organization`.
     pub fn new(email: SecretString, password: SecretString, organization: impl Into<String>) -> Self {
         Self {
-            base_url: Url::parse(DEFAULT_BASE_URL).expect("the default base URL parses"),
+            transport: TransportConfig::new(&transport_defaults()),
             email,
             password,
             organization: organization.into(),
-            timeout: default_timeout(),
-            rate_limit: DEFAULT_RATE_LIMIT,
-            concurrency: default_concurrency(),
-            retry: RetryPolicy {
-                min_delay: default_retry_min_delay(),
-                max_delay: default_retry_max_delay(),
-                max_retries: default_max_retries(),
-                deadline: default_retry_deadline(),
-            },
             token_refresh_margin: default_refresh_margin(),
             find_recent_max_pages: default_max_pages(),
             clock_skew: default_clock_skew(),
@@ -164,36 +111,26 @@ impl AccountConfig {
 
     /// The same configuration against another base URL (tests, simulators, proxies).
     pub fn with_base_url(mut self, base_url: Url) -> Self {
-        self.base_url = base_url;
+        self.transport.base_url = base_url;
         self
     }
 
     /// Parse `table` (at key path `path`), reporting every problem.
     pub fn parse(path: &str, table: &serde_json::Value, problems: &mut Problems) -> Option<Self> {
-        let settings: AccountSettings = problems.parse(path, table)?;
         let before = problems.errors().count();
-        let email = settings.email.resolve_at(&join(path, "email"), problems);
-        let password = settings.password.resolve_at(&join(path, "password"), problems);
-        let base_url = match parse_base_url(&settings.base_url) {
-            Ok(u) => Some(u),
-            Err(e) => {
-                problems.error(join(path, "base_url"), e);
-                None
-            }
-        };
-        if settings.organization.trim().is_empty() {
+        let (rest, transport) = TransportConfig::parse(path, table, &transport_defaults(), problems);
+        let raw: RawAccount = problems.parse(path, &rest)?;
+        let email = raw.email.resolve_at(&join(path, "email"), problems);
+        let password = raw.password.resolve_at(&join(path, "password"), problems);
+        if raw.organization.trim().is_empty() {
             problems.error(join(path, "organization"), "expected the organization uuid or name, got an empty string");
         }
-        if settings.concurrency == 0 {
-            problems.error(join(path, "concurrency"), "expected at least 1");
-        }
-        if settings.find_recent_max_pages == 0 {
+        if raw.find_recent_max_pages == 0 {
             problems.error(join(path, "find_recent_max_pages"), "expected at least 1");
         }
-        if settings.retry_min_delay > settings.retry_max_delay {
-            problems.error(join(path, "retry_min_delay"), "must not be larger than retry_max_delay");
-        }
-        if settings.rate_limit.requests.get() as u64 * 60 / settings.rate_limit.per.as_secs().max(1) > 60 {
+        if let Some(limit) = transport.as_ref().and_then(|t| t.rate_limit)
+            && limit.requests.get() as u64 * 60 / limit.per.as_secs().max(1) > 60
+        {
             problems.warn(
                 join(path, "rate_limit"),
                 "above Codeship's documented 60 requests per minute; expect 403 Rate Limit Exceeded answers",
@@ -203,23 +140,14 @@ impl AccountConfig {
             return None;
         }
         Some(Self {
-            base_url: base_url?,
+            transport: transport?,
             email: email?,
             password: password?,
-            organization: settings.organization.trim().to_string(),
-            timeout: settings.timeout,
-            rate_limit: settings.rate_limit,
-            concurrency: settings.concurrency,
-            retry: RetryPolicy {
-                min_delay: settings.retry_min_delay,
-                max_delay: settings.retry_max_delay,
-                max_retries: settings.max_retries,
-                deadline: settings.retry_deadline,
-            },
-            token_refresh_margin: settings.token_refresh_margin,
-            find_recent_max_pages: settings.find_recent_max_pages,
-            clock_skew: settings.clock_skew,
-            status_from_list: settings.status_from_list,
+            organization: raw.organization.trim().to_string(),
+            token_refresh_margin: raw.token_refresh_margin,
+            find_recent_max_pages: raw.find_recent_max_pages,
+            clock_skew: raw.clock_skew,
+            status_from_list: raw.status_from_list,
         })
     }
 }
@@ -227,56 +155,57 @@ impl AccountConfig {
 impl fmt::Debug for AccountConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccountConfig")
-            .field("base_url", &self.base_url.as_str())
+            .field("transport", &self.transport)
             .field("email", &"<redacted>")
             .field("password", &"<redacted>")
             .field("organization", &self.organization)
-            .field("timeout", &self.timeout)
-            .field("rate_limit", &self.rate_limit)
-            .field("concurrency", &self.concurrency)
-            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
 
-/// Parse a base URL: http or https, no query or fragment, no credentials.
-pub fn parse_base_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("expected an http(s) URL, got `{text}` ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("expected an http or https URL, got scheme `{}`", url.scheme()));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("expected a URL without query or fragment".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials do not belong in the URL; use `email` and `password`".into());
-    }
-    Ok(url)
+/// The provider keys of a Codeship `[targets.<name>]` as written.
+#[derive(Debug, Deserialize)]
+struct RawTarget {
+    project_uuid: String,
+    #[serde(default)]
+    project_type: Option<ProjectType>,
 }
 
-/// The provider-specific keys of a Codeship `[targets.<name>]`.
-#[derive(Debug, Deserialize)]
-pub struct TargetSettings {
+/// A parsed Codeship target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
     /// The project uuid.
     pub project_uuid: String,
     /// `basic` or `pro`; discovered with one GET when absent.
-    #[serde(default)]
     pub project_type: Option<ProjectType>,
 }
 
-impl TargetSettings {
-    /// Parse and check the keys (at key path `path`).
+impl TargetConfig {
+    /// Parse and check the provider keys of a target (at key path `path`), refusing declared
+    /// parameters (Codeship builds take none).
     pub fn parse(
+        spec: &TargetSpec,
         path: &str,
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) -> Option<Self> {
         let before = problems.errors().count();
-        let settings: TargetSettings = problems.parse(path, &serde_json::Value::Object(table.clone()))?;
-        if let Err(e) = check_uuid_shape(&settings.project_uuid) {
+        let raw: RawTarget = problems.parse(path, &serde_json::Value::Object(table.clone()))?;
+        if let Err(e) = check_uuid_shape(&raw.project_uuid) {
             problems.error(join(path, "project_uuid"), e);
         }
-        (problems.errors().count() == before).then_some(settings)
+        if !spec.parameters.is_empty() {
+            let names: Vec<&str> = spec.parameters.iter().map(|p| p.name.as_str()).collect();
+            problems.error(
+                join(path, "parameters"),
+                format!(
+                    "a Codeship target cannot declare parameters (Codeship builds take none); remove: {}",
+                    names.join(", ")
+                ),
+            );
+        }
+        (problems.errors().count() == before)
+            .then_some(Self { project_uuid: raw.project_uuid, project_type: raw.project_type })
     }
 }
 
@@ -299,6 +228,19 @@ mod tests {
 
     use super::*;
 
+    fn spec() -> TargetSpec {
+        TargetSpec {
+            name: "web".into(),
+            provider: cigw_core::ProviderKind::Codeship,
+            account: "main".into(),
+            default_branch: "main".into(),
+            parameters: Vec::new(),
+            max_duration: None,
+            concurrency: cigw_core::ConcurrencyPolicy::Queue,
+            description: None,
+        }
+    }
+
     fn messages(p: &Problems) -> Vec<String> {
         p.errors().map(ToString::to_string).collect()
     }
@@ -314,9 +256,9 @@ mod tests {
         .unwrap();
         assert!(!p.has_errors(), "{p:?}");
         assert_eq!(p.warnings().count(), 2, "two literal secrets");
-        assert_eq!(cfg.base_url.as_str(), "https://api.codeship.com/v2");
-        assert_eq!(cfg.rate_limit, DEFAULT_RATE_LIMIT);
-        assert_eq!(cfg.timeout, Duration::from_secs(30));
+        assert_eq!(cfg.transport.base_url.as_str(), "https://api.codeship.com/v2");
+        assert_eq!(cfg.transport.rate_limit, Some(DEFAULT_RATE_LIMIT));
+        assert_eq!(cfg.transport.timeout, Duration::from_secs(30));
         assert_eq!(cfg.email.expose_secret(), "ci@example.com");
         assert_eq!(cfg.token_refresh_margin, Duration::from_secs(60));
     }
@@ -339,7 +281,10 @@ mod tests {
         );
         assert!(shown.iter().any(|m| m.starts_with("providers.codeship.main.base_url: expected an http")), "{shown:?}");
         assert!(shown.iter().any(|m| m.starts_with("providers.codeship.main.organization: ")), "{shown:?}");
-        assert!(shown.contains(&"providers.codeship.main.concurrency: expected at least 1".to_string()), "{shown:?}");
+        assert!(
+            shown.contains(&"providers.codeship.main.concurrency: expected at least 1 in-flight request".to_string()),
+            "{shown:?}"
+        );
     }
 
     #[test]
@@ -369,20 +314,23 @@ mod tests {
     #[test]
     fn target_keys() {
         let mut p = Problems::default();
-        let t = TargetSettings::parse(
+        let t = TargetConfig::parse(
+            &spec(),
             "targets.web",
             json!({"project_uuid": "0059df30-7701-0135-8810-6e5f001a2e3c", "project_type": "pro"}).as_object().unwrap(),
             &mut p,
         )
         .unwrap();
         assert_eq!(t.project_type, Some(ProjectType::Pro));
-        let bad = TargetSettings::parse(
+        let bad = TargetConfig::parse(
+            &spec(),
             "targets.web",
             json!({"project_uuid": "a", "project_type": "enterprise"}).as_object().unwrap(),
             &mut p,
         );
         assert!(bad.is_none());
-        let unknown = TargetSettings::parse(
+        let unknown = TargetConfig::parse(
+            &spec(),
             "targets.web",
             json!({"project_uuid": "a", "slug": "x"}).as_object().unwrap(),
             &mut p,
@@ -395,7 +343,9 @@ mod tests {
         );
         assert!(shown.contains(&"targets.web.slug: unknown key".to_string()), "{shown:?}");
         let mut p = Problems::default();
-        assert!(TargetSettings::parse("t", json!({"project_uuid": "a/b"}).as_object().unwrap(), &mut p).is_none());
+        assert!(
+            TargetConfig::parse(&spec(), "t", json!({"project_uuid": "a/b"}).as_object().unwrap(), &mut p).is_none()
+        );
         assert_eq!(messages(&p), ["t.project_uuid: expected a Codeship uuid (letters, digits and dashes), got `a/b`"]);
     }
 }

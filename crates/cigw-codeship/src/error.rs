@@ -3,24 +3,10 @@
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Timelike, Utc};
+use cigw_core::transport::Answer;
 use cigw_core::{CallKind, Error};
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::models::{AuthErrorBody, ErrorsBody};
-
-/// An error answer as received.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorAnswer<'a> {
-    /// The status code.
-    pub status: StatusCode,
-    /// The headers.
-    pub headers: &'a HeaderMap,
-    /// The reason phrase when the server sent a non-canonical one (`Rate Limit Exceeded`).
-    pub reason: Option<&'a str>,
-    /// The body.
-    pub body: &'a [u8],
-}
 
 /// The messages of an error body: `{"errors": […]}`, `/auth`'s `{"error": …}`, or plain text.
 pub fn error_messages(body: &[u8]) -> Vec<String> {
@@ -51,9 +37,10 @@ fn is_rate_limit_text(s: &str) -> bool {
 ///
 /// A 403 is both Codeship's rate-limit answer (reason phrase `Rate Limit Exceeded`, no body) and
 /// every endpoint's permission error (an `errors` body): the body and reason tell them apart.
-pub fn parse_error(answer: ErrorAnswer<'_>, kind: CallKind, now: DateTime<Utc>) -> Error {
-    let ErrorAnswer { status, headers, reason, body } = answer;
-    let messages = error_messages(body);
+pub fn parse_error(answer: &Answer, kind: CallKind, now: DateTime<Utc>) -> Error {
+    let status = answer.status;
+    let reason = answer.reason.as_deref();
+    let messages = error_messages(&answer.body);
     let message = if messages.is_empty() {
         reason.or(status.canonical_reason()).unwrap_or("no message").to_string()
     } else {
@@ -61,11 +48,7 @@ pub fn parse_error(answer: ErrorAnswer<'_>, kind: CallKind, now: DateTime<Utc>) 
     };
     let retry_after = || {
         let now_sys = SystemTime::UNIX_EPOCH + Duration::from_millis(now.timestamp_millis().max(0) as u64);
-        headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| cigw_core::retry::parse_retry_after(v, now_sys))
-            .unwrap_or_else(|| until_next_minute(now))
+        answer.retry_after(now_sys).unwrap_or_else(|| until_next_minute(now))
     };
     match status.as_u16() {
         400 | 422 => Error::InvalidRequest { message },
@@ -96,7 +79,10 @@ pub fn parse_error(answer: ErrorAnswer<'_>, kind: CallKind, now: DateTime<Utc>) 
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use reqwest::StatusCode;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    use crate::client::PROVIDER;
 
     use super::*;
 
@@ -105,14 +91,10 @@ mod tests {
     }
 
     fn parse(status: u16, reason: Option<&str>, body: &str, kind: CallKind) -> Error {
-        let headers = HeaderMap::new();
-        let answer = ErrorAnswer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: &headers,
-            reason,
-            body: body.as_bytes(),
-        };
-        parse_error(answer, kind, at(45))
+        let mut answer =
+            Answer::new(PROVIDER, StatusCode::from_u16(status).unwrap(), HeaderMap::new(), body.as_bytes().to_vec());
+        answer.reason = reason.map(str::to_string);
+        parse_error(&answer, kind, at(45))
     }
 
     fn fixture(name: &str, fill: &str) -> String {
@@ -181,8 +163,8 @@ mod tests {
     fn too_many_requests_honours_retry_after() {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        let answer = ErrorAnswer { status: StatusCode::TOO_MANY_REQUESTS, headers: &headers, reason: None, body: b"" };
-        let e = parse_error(answer, CallKind::Idempotent, at(0));
+        let answer = Answer::new(PROVIDER, StatusCode::TOO_MANY_REQUESTS, headers, Vec::new());
+        let e = parse_error(&answer, CallKind::Idempotent, at(0));
         assert!(matches!(e, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)), "{e:?}");
         let e = parse(429, None, "", CallKind::Idempotent);
         assert!(matches!(e, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(15)), "{e:?}");

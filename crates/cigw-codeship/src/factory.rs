@@ -1,23 +1,25 @@
-//! The Codeship `ProviderFactory` and the account value every target of an account shares.
+//! `CodeshipFactory` builds accounts from `[providers.codeship.<name>]`; an account builds the
+//! targets that name it and follows the builds of removed ones.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cigw_core::config::{Problems, join};
+use cigw_core::config::Problems;
+use cigw_core::follow::FollowOnly;
+use cigw_core::provider::{ProviderAccount, ProviderFactory, built_account};
+use cigw_core::transport::Request;
 use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
-use reqwest::Method;
 
-use crate::client::{Clock, CodeshipClient, system_clock};
-use crate::config::{AccountConfig, TargetSettings};
+use crate::client::{Client, Clock, system_clock};
+use crate::config::{AccountConfig, TargetConfig};
 use crate::follow::CodeshipFollower;
-use crate::models::ProjectType;
 use crate::target::CodeshipTarget;
 
-/// Builds Codeship accounts from `[providers.codeship.<name>]`.
+/// Registers the Codeship adapter with the catalog.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CodeshipFactory;
 
-impl cigw_core::provider::ProviderFactory for CodeshipFactory {
+impl ProviderFactory for CodeshipFactory {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Codeship
     }
@@ -29,7 +31,7 @@ impl cigw_core::provider::ProviderFactory for CodeshipFactory {
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) {
-        parse_target(spec, path, table, problems);
+        TargetConfig::parse(spec, path, table, problems);
     }
 
     fn account(
@@ -38,55 +40,44 @@ impl cigw_core::provider::ProviderFactory for CodeshipFactory {
         path: &str,
         table: &serde_json::Value,
         problems: &mut Problems,
-    ) -> Option<Arc<dyn cigw_core::provider::ProviderAccount>> {
+    ) -> Option<Arc<dyn ProviderAccount>> {
         let config = AccountConfig::parse(path, table, problems)?;
-        match CodeshipAccount::new(name, config) {
-            Ok(account) => Some(Arc::new(account)),
-            Err(e) => {
-                problems.error(path, e.to_string());
-                None
-            }
-        }
+        built_account(path, CodeshipAccount::new(name, config), problems)
     }
 }
 
-/// One Codeship credential (API user) and organization: its client holds the token cache, the
-/// rate limiter and the concurrency limit shared by all its targets.
+/// One Codeship credential (API user) and organization: its client (token cache, rate limiter
+/// and concurrency limit included) is shared by all its targets.
 #[derive(Debug, Clone)]
 pub struct CodeshipAccount {
     name: String,
-    client: Arc<CodeshipClient>,
+    client: Arc<Client>,
 }
 
 impl CodeshipAccount {
-    /// An account on the wall clock.
+    /// An account named `name`, on the wall clock.
     pub fn new(name: impl Into<String>, config: AccountConfig) -> Result<Self> {
         Self::with_clock(name, config, system_clock())
     }
 
     /// An account reading time (token expiry, `sent_at`) from `clock`.
     pub fn with_clock(name: impl Into<String>, config: AccountConfig, clock: Clock) -> Result<Self> {
-        Ok(Self { name: name.into(), client: Arc::new(CodeshipClient::with_clock(config, clock)?) })
+        Ok(Self { name: name.into(), client: Arc::new(Client::with_clock(config, clock)?) })
     }
 
-    /// The shared client.
-    pub fn client(&self) -> &Arc<CodeshipClient> {
+    /// The account's client.
+    pub fn client(&self) -> &Arc<Client> {
         &self.client
     }
 
-    /// A target for one project of this account, without going through the configuration.
-    pub fn project(
-        &self,
-        target_name: impl Into<String>,
-        project_uuid: impl Into<String>,
-        project_type: Option<ProjectType>,
-    ) -> Arc<CodeshipTarget> {
-        Arc::new(CodeshipTarget::new(target_name, self.client.clone(), project_uuid, project_type))
+    /// A target of this account from its parsed configuration.
+    pub fn target_from(&self, name: impl Into<String>, config: TargetConfig) -> CodeshipTarget {
+        CodeshipTarget::new(name, self.client.clone(), config)
     }
 }
 
 #[async_trait]
-impl cigw_core::provider::ProviderAccount for CodeshipAccount {
+impl ProviderAccount for CodeshipAccount {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Codeship
     }
@@ -97,12 +88,13 @@ impl cigw_core::provider::ProviderAccount for CodeshipAccount {
 
     fn describe(&self) -> String {
         let c = self.client.config();
+        let budget = c.transport.rate_limit.map_or_else(
+            || "no rate limit".to_string(),
+            |l| format!("{} requests per {}s", l.requests, l.per.as_secs()),
+        );
         format!(
-            "Codeship API v2 (sunset: end of life 2026-01-31) at {}, organization `{}`, {} requests per {}s",
-            self.client.base_url(),
-            c.organization,
-            c.rate_limit.requests,
-            c.rate_limit.per.as_secs()
+            "Codeship API v2 (sunset: end of life 2026-01-31) at {}, organization `{}`, {budget}",
+            c.transport.base_url, c.organization,
         )
     }
 
@@ -113,49 +105,20 @@ impl cigw_core::provider::ProviderAccount for CodeshipAccount {
         table: &serde_json::Map<String, serde_json::Value>,
         problems: &mut Problems,
     ) -> Option<Arc<dyn CiTarget>> {
-        let settings = parse_target(spec, path, table, problems)?;
-        Some(self.project(spec.name.clone(), settings.project_uuid, settings.project_type))
+        let config = TargetConfig::parse(spec, path, table, problems)?;
+        Some(Arc::new(self.target_from(spec.name.clone(), config)))
     }
 
     /// Codeship reaches a build only through its project: refs that record it in `extra` (all
     /// this adapter makes) can be followed; older ones cannot.
     fn follow_target(&self, target_name: &str, run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
-        let follower = CodeshipFollower::for_run(target_name, self.client.clone(), run)?;
-        Some(Arc::new(follower))
+        let follower = CodeshipFollower::new(target_name, self.client.clone(), run)?;
+        Some(Arc::new(FollowOnly(follower)))
     }
 
     async fn check_online(&self) -> Result<()> {
         self.client.resolve_organization().await?;
-        let query = [("per_page", "1".to_string())];
-        cigw_core::retry::with_retry(
-            &self.client.config().retry,
-            CallKind::Idempotent,
-            "codeship.list_projects",
-            || self.client.request(Method::GET, &["projects"], &query, None, CallKind::Idempotent),
-        )
-        .await
-        .map(|_| ())
+        let request = Request::get(&["projects"]).query("per_page", "1");
+        self.client.send(CallKind::Idempotent, "codeship.list_projects", request).await.map(|_| ())
     }
-}
-
-/// The Codeship keys of a target, refusing declared parameters (Codeship builds take none).
-fn parse_target(
-    spec: &TargetSpec,
-    path: &str,
-    table: &serde_json::Map<String, serde_json::Value>,
-    problems: &mut Problems,
-) -> Option<TargetSettings> {
-    let settings = TargetSettings::parse(path, table, problems);
-    if !spec.parameters.is_empty() {
-        let names: Vec<&str> = spec.parameters.iter().map(|p| p.name.as_str()).collect();
-        problems.error(
-            join(path, "parameters"),
-            format!(
-                "a Codeship target cannot declare parameters (Codeship builds take none); remove: {}",
-                names.join(", ")
-            ),
-        );
-        return None;
-    }
-    settings
 }

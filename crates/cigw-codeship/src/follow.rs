@@ -1,19 +1,19 @@
 //! Following a build whose target was removed from the configuration. Codeship addresses a
 //! build only through its project, so this works for refs that record the project in `extra`
-//! (every ref this adapter makes does; see [`project_of`]).
+//! (every ref this adapter makes does; see [`project_of`]). [`cigw_core::follow::FollowOnly`]
+//! makes it a target.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cigw_core::{
-    Capabilities, CiTarget, Decision, Error, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions, Result,
-    RunCandidate, RunStatus, TriggerOutcome, TriggerSpec,
-};
+use cigw_core::follow::Follow;
+use cigw_core::{CiTarget, ProviderKind, ProviderRunRef, Result, RunStatus};
 
-use crate::client::CodeshipClient;
+use crate::client::Client;
+use crate::config::TargetConfig;
 use crate::target::{CodeshipTarget, project_of};
 
-/// A follow-only target: reads and stops builds of one project; starts nothing.
+/// Reads and stops the builds of one project of a removed target.
 #[derive(Debug)]
 pub struct CodeshipFollower {
     inner: CodeshipTarget,
@@ -22,9 +22,10 @@ pub struct CodeshipFollower {
 impl CodeshipFollower {
     /// A follower of `run`'s build through `client`, on behalf of former target `name`; `None`
     /// when the ref does not record its project.
-    pub fn for_run(name: impl Into<String>, client: Arc<CodeshipClient>, run: &ProviderRunRef) -> Option<Self> {
+    pub fn new(name: impl Into<String>, client: Arc<Client>, run: &ProviderRunRef) -> Option<Self> {
         let (project_uuid, project_type) = project_of(run)?;
-        Some(Self { inner: CodeshipTarget::new(name, client, project_uuid, project_type).reading_builds_alone() })
+        let config = TargetConfig { project_uuid, project_type };
+        Some(Self { inner: CodeshipTarget::new(name, client, config).reading_builds_alone() })
     }
 
     /// The project uuid the followed build belongs to.
@@ -34,7 +35,7 @@ impl CodeshipFollower {
 }
 
 #[async_trait]
-impl CiTarget for CodeshipFollower {
+impl Follow for CodeshipFollower {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Codeship
     }
@@ -43,31 +44,11 @@ impl CiTarget for CodeshipFollower {
         format!("{} (removed target; following its builds only)", self.inner.project_uuid())
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::FOLLOW_ONLY
-    }
-
-    async fn trigger(&self, _spec: &TriggerSpec) -> Result<TriggerOutcome> {
-        Err(Error::Unsupported { operation: "trigger" })
-    }
-
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         self.inner.status(run).await
     }
 
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         self.inner.cancel(run).await
-    }
-
-    async fn rerun(&self, _run: &ProviderRunRef, _options: RerunOptions) -> Result<TriggerOutcome> {
-        Err(Error::Unsupported { operation: "rerun" })
-    }
-
-    async fn approve(&self, _run: &ProviderRunRef, _decision: Decision) -> Result<()> {
-        Err(Error::Unsupported { operation: "approve" })
-    }
-
-    async fn find_recent(&self, _query: &RecentQuery) -> Result<Vec<RunCandidate>> {
-        Err(Error::Unsupported { operation: "find_recent" })
     }
 }

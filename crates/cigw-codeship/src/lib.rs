@@ -22,9 +22,13 @@ pub mod models;
 pub mod status;
 pub mod target;
 
-pub use client::{Clock, CodeshipClient};
-pub use config::AccountConfig;
+pub use client::Client;
+pub use config::{AccountConfig, TargetConfig};
+pub use error::parse_error;
 pub use factory::{CodeshipAccount, CodeshipFactory};
 pub use follow::CodeshipFollower;
-pub use models::ProjectType;
+pub use status::run_state;
 pub use target::CodeshipTarget;
+// Codeship's own:
+pub use client::Clock;
+pub use models::ProjectType;

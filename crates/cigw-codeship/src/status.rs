@@ -9,7 +9,7 @@ use crate::models::BuildStatus;
 /// the mapping needs explaining.
 ///
 /// An unknown status counts as running while `finished_at` is null and as `error` once it is set.
-pub fn map_status(status: &BuildStatus, finished_at: Option<DateTime<Utc>>) -> (RunState, Option<String>) {
+pub fn run_state(status: &BuildStatus, finished_at: Option<DateTime<Utc>>) -> (RunState, Option<String>) {
     match status {
         BuildStatus::Initiated | BuildStatus::Waiting => (RunState::Queued, None),
         BuildStatus::Testing => (RunState::Running, None),
@@ -36,7 +36,7 @@ mod tests {
     use super::*;
 
     fn state(s: &str) -> RunState {
-        map_status(&BuildStatus::parse(s), None).0
+        run_state(&BuildStatus::parse(s), None).0
     }
 
     #[test]
@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn infrastructure_failure_is_error() {
-        let (s, m) = map_status(&BuildStatus::InfrastructureFailure, Some(Utc::now()));
+        let (s, m) = run_state(&BuildStatus::InfrastructureFailure, Some(Utc::now()));
         assert_eq!(s, RunState::Error);
         assert_eq!(m.as_deref(), Some("Codeship reported an infrastructure failure"));
     }
@@ -93,14 +93,14 @@ mod tests {
 
     #[test]
     fn unknown_unfinished_is_running() {
-        let (s, m) = map_status(&BuildStatus::parse("rebooting"), None);
+        let (s, m) = run_state(&BuildStatus::parse("rebooting"), None);
         assert_eq!(s, RunState::Running);
         assert_eq!(m.as_deref(), Some("unknown status rebooting"));
     }
 
     #[test]
     fn unknown_finished_is_error() {
-        let (s, m) = map_status(&BuildStatus::parse("rebooting"), Some(Utc::now()));
+        let (s, m) = run_state(&BuildStatus::parse("rebooting"), Some(Utc::now()));
         assert_eq!(s, RunState::Error);
         assert_eq!(m.as_deref(), Some("unknown final status rebooting"));
     }

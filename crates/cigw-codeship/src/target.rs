@@ -4,18 +4,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cigw_core::retry::with_retry;
+use cigw_core::transport::Request;
 use cigw_core::{
     CallKind, Capabilities, CiTarget, Decision, Error, GitRef, ProviderKind, ProviderRunRef, RecentQuery, RerunOptions,
     Result, RunCandidate, RunState, RunStatus, TriggerOutcome, TriggerSpec,
 };
-use reqwest::Method;
 use tokio::sync::OnceCell;
 
-use crate::client::CodeshipClient;
-use crate::config::check_uuid_shape;
+use crate::client::Client;
+use crate::config::{TargetConfig, check_uuid_shape};
 use crate::models::{Build, BuildEnvelope, BuildList, CreateBuild, ProjectEnvelope, ProjectType, next_link};
-use crate::status::map_status;
+use crate::status::run_state;
 
 /// Codeship's largest page.
 pub const MAX_PER_PAGE: u32 = 50;
@@ -45,7 +44,7 @@ pub fn project_of(run: &ProviderRunRef) -> Option<(String, Option<ProjectType>)>
 #[derive(Debug)]
 pub struct CodeshipTarget {
     name: String,
-    client: Arc<CodeshipClient>,
+    client: Arc<Client>,
     project_uuid: String,
     project_type: OnceCell<ProjectType>,
     /// The last read of the first page of the project's builds, shared by status reads; the
@@ -86,19 +85,15 @@ fn created_at(build: &Build, now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl CodeshipTarget {
-    /// A target for `project_uuid`; `project_type` is discovered with one GET when `None`.
-    pub fn new(
-        name: impl Into<String>,
-        client: Arc<CodeshipClient>,
-        project_uuid: impl Into<String>,
-        project_type: Option<ProjectType>,
-    ) -> Self {
+    /// A target for `config.project_uuid`; the project type is discovered with one GET when
+    /// not configured.
+    pub fn new(name: impl Into<String>, client: Arc<Client>, config: TargetConfig) -> Self {
         Self {
             name: name.into(),
             status_from_list: client.config().status_from_list,
             client,
-            project_uuid: project_uuid.into(),
-            project_type: OnceCell::new_with(project_type),
+            project_uuid: config.project_uuid,
+            project_type: OnceCell::new_with(config.project_type),
             listed: tokio::sync::Mutex::new(None),
         }
     }
@@ -136,11 +131,8 @@ impl CodeshipTarget {
     pub async fn project_type(&self) -> Result<ProjectType> {
         self.project_type
             .get_or_try_init(|| async {
-                let segments = ["projects", self.project_uuid.as_str()];
-                let answer = with_retry(&self.client.config().retry, CallKind::Idempotent, "codeship.get_project", || {
-                    self.client.request(Method::GET, &segments, &[], None, CallKind::Idempotent)
-                })
-                .await?;
+                let request = Request::get(&["projects", &self.project_uuid]);
+                let answer = self.client.send(CallKind::Idempotent, "codeship.get_project", request).await?;
                 let project: ProjectEnvelope = answer.json("project")?;
                 tracing::debug!(provider = "codeship", target = %self.name, project_type = %project.project.project_type, "discovered the project type");
                 Ok(project.project.project_type)
@@ -150,22 +142,14 @@ impl CodeshipTarget {
     }
 
     async fn get_build(&self, uuid: &str) -> Result<Build> {
-        let segments = ["projects", self.project_uuid.as_str(), "builds", uuid];
-        let answer = with_retry(&self.client.config().retry, CallKind::Idempotent, "codeship.get_build", || {
-            self.client.request(Method::GET, &segments, &[], None, CallKind::Idempotent)
-        })
-        .await?;
+        let request = Request::get(&["projects", &self.project_uuid, "builds", uuid]);
+        let answer = self.client.send(CallKind::Idempotent, "codeship.get_build", request).await?;
         Ok(answer.json::<BuildEnvelope>("build")?.build)
     }
 
     async fn post_build_action(&self, uuid: &str, action: &str, kind: CallKind) -> Result<()> {
-        let operation = format!("codeship.{action}");
-        let segments = ["projects", self.project_uuid.as_str(), "builds", uuid, action];
-        with_retry(&self.client.config().retry, kind, &operation, || {
-            self.client.request(Method::POST, &segments, &[], None, kind)
-        })
-        .await
-        .map(|_| ())
+        let request = Request::post(&["projects", &self.project_uuid, "builds", uuid, action]);
+        self.client.send(kind, &format!("codeship.{action}"), request).await.map(|_| ())
     }
 
     /// The build as the project's build list shows it, from a list read started after this
@@ -191,7 +175,7 @@ impl CodeshipTarget {
     }
 
     fn run_status_at(&self, build: &Build, run: &ProviderRunRef, now: DateTime<Utc>) -> RunStatus {
-        let (mut state, mut message) = map_status(&build.status, build.finished_at);
+        let (mut state, mut message) = run_state(&build.status, build.finished_at);
         if state.is_terminal() && self.shows_previous_run(build, run) {
             state = RunState::Queued;
             message =
@@ -231,12 +215,10 @@ impl CodeshipTarget {
     }
 
     async fn list_page(&self, page: u32) -> Result<(BuildList, Option<u32>)> {
-        let query = [("page", page.to_string()), ("per_page", MAX_PER_PAGE.to_string())];
-        let segments = ["projects", self.project_uuid.as_str(), "builds"];
-        let answer = with_retry(&self.client.config().retry, CallKind::Idempotent, "codeship.list_builds", || {
-            self.client.request(Method::GET, &segments, &query, None, CallKind::Idempotent)
-        })
-        .await?;
+        let request = Request::get(&["projects", &self.project_uuid, "builds"])
+            .query("page", page.to_string())
+            .query("per_page", MAX_PER_PAGE.to_string());
+        let answer = self.client.send(CallKind::Idempotent, "codeship.list_builds", request).await?;
         let list: BuildList = answer.json("build list")?;
         // Follow `rel="next"` by its page number on our own base URL: the link's host is the
         // public API's even behind a proxy.
@@ -305,11 +287,8 @@ impl CiTarget for CodeshipTarget {
         };
         let body = serde_json::to_value(&body).map_err(|e| Error::other(e.to_string()))?;
         let sent_at = self.client.now();
-        let segments = ["projects", self.project_uuid.as_str(), "builds"];
-        with_retry(&self.client.config().retry, CallKind::StartsBuild, "codeship.create_build", || {
-            self.client.request(Method::POST, &segments, &[], Some(&body), CallKind::StartsBuild)
-        })
-        .await?;
+        let request = Request::post(&["projects", &self.project_uuid, "builds"]).json(body);
+        self.client.send(CallKind::StartsBuild, "codeship.create_build", request).await?;
         tracing::info!(provider = "codeship", target = %self.name, "build accepted (202, no id); correlate with find_recent");
         Ok(TriggerOutcome::AcceptedWithoutId { sent_at })
     }
@@ -351,7 +330,7 @@ impl CiTarget for CodeshipTarget {
         Self::check_run_id(run)?;
         let project_type = self.project_type().await?;
         let build = self.get_build(&run.id).await?;
-        let (state, _) = map_status(&build.status, build.finished_at);
+        let (state, _) = run_state(&build.status, build.finished_at);
         if !state.is_terminal() {
             // Codeship ignores a restart of an unfinished build while answering 202.
             return Err(Error::Conflict {

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cigw_codeship::ProjectType;
+use cigw_codeship::{ProjectType, TargetConfig};
 use cigw_core::CiTarget;
 use cigw_sim::behaviour::Fixture;
 use cigw_sim::codeship::{
@@ -52,9 +52,21 @@ async fn fixture(project_uuid: &str, configured_type: Option<ProjectType>) -> Co
     let account = common::account_on(&harness, common::fast_config(&base, DEFAULT_EMAIL, DEFAULT_PASSWORD, "acme"));
     let refused = common::account_on(&harness, common::fast_config(&base, DEFAULT_EMAIL, "wrong-password", "acme"));
     CodeshipFixture {
-        target: account.project("app", project_uuid, configured_type),
-        unauthenticated: refused.project("app", project_uuid, configured_type),
-        missing: account.project("gone", "00000000-0000-0000-0000-000000000000", Some(ProjectType::Basic)),
+        target: Arc::new(
+            account
+                .target_from("app", TargetConfig { project_uuid: project_uuid.into(), project_type: configured_type }),
+        ),
+        unauthenticated: Arc::new(
+            refused
+                .target_from("app", TargetConfig { project_uuid: project_uuid.into(), project_type: configured_type }),
+        ),
+        missing: Arc::new(account.target_from(
+            "gone",
+            TargetConfig {
+                project_uuid: "00000000-0000-0000-0000-000000000000".into(),
+                project_type: Some(ProjectType::Basic),
+            },
+        )),
         harness,
         _server: server,
         _sim: sim,

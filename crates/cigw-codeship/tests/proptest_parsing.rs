@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use cigw_codeship::error::{ErrorAnswer, error_messages, parse_error, until_next_minute};
+use cigw_codeship::error::{error_messages, parse_error, until_next_minute};
 use cigw_codeship::models::{AuthResponse, Build, BuildEnvelope, BuildList, BuildStatus, next_link};
-use cigw_codeship::status::map_status;
+use cigw_codeship::status::run_state;
 use cigw_codeship::target::normalize_branch;
+use cigw_core::transport::Answer;
 use cigw_core::{CallKind, Error, RunState};
 use cigw_sim::arbitrary::*;
 use proptest::prelude::*;
@@ -85,8 +86,9 @@ proptest! {
         now in any_now(),
     ) {
         let _ = error_messages(&body);
-        let answer = ErrorAnswer { status, headers: &headers, reason: reason.as_deref(), body: &body };
-        let e = parse_error(answer, kind, now);
+        let mut answer = Answer::new("Codeship", status, headers.clone(), body.clone());
+        answer.reason = reason.clone();
+        let e = parse_error(&answer, kind, now);
         // A trigger answered with a 5xx may have started a build: never retried blindly.
         if status.is_server_error() && kind == CallKind::StartsBuild {
             prop_assert!(!e.is_retryable(CallKind::StartsBuild), "{e:?}");
@@ -109,7 +111,7 @@ proptest! {
     fn any_build_status_string_maps_to_a_run_state(s in ".{0,40}", finished in prop::option::of(any_now())) {
         let status = BuildStatus::parse(&s);
         prop_assert_eq!(status.as_str(), s.as_str());
-        let (state, _message): (RunState, Option<String>) = map_status(&status, finished);
+        let (state, _message): (RunState, Option<String>) = run_state(&status, finished);
         if matches!(status, BuildStatus::Unknown(_)) {
             let expected = if finished.is_some() { RunState::Error } else { RunState::Running };
             prop_assert_eq!(state, expected);
@@ -138,7 +140,7 @@ proptest! {
         for b in &builds {
             if let Ok(build) = serde_json::from_value::<Build>(b.clone()) {
                 let _ = build.branch_name();
-                let (state, _) = map_status(&build.status, build.finished_at);
+                let (state, _) = run_state(&build.status, build.finished_at);
                 let _ = state;
             }
             let _ = serde_json::from_value::<BuildEnvelope>(serde_json::json!({"build": b}));
@@ -175,7 +177,7 @@ mod through_the_client {
     use std::time::Duration;
 
     use chrono::{DateTime, Utc};
-    use cigw_codeship::{AccountConfig, CodeshipAccount, ProjectType};
+    use cigw_codeship::{AccountConfig, CodeshipAccount, ProjectType, TargetConfig};
     use cigw_core::retry::RetryPolicy;
     use cigw_core::{CiTarget, GitRef, Parameters, ProviderRunRef, RecentQuery, TriggerSpec};
     use proptest::prelude::*;
@@ -324,8 +326,8 @@ mod through_the_client {
     fn target_on(server: &MockServer, now: DateTime<Utc>, pro: bool) -> Arc<cigw_codeship::CodeshipTarget> {
         let mut cfg = AccountConfig::new("ci@example.com".into(), "pw".into(), "Acme")
             .with_base_url(Url::parse(&format!("{}/v2", server.uri())).expect("URL"));
-        cfg.rate_limit = cigw_core::RateLimit::parse("100000/min").expect("rate");
-        cfg.retry = RetryPolicy {
+        cfg.transport.rate_limit = Some(cigw_core::RateLimit::parse("100000/min").expect("rate"));
+        cfg.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             max_retries: 1,
@@ -333,6 +335,12 @@ mod through_the_client {
         };
         let clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync> = Arc::new(move || now);
         let account = CodeshipAccount::with_clock("sim", cfg, clock).expect("account");
-        account.project("legacy", PROJECT, Some(if pro { ProjectType::Pro } else { ProjectType::Basic }))
+        Arc::new(account.target_from(
+            "legacy",
+            TargetConfig {
+                project_uuid: PROJECT.into(),
+                project_type: Some(if pro { ProjectType::Pro } else { ProjectType::Basic }),
+            },
+        ))
     }
 }

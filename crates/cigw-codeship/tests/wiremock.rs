@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
-use cigw_codeship::{AccountConfig, CodeshipAccount, ProjectType};
+use cigw_codeship::{AccountConfig, CodeshipAccount, ProjectType, TargetConfig};
 use cigw_core::provider::ProviderFactory;
 use cigw_core::{
     CiTarget, Error, GitRef, ParamValue, Parameters, ProviderRunRef, RecentQuery, RerunOptions, RunState,
@@ -109,7 +109,7 @@ impl Setup {
     }
 
     fn target(&self, project_type: Option<ProjectType>) -> Arc<dyn CiTarget> {
-        self.account.project("web", PROJECT, project_type)
+        Arc::new(self.account.target_from("web", TargetConfig { project_uuid: PROJECT.into(), project_type }))
     }
 }
 
@@ -601,7 +601,7 @@ async fn restarting_an_unfinished_build_is_a_conflict() {
 #[tokio::test]
 async fn forbidden_without_body_is_a_rate_limit_until_the_next_minute() {
     let s = Setup::with(|c| {
-        c.retry.max_retries = 0;
+        c.transport.retry.max_retries = 0;
     })
     .await;
     s.auth("token").await;
@@ -722,14 +722,16 @@ async fn transport_errors_are_not_sent_or_maybe_sent() {
     drop(closed);
     let cfg = common::fast_config(&format!("http://127.0.0.1:{port}/v2"), "e", "p", ORG);
     let account = CodeshipAccount::new("down", cfg).unwrap();
-    let e = account
-        .project("web", PROJECT, Some(ProjectType::Basic))
-        .trigger(&spec(GitRef::branch("main")))
-        .await
-        .unwrap_err();
+    let e = Arc::new(
+        account
+            .target_from("web", TargetConfig { project_uuid: PROJECT.into(), project_type: Some(ProjectType::Basic) }),
+    )
+    .trigger(&spec(GitRef::branch("main")))
+    .await
+    .unwrap_err();
     assert!(matches!(e, Error::NotSent { .. }), "{e:?}");
 
-    let s = Setup::with(|c| c.timeout = Duration::from_millis(200)).await;
+    let s = Setup::with(|c| c.transport.timeout = Duration::from_millis(200)).await;
     s.auth("token").await;
     Mock::given(method("POST"))
         .and(path(builds_path()))
@@ -743,14 +745,18 @@ async fn transport_errors_are_not_sent_or_maybe_sent() {
 
 #[tokio::test]
 async fn one_limiter_is_shared_by_every_target_of_the_account() {
-    let s = Setup::with(|c| c.rate_limit = cigw_core::RateLimit::parse("20/s").unwrap()).await;
+    let s = Setup::with(|c| c.transport.rate_limit = Some(cigw_core::RateLimit::parse("20/s").unwrap())).await;
     s.auth("token").await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200).set_body_string(fixture("builds/get.json")))
         .mount(&s.server)
         .await;
-    let a = s.account.project("a", PROJECT, Some(ProjectType::Pro));
-    let b = s.account.project("b", PROJECT, Some(ProjectType::Pro));
+    let a = Arc::new(
+        s.account.target_from("a", TargetConfig { project_uuid: PROJECT.into(), project_type: Some(ProjectType::Pro) }),
+    );
+    let b = Arc::new(
+        s.account.target_from("b", TargetConfig { project_uuid: PROJECT.into(), project_type: Some(ProjectType::Pro) }),
+    );
     let run = ProviderRunRef::new(BUILD);
     let started = std::time::Instant::now();
     // One auth and six reads, spaced 50 ms apart by the one limiter.

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod ci_target;
 pub mod config;
 pub mod error;
+pub mod follow;
 pub mod git_ref;
 pub mod params;
 pub mod provider;
@@ -20,6 +21,8 @@ pub mod state;
 pub mod target;
 pub mod telemetry;
 pub mod time;
+#[cfg(feature = "transport")]
+pub mod transport;
 
 pub use capabilities::Capabilities;
 pub use ci_target::CiTarget;

@@ -95,6 +95,23 @@ pub trait ProviderFactory: Send + Sync + 'static {
     );
 }
 
+/// What [`ProviderFactory::account`] answers for an account built from its parsed
+/// configuration: an account that cannot be built (its HTTP client cannot be made) is a problem
+/// at `path`.
+pub fn built_account<A: ProviderAccount>(
+    path: &str,
+    account: Result<A>,
+    problems: &mut Problems,
+) -> Option<Arc<dyn ProviderAccount>> {
+    match account {
+        Ok(account) => Some(Arc::new(account)),
+        Err(e) => {
+            problems.error(path, e.to_string());
+            None
+        }
+    }
+}
+
 /// One configured provider account: credentials, base URL, HTTP client, token cache and rate
 /// limiter, shared by every target that names it.
 #[async_trait]

@@ -13,10 +13,10 @@ use cigw_sim::Harness;
 pub fn fast_config(base_url: &str, email: &str, password: &str, organization: &str) -> AccountConfig {
     let mut cfg = AccountConfig::new(email.into(), password.into(), organization)
         .with_base_url(url::Url::parse(base_url).expect("a base URL"));
-    cfg.rate_limit = cigw_core::RateLimit::parse("100000/min").unwrap();
-    cfg.concurrency = 64;
-    cfg.timeout = Duration::from_secs(5);
-    cfg.retry = RetryPolicy {
+    cfg.transport.rate_limit = Some(cigw_core::RateLimit::parse("100000/min").unwrap());
+    cfg.transport.concurrency = 64;
+    cfg.transport.timeout = Duration::from_secs(5);
+    cfg.transport.retry = RetryPolicy {
         min_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(20),
         max_retries: 3,

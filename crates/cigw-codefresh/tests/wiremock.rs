@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use cigw_codefresh::config::{AccountSettings, PipelineLocator, RunOptions, TargetSettings};
+use cigw_codefresh::config::{AccountConfig, PipelineLocator, RunOptions, TargetConfig};
 use cigw_codefresh::{CodefreshAccount, CodefreshTarget};
 use cigw_core::provider::ProviderAccount;
 use cigw_core::retry::RetryPolicy;
@@ -39,10 +39,10 @@ fn quick_retry() -> RetryPolicy {
     }
 }
 
-fn settings(base: &str) -> AccountSettings {
-    let mut s = AccountSettings::new(Url::parse(base).unwrap(), SecretString::from(KEY));
-    s.retry = quick_retry();
-    s.timeout = Duration::from_secs(2);
+fn settings(base: &str) -> AccountConfig {
+    let mut s = AccountConfig::new(Url::parse(base).unwrap(), SecretString::from(KEY));
+    s.transport.retry = quick_retry();
+    s.transport.timeout = Duration::from_secs(2);
     s
 }
 
@@ -53,7 +53,7 @@ fn account(server: &MockServer) -> CodefreshAccount {
 fn pipeline_target(server: &MockServer, locator: PipelineLocator) -> CodefreshTarget {
     account(server).target_from(
         "api",
-        TargetSettings {
+        TargetConfig {
             pipeline: locator,
             trigger: Some("acme/api".into()),
             variables: BTreeMap::from([("LOG_LEVEL".to_string(), "debug".to_string())]),
@@ -169,7 +169,7 @@ async fn a_base_url_with_a_path_keeps_it() {
     let account = CodefreshAccount::new("cf", settings(&format!("{}/codefresh/api/", server.uri()))).unwrap();
     let t = account.target_from(
         "api",
-        TargetSettings {
+        TargetConfig {
             pipeline: PipelineLocator::Name("demo/api-build".into()),
             trigger: None,
             variables: BTreeMap::new(),
@@ -250,10 +250,10 @@ async fn a_timed_out_trigger_is_ambiguous_and_not_retried() {
         .mount(&server)
         .await;
     let mut s = settings(&format!("{}/api", server.uri()));
-    s.timeout = Duration::from_millis(150);
+    s.transport.timeout = Duration::from_millis(150);
     let t = CodefreshAccount::new("cf", s).unwrap().target_from(
         "api",
-        TargetSettings {
+        TargetConfig {
             pipeline: PipelineLocator::Name("demo/api-build".into()),
             trigger: None,
             variables: BTreeMap::new(),
@@ -270,10 +270,10 @@ async fn a_refused_connection_is_not_sent_and_retried() {
     // Bind and drop a listener to get a port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut s = settings(&format!("http://127.0.0.1:{port}/api"));
-    s.retry.max_retries = 2;
+    s.transport.retry.max_retries = 2;
     let t = CodefreshAccount::new("cf", s).unwrap().target_from(
         "api",
-        TargetSettings {
+        TargetConfig {
             pipeline: PipelineLocator::Name("demo/api-build".into()),
             trigger: None,
             variables: BTreeMap::new(),
@@ -399,7 +399,7 @@ async fn legacy_service_targets_post_the_old_body() {
     catch_all(&server).await;
     let t = account(&server).target_from(
         "legacy",
-        TargetSettings {
+        TargetConfig {
             pipeline: PipelineLocator::Service("65e0aaaabbbbccccddddeeee".into()),
             trigger: None,
             variables: BTreeMap::new(),
