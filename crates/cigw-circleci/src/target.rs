@@ -229,6 +229,7 @@ impl CiTarget for CircleciTarget {
             parameters: true,
             trigger_returns_id: true,
             callbacks: true,
+            echoes_run_id: self.run_id_parameter,
         }
     }
 

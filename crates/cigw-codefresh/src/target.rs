@@ -40,6 +40,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     trigger_returns_id: true,
     // Codefresh pushes nothing; builds are polled.
     callbacks: false,
+    // The run id goes in the build's annotations (legacy service builds take none).
+    echoes_run_id: true,
 };
 
 /// One configured Codefresh pipeline, sharing its account's client.
@@ -249,7 +251,8 @@ impl CiTarget for CodefreshTarget {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        let echoes_run_id = !matches!(self.config.pipeline, PipelineLocator::Service(_));
+        Capabilities { echoes_run_id, ..CAPABILITIES }
     }
 
     #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, run_id = %spec.run_id))]

@@ -255,6 +255,8 @@ impl CiTarget for CodeshipTarget {
             parameters: false,
             trigger_returns_id: false,
             callbacks: false,
+            // A Codeship build has no field for it.
+            echoes_run_id: false,
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Capabilities {
     pub trigger_returns_id: bool,
     /// The provider pushes completion callbacks.
     pub callbacks: bool,
+    /// The provider's build records the gateway run id (a Codefresh annotation, a CircleCI
+    /// `cigw_run_id` parameter), so a person can tell which build belongs to which run.
+    pub echoes_run_id: bool,
 }
 
 impl Capabilities {
@@ -37,5 +40,6 @@ impl Capabilities {
         parameters: false,
         trigger_returns_id: false,
         callbacks: false,
+        echoes_run_id: false,
     };
 }

@@ -246,6 +246,7 @@ impl CiTarget for FakeTarget {
             parameters: true,
             trigger_returns_id: self.config.returns_id,
             callbacks: false,
+            echoes_run_id: self.config.returns_id,
         }
     }
 

@@ -12,3 +12,14 @@ pub(crate) fn factories() -> Vec<Arc<dyn ProviderFactory>> {
         Arc::new(cigw_codeship::CodeshipFactory),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use cigw_core::ProviderKind;
+
+    #[test]
+    fn one_factory_per_provider_kind() {
+        let kinds: Vec<ProviderKind> = super::factories().iter().map(|f| f.kind()).collect();
+        assert_eq!(kinds, ProviderKind::ALL.to_vec());
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cigw_core::catalog::ConfiguredTarget;
-use cigw_core::{ConcurrencyPolicy, Error, ProviderKind, RecentQuery, RerunOptions, TriggerOutcome, TriggerSpec};
+use cigw_core::{ConcurrencyPolicy, Error, RecentQuery, RerunOptions, TriggerOutcome, TriggerSpec};
 use cigw_store::{DispatchOutcome, EventKind, NewEvent, RunFilter, RunRecord, StoreError};
 use rand::Rng;
 use serde_json::json;
@@ -170,9 +170,9 @@ impl Engine {
         if let Some(sha) = &r.sha {
             what.push_str(&format!(" at commit `{sha}`"));
         }
-        let echo = match run.provider {
-            ProviderKind::Codeship => String::new(),
-            _ => format!(", carrying run id `{}`", run.id),
+        let echo = match target.target.capabilities().echoes_run_id {
+            true => format!(", carrying run id `{}`", run.id),
+            false => String::new(),
         };
         let from = (run.created_at - CLOCK_SKEW).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let to = (now + CLOCK_SKEW).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
