@@ -15,11 +15,13 @@ pub mod model;
 mod ops;
 pub mod postgres;
 mod query;
+pub mod sessions;
 pub mod sqlite;
 pub mod store;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use sessions::{NewSession, SessionKind, SessionRecord};
 pub use store::Store;
 
 /// Options of [`open_with`] beyond the `[database]` settings.

@@ -21,6 +21,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::ops::{self, EventRow, StoredKey, Tx};
 use crate::query;
+use crate::sessions::{NewSession, SessionRecord};
 use crate::store::Store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -921,6 +922,18 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
+        crate::sessions::postgres::insert(&self.pool, session).await
+    }
+
+    async fn find_session(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRecord>> {
+        crate::sessions::postgres::find(&self.pool, hash, now).await
+    }
+
+    async fn delete_session(&self, hash: &str) -> StoreResult<()> {
+        crate::sessions::postgres::delete(&self.pool, hash).await
     }
 
     async fn record_delivery(

@@ -24,6 +24,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::ops::{self, EventRow, StoredKey, Tx};
 use crate::query;
+use crate::sessions::{NewSession, SessionRecord};
 use crate::store::Store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1044,6 +1045,19 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
+        self.write(move |conn| Box::pin(crate::sessions::sqlite::insert(conn, session))).await
+    }
+
+    async fn find_session(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRecord>> {
+        crate::sessions::sqlite::find(&self.read, hash, now).await
+    }
+
+    async fn delete_session(&self, hash: &str) -> StoreResult<()> {
+        let hash = hash.to_string();
+        self.write(move |conn| Box::pin(async move { crate::sessions::sqlite::delete(conn, &hash).await })).await
     }
 
     async fn record_delivery(
