@@ -264,10 +264,29 @@ impl AuthState {
         }
     }
 
-    /// Authenticate the bearer token of a request.
+    /// Authenticate the bearer token of a request or, without one, its web UI session cookie
+    /// (see [`crate::ui::session`]).
     pub async fn authenticate(&self, state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION)
+            && let Some(secret) = crate::ui::session::cookie_secret(parts)
+        {
+            return crate::ui::session::authenticate(self, state, parts, &secret).await;
+        }
         let token = bearer_token(parts)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.principal_for(state, parts, digest, true).await
+    }
+
+    /// The principal of the token whose SHA-256 is `digest`: refused when unknown, revoked,
+    /// expired, over its rate limit or (with `check_origins`) used from a browser origin it does
+    /// not allow. A web UI session is same-origin by its own checks and skips the origin list.
+    pub(crate) async fn principal_for(
+        &self,
+        state: &AppState,
+        parts: &Parts,
+        digest: [u8; 32],
+        check_origins: bool,
+    ) -> Result<Principal, ApiError> {
         if let Some(admin) = &self.admin_hash
             && bool::from(admin.ct_eq(&digest))
         {
@@ -281,7 +300,9 @@ impl AuthState {
         if record.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::Unauthenticated { message: format!("token `{}` has expired", record.name) });
         }
-        check_origin(&record, parts)?;
+        if check_origins {
+            check_origin(&record, parts)?;
+        }
         self.check_rate(&record)?;
         self.touch(state, &record, now).await;
         let scopes = record.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();

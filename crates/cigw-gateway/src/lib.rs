@@ -14,5 +14,6 @@ pub mod openapi;
 pub mod router;
 pub mod serve;
 pub mod state;
+pub mod ui;
 
 pub use router::build_router;
