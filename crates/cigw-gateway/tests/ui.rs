@@ -383,3 +383,35 @@ async fn badges_show_the_latest_run_of_a_branch_and_are_cached() {
     app.get("/badge/web-e2e.svg?branch=a..b", &reader).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     app.get("/badge/web-e2e.svg?colour=red", &reader).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
+
+#[tokio::test]
+async fn signing_out_ends_the_pages_open_event_stream() {
+    use futures::StreamExt;
+    let mut app = App::with_settings(|s| s.server.stream_token_check = Duration::from_secs(3600)).await;
+    app.state.streams.poll_interval = Duration::from_millis(50);
+    app.router = cigw_gateway::build_router(app.state.clone());
+    let reply = sign_in(&app, ADMIN).await;
+    let (cookie, csrf) = (cookie_of(&reply), reply.body["csrf_token"].as_str().unwrap().to_string());
+    let run = app.trigger(trigger_body()).await.remove(0);
+    let response = tower::ServiceExt::oneshot(
+        app.router.clone(),
+        with_cookie(Method::GET, "/v1/events?from=0", &cookie, None, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    while !seen.contains(&run) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let out = app.send(with_cookie(Method::DELETE, "/ui/session", &cookie, Some(&csrf), None)).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    // Without a periodic check (an hour), only the sign-out can end the stream this soon.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a signed-out session ended");
+}

@@ -150,7 +150,7 @@ async fn session_principal(
         .and_then(|h| hex::decode(h).ok())
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .ok_or_else(unauthenticated)?;
-    let principal = auth.principal_for(state, parts, digest, false).await?;
+    let principal = auth.principal_for(state, parts, digest, false).await?.in_session(session.hash.clone(), session.expires_at);
     Ok((session, principal))
 }
 
@@ -268,6 +268,7 @@ pub async fn sign_out(
     let secret = cookie_secret(&parts).ok_or_else(unauthenticated)?;
     let (_, principal) = session_principal(&auth, &state, &parts, &secret).await?;
     state.store.delete_session(&hash(&secret)).await?;
+    auth.recheck_streams();
     tracing::info!(token = %principal.name, "web UI session closed");
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, set_cookie(&state, &parts.headers, "", 0));

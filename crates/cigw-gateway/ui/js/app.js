@@ -36,7 +36,7 @@ async function route() {
   if (!session) return;
   const [path, search] = (location.hash.slice(1) || '/targets').split('?');
   const params = new URLSearchParams(search || '');
-  const root = h('div', { class: 'view' });
+  const root = h('div', { class: 'view', 'aria-busy': 'true' });
   $('view').replaceChildren(root);
   for (const a of document.querySelectorAll('#nav a')) {
     const current = path.startsWith(a.getAttribute('href').slice(1));
@@ -53,6 +53,8 @@ async function route() {
   } catch (error) {
     if (error.status === 401) return;
     root.replaceChildren(h('h1', {}, 'Something went wrong'), h('p', { class: 'error', role: 'alert' }, error.message));
+  } finally {
+    root.removeAttribute('aria-busy');
   }
 }
 

@@ -40,7 +40,7 @@ export async function render(root, session, params) {
   root.replaceChildren(h('h1', {}, 'Dashboard'), picker, top,
     h('div', { class: 'table-wrap' }, h('table', { class: 'dashboard' },
       h('caption', { class: 'visually-hidden' }, 'Targets and their latest runs'),
-      h('thead', {}, h('tr', {}, ['Target', 'Provider', 'Latest runs (newest first)', 'Success', 'Median'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', {}, h('tr', {}, ['Target', 'Provider', 'Latest', 'Recent runs (newest first)', 'Success', 'Median'].map((c) => h('th', { scope: 'col' }, c)))),
       grid)));
 
   const perTarget = new Map();
@@ -55,6 +55,10 @@ export async function render(root, session, params) {
       return h('tr', { dataset: { target: t.name } },
         h('th', { scope: 'row' }, h('a', { href: `#/runs?target=${encodeURIComponent(t.name)}` }, t.name)),
         h('td', {}, providerBadge(t.provider)),
+        h('td', {}, runs[0]
+          ? h('a', { href: `#/runs/${runs[0].id}`, class: 'latest' }, stateBadge(runs[0].state), ' ',
+            h('small', {}, `${runs[0].ref?.branch || runs[0].ref?.tag || ''} · ${durationText(Math.round((Date.now() - new Date(runs[0].created_at)) / 1000))} ago`))
+          : h('span', { class: 'muted' }, 'no runs')),
         h('td', {}, h('ol', { class: 'spark' }, runs.slice(0, SHOWN).map((r) => h('li', {},
           h('a', { href: `#/runs/${r.id}`, class: `dot state-${r.state}`, title: `${r.state} · ${r.ref?.branch || r.ref?.tag || ''}`,
             'aria-label': `${r.state}, ${r.ref?.branch || r.ref?.tag || ''}` }))))),

@@ -1,7 +1,7 @@
 // Small formatting helpers shared by the views: states with icon and colour, refs, times.
 
 const ICONS = {
-  pending: '◌', queued: '…', running: '▶', blocked: '⏸', canceling: '⊘',
+  pending: '◌', queued: '…', running: '▶', blocked: '‖', canceling: '⊘',
   succeeded: '✔', failed: '✖', canceled: '⊘', skipped: '↷', error: '⚠',
 };
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'skipped', 'error']);

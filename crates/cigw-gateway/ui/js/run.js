@@ -11,11 +11,26 @@ function dl(pairs) {
     .flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
 }
 
+/** One line saying what an event changed, from its data. */
+function summary(e) {
+  const d = e.data || {};
+  const detail = d.detail || {};
+  const parts = [];
+  if (d.from && d.to) parts.push(`${d.from} → ${d.to}`);
+  if (detail.raw_status) parts.push(`provider: ${detail.raw_status}`);
+  if (detail.outcome) parts.push(detail.outcome);
+  if (detail.message || d.message) parts.push(detail.message || d.message);
+  if (d.by) parts.push(`by ${d.by}`);
+  if (e.kind === 'created' && d.requested_by) parts.push(`requested by ${d.requested_by}`);
+  return parts.join(' · ');
+}
+
 function eventItem(e) {
-  const data = e.data && Object.keys(e.data).length ? JSON.stringify(e.data) : '';
+  const hasData = e.data && Object.keys(e.data).length;
   return h('li', { dataset: { kind: e.kind } },
     timeEl(e.created_at), ' ', h('strong', {}, e.kind), ' ', stateBadge(e.state),
-    data ? h('code', { class: 'event-data' }, data) : null);
+    h('span', { class: 'event-data' }, summary(e)),
+    hasData ? h('details', {}, h('summary', {}, 'data'), h('code', {}, JSON.stringify(e.data))) : null);
 }
 
 /** Render the detail of run `id` into `root`. */

@@ -114,13 +114,15 @@ export async function render(root, session, params) {
     h('thead', {}, h('tr', {}, ['State', 'Target', 'Provider', 'Ref', 'Requested by', 'Started', 'Duration', 'Provider page', 'Actions']
       .map((c) => h('th', { scope: 'col' }, c)))),
     body);
-  const empty = h('p', { class: 'muted' }, 'No runs match.');
+  const empty = h('p', { class: 'muted', hidden: true }, 'No runs match.');
+  table.setAttribute('aria-busy', 'true');
   root.replaceChildren(h('h1', {}, 'Runs'), filters, h('div', { class: 'table-wrap' }, table), empty);
 
   const page = await api('GET', `/v1/runs${query({ target: f.target, state: f.state, limit: 100 })}`);
   live.remember(page.runs);
   for (const run of page.runs) if (await matches(run, f)) body.append(row(run, session, caps));
   empty.hidden = body.children.length > 0;
+  table.removeAttribute('aria-busy');
 
   const stop = live.subscribe(async (run) => {
     if (!root.isConnected) return stop();

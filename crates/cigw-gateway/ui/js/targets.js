@@ -132,7 +132,7 @@ function card(target, session, favourites, rerender) {
   const form = h('form', { class: 'build', novalidate: true },
     h('div', { class: 'ref-row' },
       refKind ? h('div', { class: 'field narrow-field' }, h('label', { for: refKind.id }, 'Ref'), refKind) : null,
-      refField('ref.branch', refKind ? 'Branch or tag name' : 'Branch', refName),
+      refField('ref.branch', refKind ? 'Branch / tag' : 'Branch', refName),
       refField('ref.sha', 'Commit sha', sha)),
     target.parameters.map((p) => paramInput(target, p, last.parameters)),
     mayBuild
