@@ -409,9 +409,7 @@ async fn signing_out_ends_the_pages_open_event_stream() {
     let out = app.send(with_cookie(Method::DELETE, "/ui/session", &cookie, Some(&csrf), None)).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     // Without a periodic check (an hour), only the sign-out can end the stream this soon.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(_)) = body.next().await {}
-    })
-    .await;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Some(Ok(_)) = body.next().await {} }).await;
     assert!(ended.is_ok(), "the stream of a signed-out session ended");
 }

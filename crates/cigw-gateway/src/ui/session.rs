@@ -150,7 +150,8 @@ async fn session_principal(
         .and_then(|h| hex::decode(h).ok())
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .ok_or_else(unauthenticated)?;
-    let principal = auth.principal_for(state, parts, digest, false).await?.in_session(session.hash.clone(), session.expires_at);
+    let principal =
+        auth.principal_for(state, parts, digest, false).await?.in_session(session.hash.clone(), session.expires_at);
     Ok((session, principal))
 }
 
