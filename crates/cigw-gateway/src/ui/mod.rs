@@ -6,6 +6,9 @@
 
 use axum::Router;
 use axum::routing::{get, post};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 
@@ -24,4 +27,16 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/watch/{run_id}", get(watch::stream))
         .route("/ui/{*path}", get(assets::asset))
         .route("/badge/{file}", get(badge::badge))
+}
+
+/// A new random secret for a session cookie or a watch link: 32 bytes, 43 url-safe characters.
+pub(crate) fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of a session or watch-link secret: its SHA-256 in lower-case hex.
+pub(crate) fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }

@@ -15,10 +15,8 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use cigw_store::{NewSession, SessionKind, SessionRecord};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,13 +26,12 @@ use crate::api::ApiJson;
 use crate::auth::{AuthState, Principal, is_well_formed};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::ui::{new_secret, secret_hash};
 
 /// The session cookie.
 pub const COOKIE: &str = "cigw_session";
 /// The header carrying the CSRF token on unsafe requests authenticated by the cookie.
 pub const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
-/// Random bytes of a session secret (43 url-safe base64 characters).
-const SECRET_BYTES: usize = 32;
 
 /// The body of `POST /ui/session`.
 #[derive(Debug, Deserialize)]
@@ -105,10 +102,6 @@ pub fn cookie_secret(parts: &Parts) -> Option<String> {
         .map(|(_, value)| value.trim().to_string())
 }
 
-fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
 /// The CSRF token of a session: derived from its secret, so nothing more is stored.
 pub fn csrf_token(secret: &str) -> String {
     hex::encode(Sha256::digest(format!("cigw-csrf\0{secret}").as_bytes()))
@@ -136,7 +129,7 @@ async fn session_principal(
     parts: &Parts,
     secret: &str,
 ) -> Result<(SessionRecord, Principal), ApiError> {
-    let session = state.store.find_session(&hash(secret), state.now()).await?.ok_or_else(unauthenticated)?;
+    let session = state.store.find_session(&secret_hash(secret), state.now()).await?.ok_or_else(unauthenticated)?;
     if session.kind != SessionKind::Ui {
         return Err(unauthenticated());
     }
@@ -216,9 +209,7 @@ pub async fn sign_in(
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     let principal = auth.principal_for(&state, &parts, digest, false).await?;
 
-    let mut bytes = [0u8; SECRET_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let secret = new_secret();
     let now = state.now();
     let ttl = state.settings.auth.session_ttl;
     let mut expires_at = now + cigw_core::time::span(ttl);
@@ -228,7 +219,7 @@ pub async fn sign_in(
     let session = state
         .store
         .create_session(NewSession {
-            hash: hash(&secret),
+            hash: secret_hash(&secret),
             kind: SessionKind::Ui,
             token_hash: Some(hex::encode(digest)),
             run_id: None,
@@ -245,30 +236,39 @@ pub async fn sign_in(
     Ok(response)
 }
 
+/// The request's parts, the cookie's secret, its session and principal (401 without one).
+async fn signed_in(
+    auth: &AuthState,
+    state: &AppState,
+    request: Request,
+) -> Result<(Parts, String, SessionRecord, Principal), ApiError> {
+    let (parts, _) = request.into_parts();
+    let secret = cookie_secret(&parts).ok_or_else(unauthenticated)?;
+    let (session, principal) = session_principal(auth, state, &parts, &secret).await?;
+    Ok((parts, secret, session, principal))
+}
+
 /// `GET /ui/session`: the signed-in session (401 when there is none).
 pub async fn current(
     State(state): State<AppState>,
     Extension(auth): Extension<Arc<AuthState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, _) = request.into_parts();
-    let secret = cookie_secret(&parts).ok_or_else(unauthenticated)?;
-    let (session, principal) = session_principal(&auth, &state, &parts, &secret).await?;
+    let (_, secret, session, principal) = signed_in(&auth, &state, request).await?;
     let mut response = axum::Json(view(&state, &principal, &session, &secret)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
-/// `DELETE /ui/session`: sign out (needs the CSRF token); the session is gone on every replica.
+/// `DELETE /ui/session`: sign out (needs the CSRF token); the session is gone on every replica
+/// and this process's event streams opened with it end at once.
 pub async fn sign_out(
     State(state): State<AppState>,
     Extension(auth): Extension<Arc<AuthState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, _) = request.into_parts();
-    let secret = cookie_secret(&parts).ok_or_else(unauthenticated)?;
-    let (_, principal) = session_principal(&auth, &state, &parts, &secret).await?;
-    state.store.delete_session(&hash(&secret)).await?;
+    let (parts, secret, _, principal) = signed_in(&auth, &state, request).await?;
+    state.store.delete_session(&secret_hash(&secret)).await?;
     auth.recheck_streams();
     tracing::info!(token = %principal.name, "web UI session closed");
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -302,6 +302,6 @@ mod tests {
         assert_eq!(a, csrf_token("secret-a"));
         assert_ne!(a, csrf_token("secret-b"));
         assert!(!a.contains("secret-a"));
-        assert_ne!(a, hash("secret-a"), "the CSRF token is not the stored hash");
+        assert_ne!(a, secret_hash("secret-a"), "the CSRF token is not the stored hash");
     }
 }

@@ -15,18 +15,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use cigw_store::{NewSession, RunRecord, SessionKind};
 use futures::Stream;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::api::ApiJson;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::ui::{new_secret, secret_hash};
 
 /// How long a watch link works.
 pub const WATCH_TTL: Duration = Duration::from_secs(3600);
@@ -83,10 +81,6 @@ impl From<&RunRecord> for WatchedRun {
     }
 }
 
-fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
 /// `POST /ui/watch`: a link to follow a run the calling token requested just now.
 pub async fn create(
     State(state): State<AppState>,
@@ -105,13 +99,11 @@ pub async fn create(
     if run.requested_by != principal.name || !principal.may_trigger(&run.target) || !recent {
         return Err(not_yours());
     }
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let key = new_secret();
     let session = state
         .store
         .create_session(NewSession {
-            hash: hash(&key),
+            hash: secret_hash(&key),
             kind: SessionKind::Watch,
             token_hash: None,
             run_id: Some(run.id.clone()),
@@ -139,7 +131,7 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let refused = || ApiError::NotFound { message: "unknown or expired watch link".into() };
     let Query(WatchQuery { key }) = query.map_err(|_| refused())?;
-    let session = state.store.find_session(&hash(&key), state.now()).await?.ok_or_else(refused)?;
+    let session = state.store.find_session(&secret_hash(&key), state.now()).await?.ok_or_else(refused)?;
     if session.kind != SessionKind::Watch || session.run_id.as_deref() != Some(run_id.as_str()) {
         return Err(refused());
     }
