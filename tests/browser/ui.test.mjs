@@ -218,6 +218,49 @@ test('a read-only token sees no Build or Cancel buttons', async () => {
   await page.context().close();
 });
 
+test('a dropped event stream reconnects with Last-Event-ID and misses nothing', async () => {
+  // The page is reached through a proxy that can cut every connection, as a network drop would.
+  const sockets = new Set();
+  const resumedAfter = [];
+  const server = http.createServer((req, res) => {
+    if (req.url.startsWith('/v1/events')) resumedAfter.push(req.headers['last-event-id'] || null);
+    const upstream = http.request(`${gw}${req.url}`, { method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  const page = await (await browser.newContext()).newPage();
+  try {
+    await page.goto(`${origin}/ui/#/runs`);
+    await page.getByLabel('cigw token').fill(ADMIN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#live[data-status="live"]').waitFor();
+    const seen = await call('POST', '/v1/triggers', { targets: ['legacy-pro'] });
+    await page.locator(`#run-${seen.body.runs[0].id}`).waitFor();
+
+    for (const socket of sockets) socket.destroy();
+    await page.locator('#live[data-status="reconnecting"]').waitFor();
+    const missed = await call('POST', '/v1/triggers', { targets: ['legacy-pro'] });
+    await page.locator(`#run-${missed.body.runs[0].id}`).waitFor({ timeout: LONG });
+    await page.locator('#live[data-status="live"]').waitFor();
+    assert.ok(resumedAfter.length >= 2 && Number(resumedAfter.at(-1)) > 0,
+      `the stream was reopened after the last event it had: ${resumedAfter}`);
+  } finally {
+    await page.context().close();
+    server.closeAllConnections?.();
+    server.close();
+  }
+});
+
 test('the page fits a phone screen', async () => {
   const page = await (await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true })).newPage();
   await signIn(page, ADMIN);
