@@ -42,7 +42,7 @@ pub struct SignIn {
 }
 
 /// What the page may show: who is signed in and what the token may do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct SessionView {
     /// The token's name.
     pub name: String,
@@ -69,6 +69,18 @@ pub struct Abilities {
     pub approve: bool,
     /// Manage tokens.
     pub admin: bool,
+}
+
+impl std::fmt::Debug for SessionView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionView")
+            .field("name", &self.name)
+            .field("expires_at", &self.expires_at)
+            .field("csrf_token", &"[REDACTED]")
+            .field("can", &self.can)
+            .field("triggerable", &self.triggerable)
+            .finish()
+    }
 }
 
 fn view(state: &AppState, principal: &Principal, session: &SessionRecord, secret: &str) -> SessionView {
@@ -294,6 +306,20 @@ mod tests {
         assert_eq!(cookie_secret(&parts(&["a=1", "cigw_session=xyz"])).as_deref(), Some("xyz"));
         assert_eq!(cookie_secret(&parts(&["cigw_session_other=1"])), None);
         assert_eq!(cookie_secret(&parts(&[])), None);
+    }
+
+    #[test]
+    fn debug_output_hides_the_token_and_the_csrf_token() {
+        let sign_in: SignIn = serde_json::from_str(r#"{"token": "cigw_visible-only-to-the-server"}"#).unwrap();
+        assert!(!format!("{sign_in:?}").contains("visible-only"));
+        let view = SessionView {
+            name: "qa".into(),
+            expires_at: chrono::Utc::now(),
+            csrf_token: "csrf-value".into(),
+            can: Abilities { read: true, trigger: false, cancel: false, approve: false, admin: false },
+            triggerable: vec![],
+        };
+        assert!(!format!("{view:?}").contains("csrf-value"));
     }
 
     #[test]

@@ -40,12 +40,22 @@ pub struct WatchRequest {
 }
 
 /// A watch link.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct WatchLink {
     /// Relative URL of the run's state stream (open it with `EventSource`).
     pub url: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for WatchLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.url.split_once('?').map_or(self.url.as_str(), |(path, _)| path);
+        f.debug_struct("WatchLink")
+            .field("url", &format!("{path}?key=[REDACTED]"))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// One message of a watch stream.
@@ -116,10 +126,16 @@ pub async fn create(
 }
 
 /// The query of `GET /ui/watch/{run}`.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct WatchQuery {
     /// The link's secret.
     pub key: String,
+}
+
+impl std::fmt::Debug for WatchQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchQuery").field("key", &"[REDACTED]").finish()
+    }
 }
 
 /// `GET /ui/watch/{run}?key=…`: the run's state as Server-Sent Events, one message per change,
