@@ -147,6 +147,16 @@ test('a target built with parameters goes to succeeded live', async () => {
   assert.equal(run.body.requested_by, 'bootstrap-admin');
 });
 
+test('favourites come first and the last values used are remembered', async () => {
+  await admin.goto(`${gw}/ui/#/targets`);
+  await admin.getByRole('button', { name: 'Add web-e2e to favourites' }).click();
+  await admin.reload();
+  await admin.locator('.cards .card').first().waitFor();
+  assert.equal(await admin.locator('.cards .card').first().getAttribute('data-target'), 'web-e2e');
+  assert.equal(await admin.locator('#target-api-build').getByLabel('deploy_env').inputValue(), 'staging');
+  await admin.getByRole('button', { name: 'Remove web-e2e from favourites' }).click();
+});
+
 test('a failing target ends failed', async () => {
   runIds.failed = await build(admin, 'api-lint');
   await admin.locator('#target-api-lint .result [data-state="failed"]').waitFor({ timeout: LONG });
@@ -166,7 +176,10 @@ test('a validation error is shown next to its field', async () => {
 });
 
 test('a running run is canceled from the runs view', async () => {
-  const id = await build(admin, 'web-e2e');
+  const id = await build(admin, 'web-e2e', (card) => card.getByLabel('SENTRY_TOKEN').fill('not-kept-anywhere'));
+  const stored = await admin.evaluate(() => JSON.stringify({ ...localStorage }));
+  assert.ok(stored.includes('cigw.last.web-e2e') && !stored.includes('not-kept-anywhere'), `no secret kept: ${stored}`);
+  assert.equal((await call('GET', `/v1/runs/${id}`)).body.parameters.SENTRY_TOKEN, '***', 'masked by the API');
   await admin.goto(`${gw}/ui/#/runs`);
   const row = admin.locator(`#run-${id}`);
   await row.and(admin.locator('[data-state="running"]')).waitFor({ timeout: LONG });
