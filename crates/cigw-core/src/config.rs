@@ -434,6 +434,9 @@ pub struct TargetSettings {
     /// Human description.
     #[serde(default)]
     pub description: Option<String>,
+    /// Its status badge (`/badge/<name>.svg`) may be read without a token.
+    #[serde(default)]
+    pub public_badge: bool,
     /// Provider-specific keys (project slug, pipeline, project uuid, …).
     #[serde(flatten)]
     pub provider_fields: serde_json::Map<String, serde_json::Value>,

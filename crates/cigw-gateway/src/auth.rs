@@ -99,6 +99,15 @@ pub struct Principal {
     /// The stored token behind the request (none for the bootstrap admin token), so a
     /// long-lived request can check that it is still valid.
     credential: Option<Credential>,
+    /// The web UI session the request came with, if any: it must stay valid too.
+    session: Option<SessionRef>,
+}
+
+/// Which web UI session a principal acts in, and when it ends.
+#[derive(Debug, Clone)]
+struct SessionRef {
+    hash: String,
+    expires_at: DateTime<Utc>,
 }
 
 /// What identifies a stored token and when it stops being valid.
@@ -111,19 +120,32 @@ struct Credential {
 impl Principal {
     /// A principal with already parsed scopes (tests, the bootstrap admin).
     pub fn new(token_id: impl Into<String>, name: impl Into<String>, scopes: Vec<Scope>) -> Self {
-        Self { token_id: token_id.into(), name: name.into(), scopes, credential: None }
+        Self { token_id: token_id.into(), name: name.into(), scopes, credential: None, session: None }
     }
 
-    /// When the token expires, if it does.
+    /// The same principal acting in the web UI session with this hash (see [`crate::ui::session`]).
+    pub(crate) fn in_session(self, hash: String, expires_at: DateTime<Utc>) -> Self {
+        Self { session: Some(SessionRef { hash, expires_at }), ..self }
+    }
+
+    /// When the token (or the session it acts in) expires, if it does.
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.credential.as_ref().and_then(|c| c.expires_at)
+        let token = self.credential.as_ref().and_then(|c| c.expires_at);
+        let session = self.session.as_ref().map(|s| s.expires_at);
+        token.into_iter().chain(session).min()
     }
 
-    /// Whether the token is still valid now: not revoked (by any replica) and not expired. The
-    /// bootstrap admin token lives as long as the configuration.
+    /// Whether the token is still valid now: not revoked (by any replica) and not expired, and
+    /// its web UI session, if any, not signed out. The bootstrap admin token lives as long as
+    /// the configuration.
     pub async fn still_valid(&self, state: &AppState) -> Result<bool, ApiError> {
-        let Some(credential) = &self.credential else { return Ok(true) };
         let now = state.now();
+        if let Some(session) = &self.session
+            && state.store.find_session(&session.hash, now).await?.is_none()
+        {
+            return Ok(false);
+        }
+        let Some(credential) = &self.credential else { return Ok(true) };
         let record = state.store.find_token_by_hash(&credential.hash).await?;
         Ok(record.is_some_and(|r| r.id == self.token_id && r.expires_at.is_none_or(|at| at > now)))
     }
@@ -264,10 +286,29 @@ impl AuthState {
         }
     }
 
-    /// Authenticate the bearer token of a request.
+    /// Authenticate the bearer token of a request or, without one, its web UI session cookie
+    /// (see [`crate::ui::session`]).
     pub async fn authenticate(&self, state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION)
+            && let Some(secret) = crate::ui::session::cookie_secret(parts)
+        {
+            return crate::ui::session::authenticate(self, state, parts, &secret).await;
+        }
         let token = bearer_token(parts)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.principal_for(state, parts, digest, true).await
+    }
+
+    /// The principal of the token whose SHA-256 is `digest`: refused when unknown, revoked,
+    /// expired, over its rate limit or (with `check_origins`) used from a browser origin it does
+    /// not allow. A web UI session is same-origin by its own checks and skips the origin list.
+    pub(crate) async fn principal_for(
+        &self,
+        state: &AppState,
+        parts: &Parts,
+        digest: [u8; 32],
+        check_origins: bool,
+    ) -> Result<Principal, ApiError> {
         if let Some(admin) = &self.admin_hash
             && bool::from(admin.ct_eq(&digest))
         {
@@ -281,7 +322,9 @@ impl AuthState {
         if record.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::Unauthenticated { message: format!("token `{}` has expired", record.name) });
         }
-        check_origin(&record, parts)?;
+        if check_origins {
+            check_origin(&record, parts)?;
+        }
         self.check_rate(&record)?;
         self.touch(state, &record, now).await;
         let scopes = record.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
@@ -332,6 +375,12 @@ impl AuthState {
         self.limiters.lock().remove(token_id);
         self.touched.lock().remove(token_id);
         self.invalidate_origins();
+        self.recheck_streams();
+    }
+
+    /// Have this process's open event streams check their tokens and sessions at once (after a
+    /// revocation or a sign-out).
+    pub fn recheck_streams(&self) {
         self.revocations.send_modify(|n| *n = n.wrapping_add(1));
     }
 

@@ -17,5 +17,6 @@ pub mod openapi;
 pub mod router;
 pub mod serve;
 pub mod state;
+pub mod ui;
 
 pub use router::build_router;

@@ -68,6 +68,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/callbacks/{provider}/{account}", post(crate::callbacks::receive))
         .route("/openapi.json", get(openapi_json))
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // With `server.metrics_listen` set, /metrics is served only there (see `metrics_router`).

@@ -320,6 +320,20 @@ impl<D: Driver> Store for D {
         self.run(Access::WriteOne, move |tx| Box::pin(async move { st::touch_token(tx, &token_id, at).await })).await
     }
 
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
+        self.run(Access::Write, move |tx| Box::pin(async move { st::create_session(tx, &session).await })).await
+    }
+
+    async fn find_session(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRecord>> {
+        let hash = hash.to_string();
+        self.run(Access::Read, move |tx| Box::pin(async move { st::find_session(tx, &hash, now).await })).await
+    }
+
+    async fn delete_session(&self, hash: &str) -> StoreResult<()> {
+        let hash = hash.to_string();
+        self.run(Access::WriteOne, move |tx| Box::pin(async move { st::delete_session(tx, &hash).await })).await
+    }
+
     async fn record_delivery(
         &self,
         source: &str,

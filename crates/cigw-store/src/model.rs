@@ -568,3 +568,47 @@ pub enum HotQuery {
     /// [`crate::Store::count_unconfirmed_runs`].
     CountUnconfirmed,
 }
+
+/// What a web session lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A signed-in web page: acts as the token it was opened with.
+    Ui,
+    /// A build button's link to follow the one run it started.
+    Watch,
+}
+
+impl SessionKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Ui => "ui",
+            SessionKind::Watch => "watch",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [SessionKind::Ui, SessionKind::Watch].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A web session to store (table `ui_sessions`; only hashes of its secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// SHA-256 (hex) of the session secret.
+    pub hash: String,
+    /// What it allows.
+    pub kind: SessionKind,
+    /// `Ui`: the hash of the token it acts as (revoking that token ends the session).
+    pub token_hash: Option<String>,
+    /// `Watch`: the run it may read.
+    pub run_id: Option<String>,
+    /// Creation time (also the "now" against which older sessions are found expired).
+    pub created_at: DateTime<Utc>,
+    /// End of validity.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A stored, unexpired session.
+pub type SessionRecord = NewSession;

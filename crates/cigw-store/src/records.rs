@@ -2,7 +2,7 @@
 //! written as the arguments of [`RUN_COLUMNS`].
 
 use crate::columns::*;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::ops::StoredKey;
 use crate::sql::{Arg, Row};
@@ -132,6 +132,19 @@ pub(crate) fn token_from_row(row: &dyn Row) -> StoreResult<TokenRecord> {
         rate_limit_per_minute: row.opt_int("rate_limit_per_minute")?.map(|v| v as u32),
         created_at: row.time("created_at")?,
         last_used_at: row.opt_time("last_used_at")?,
+    })
+}
+
+pub(crate) fn session_from_row(row: &dyn Row) -> StoreResult<SessionRecord> {
+    let kind = row.text("kind")?;
+    Ok(SessionRecord {
+        hash: row.text("hash")?,
+        kind: SessionKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt { message: format!("ui_sessions.kind `{kind}`") })?,
+        token_hash: row.opt_text("token_hash")?,
+        run_id: row.opt_text("run_id")?,
+        created_at: row.time("created_at")?,
+        expires_at: row.time("expires_at")?,
     })
 }
 

@@ -392,6 +392,40 @@ pub(crate) async fn touch_token(tx: &mut dyn Tx, token_id: &str, at: DateTime<Ut
     Ok(())
 }
 
+// ---- web UI sessions ----
+
+/// Delete the sessions expired at `session.created_at` and store `session`.
+pub(crate) async fn create_session(tx: &mut dyn Tx, session: &NewSession) -> StoreResult<SessionRecord> {
+    tx.execute(Stmt::new("DELETE FROM ui_sessions WHERE expires_at <= $1").bind(session.created_at)).await?;
+    let stmt = Stmt::new(
+        "INSERT INTO ui_sessions (hash, kind, token_hash, run_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+    )
+    .bind(&session.hash)
+    .bind(session.kind.as_str())
+    .bind(session.token_hash.clone())
+    .bind(session.run_id.clone())
+    .bind(session.created_at)
+    .bind(session.expires_at);
+    session_from_row(&*tx.fetch_one(stmt).await?)
+}
+
+/// The session with this hash, unless it has expired at `now`.
+pub(crate) async fn find_session(
+    tx: &mut dyn Tx,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<SessionRecord>> {
+    let stmt = Stmt::new("SELECT * FROM ui_sessions WHERE hash = $1 AND expires_at > $2").bind(hash).bind(now);
+    tx.fetch_optional(stmt).await?.map(|r| session_from_row(&*r)).transpose()
+}
+
+/// Forget a session (sign-out); a missing one is not an error.
+pub(crate) async fn delete_session(tx: &mut dyn Tx, hash: &str) -> StoreResult<()> {
+    tx.execute(Stmt::new("DELETE FROM ui_sessions WHERE hash = $1").bind(hash)).await?;
+    Ok(())
+}
+
 // ---- deliveries and cursors ----
 
 /// Remember a delivery id until `expires_at`; `true` the first time (or once expired).

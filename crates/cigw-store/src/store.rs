@@ -216,6 +216,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Record a successful use.
     async fn touch_token(&self, token_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
 
+    // ---- web UI sessions ----
+
+    /// Store a session (only its hash), deleting the sessions expired at its `created_at`.
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord>;
+
+    /// The session with this hash, unless it has expired at `now` or was deleted.
+    async fn find_session(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRecord>>;
+
+    /// Delete a session (sign-out); deleting a missing one succeeds.
+    async fn delete_session(&self, hash: &str) -> StoreResult<()>;
+
     // ---- hooks, callbacks, chains ----
 
     /// Remember a hook or callback delivery id until `expires_at`; `true` the first time

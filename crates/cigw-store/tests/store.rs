@@ -121,6 +121,7 @@ both_backends!(
     events_never_skip_under_concurrent_writers,
     list_runs_pages,
     tokens,
+    ui_sessions,
     deliveries_chains_and_cursors,
     prune_by_retention,
     wakeups_follow_commits,

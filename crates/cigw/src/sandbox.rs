@@ -91,6 +91,7 @@ fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], 
     format!(
         r#"cigw sandbox is running (simulated CircleCI, Codefresh and Codeship at {speed}x speed)
 
+  Web UI      {base}/ui   (sign in with the admin token)
   API         {base}/v1
   OpenAPI     {base}/openapi.json
   Health      {base}/healthz

@@ -69,4 +69,6 @@ async fn a_generated_token_is_printed_so_the_user_can_use_it() {
     let token = line.split_whitespace().last().unwrap();
     assert!(cigw_gateway::auth::is_well_formed(token), "{line}");
     assert!(stdout.contains(&format!("CIGW_TOKEN={token}")), "{stdout}");
+    let ui = stdout.lines().find(|l| l.trim_start().starts_with("Web UI")).expect("a web UI line");
+    assert!(ui.contains("http://127.0.0.1:") && ui.contains("/ui") && ui.contains("admin token"), "{ui}");
 }

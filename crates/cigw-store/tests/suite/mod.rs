@@ -760,6 +760,41 @@ pub async fn tokens(ctx: Ctx) {
     assert_eq!(s.list_tokens().await.unwrap().len(), 2);
 }
 
+pub async fn ui_sessions(ctx: Ctx) {
+    let s = &ctx.store;
+    let ui = NewSession {
+        hash: "sess-hash".into(),
+        kind: SessionKind::Ui,
+        token_hash: Some("token-hash".into()),
+        run_id: None,
+        created_at: t(0),
+        expires_at: t(100),
+    };
+    let stored = s.create_session(ui.clone()).await.unwrap();
+    assert_eq!(stored, ui);
+    assert_eq!(s.find_session("sess-hash", t(99)).await.unwrap(), Some(ui.clone()));
+    assert_eq!(ctx.another().await.find_session("sess-hash", t(1)).await.unwrap(), Some(ui.clone()), "any replica");
+    assert_eq!(s.find_session("sess-hash", t(100)).await.unwrap(), None, "expired");
+    assert_eq!(s.find_session("other", t(1)).await.unwrap(), None);
+    assert!(s.create_session(ui.clone()).await.is_err(), "a hash is stored once");
+
+    let watch = NewSession {
+        hash: "watch-hash".into(),
+        kind: SessionKind::Watch,
+        token_hash: None,
+        run_id: Some("run-1".into()),
+        created_at: t(150),
+        expires_at: t(300),
+    };
+    s.create_session(watch.clone()).await.unwrap();
+    assert_eq!(s.find_session("watch-hash", t(200)).await.unwrap(), Some(watch));
+    assert_eq!(s.find_session("sess-hash", t(50)).await.unwrap(), None, "expired rows are deleted on the next create");
+
+    s.delete_session("watch-hash").await.unwrap();
+    assert_eq!(s.find_session("watch-hash", t(200)).await.unwrap(), None, "signed out");
+    s.delete_session("watch-hash").await.expect("deleting twice succeeds");
+}
+
 pub async fn deliveries_chains_and_cursors(ctx: Ctx) {
     let s = &ctx.store;
     assert!(s.record_delivery("hook:github", "d-1", t(0), t(100)).await.unwrap());

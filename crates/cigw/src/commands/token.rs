@@ -43,7 +43,10 @@ struct CreateArgs {
     /// A scope: read, trigger, trigger:<glob>, cancel, approve, admin.
     #[arg(long = "scope", value_name = "SCOPE", required_unless_present = "button", conflicts_with = "button")]
     scopes: Vec<String>,
-    /// A token for a web page's build button: scopes `read` and `trigger:<T>` for each --target.
+    /// A token for a web page's build button (`<cigw-build-button>`): trigger-only, with scope
+    /// `trigger:<T>` for each --target, usable from the --origin pages only, and rate limited
+    /// (30 requests a minute unless --rate-limit says otherwise). It reads nothing: the button
+    /// follows the run it started through a watch link.
     #[arg(long, requires_all = ["targets", "origins"])]
     button: bool,
     /// With --button: a target the button may trigger.
@@ -85,10 +88,12 @@ pub(crate) async fn run(args: TokenArgs) -> ExitCode {
     }
 }
 
+/// Requests per minute of a button token unless `--rate-limit` is given.
+const BUTTON_RATE_LIMIT: u32 = 30;
+
 fn create_body(c: &CreateArgs) -> Value {
     let (name, scopes) = if c.button {
-        let mut scopes = vec!["read".to_string()];
-        scopes.extend(c.targets.iter().map(|t| format!("trigger:{t}")));
+        let scopes = c.targets.iter().map(|t| format!("trigger:{t}")).collect();
         let name = c.name.clone().unwrap_or_else(|| {
             let mut n = format!("button-{}", c.targets.join("-"));
             n.truncate(100);
@@ -105,7 +110,7 @@ fn create_body(c: &CreateArgs) -> Value {
     if !c.origins.is_empty() {
         body["allowed_origins"] = json!(c.origins);
     }
-    if let Some(r) = c.rate_limit {
+    if let Some(r) = c.rate_limit.or(c.button.then_some(BUTTON_RATE_LIMIT)) {
         body["rate_limit_per_minute"] = json!(r);
     }
     body
@@ -194,14 +199,14 @@ mod tests {
     }
 
     #[test]
-    fn a_button_token_gets_read_and_one_trigger_scope_per_target() {
+    fn a_button_token_gets_one_trigger_scope_per_target_and_a_rate_limit() {
         let c =
             create(&["--button", "--target", "web-e2e", "--target", "api-build", "--origin", "https://qa.example.com"])
                 .unwrap();
         assert_eq!(
             create_body(&c),
-            json!({"name": "button-web-e2e-api-build", "scopes": ["read", "trigger:web-e2e", "trigger:api-build"],
-                   "allowed_origins": ["https://qa.example.com"]})
+            json!({"name": "button-web-e2e-api-build", "scopes": ["trigger:web-e2e", "trigger:api-build"],
+                   "allowed_origins": ["https://qa.example.com"], "rate_limit_per_minute": 30})
         );
         assert!(create(&["--button", "--target", "web"]).is_err(), "a button needs an origin");
         assert!(create(&["--button", "--origin", "https://a.b"]).is_err(), "a button needs a target");
