@@ -118,6 +118,12 @@ struct Credential {
 }
 
 impl Principal {
+    /// Whether the request came from a signed-in web page (its triggers are recorded with
+    /// source `ui`).
+    pub fn via_session(&self) -> bool {
+        self.session.is_some()
+    }
+
     /// A principal with already parsed scopes (tests, the bootstrap admin).
     pub fn new(token_id: impl Into<String>, name: impl Into<String>, scopes: Vec<Scope>) -> Self {
         Self { token_id: token_id.into(), name: name.into(), scopes, credential: None, session: None }

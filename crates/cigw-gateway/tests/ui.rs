@@ -130,7 +130,10 @@ async fn unsafe_requests_with_the_cookie_need_the_csrf_token_and_the_same_origin
     assert_eq!(app.run_count().await, 0);
     let accepted = app.send(post(Some(&csrf))).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
-    assert_eq!(app.runs().await[0].requested_by, BOOTSTRAP);
+    let run = app.runs().await.remove(0);
+    assert_eq!(run.requested_by, BOOTSTRAP);
+    let trigger = app.store().get_trigger(&run.trigger_id).await.unwrap();
+    assert_eq!(trigger.source, "ui", "a trigger from the signed-in page is recorded as coming from the web UI");
 
     // A form posted by another origin's page, which the browser sends with the cookie (same
     // site) but which cannot know the CSRF token.

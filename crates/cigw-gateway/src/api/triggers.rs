@@ -135,7 +135,8 @@ pub async fn create_trigger(
             ApiError::unprocessable("invalid_body", format!("`{}`: {}", problem.field, problem.message), vec![problem])
         })?
     };
-    let submission = Submission { source: "api".into(), request, body: raw };
+    let source = if principal.via_session() { "ui" } else { "api" };
+    let submission = Submission { source: source.into(), request, body: raw };
     match intake(&state, submission, &principal, key).await? {
         Intake::Created(accepted) => Ok((StatusCode::ACCEPTED, Json(accepted)).into_response()),
         Intake::Replayed(response) => {

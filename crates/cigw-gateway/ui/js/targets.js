@@ -148,7 +148,7 @@ function card(target, session, favourites, rerender) {
     button.disabled = true;
     button.setAttribute('aria-busy', 'true');
     try {
-      const body = { targets: [target.name], parameters, labels: { source: 'ui' } };
+      const body = { targets: [target.name], parameters };
       if (Object.keys(ref).length) body.ref = ref;
       const accepted = await api('POST', '/v1/triggers', body);
       const remembered = {};
