@@ -380,14 +380,16 @@ pub(crate) async fn apply_status(
     if !stale && !run.state.is_terminal() {
         run.observed_at = Some(status.observed_at);
         run.raw_status = Some(status.raw_status.clone());
-        if status.message.is_some() {
-            run.message = status.message.clone();
-        }
         if let (Some(url), Some(r)) = (&status.url, run.provider_ref.as_mut()) {
             r.url = Some(url.clone());
         }
         let at = status.observed_at;
         moved_from = move_state(&mut run, status.state, at);
+        // The message explains the provider's current status: a new state without one clears
+        // the old (a run that left approval no longer "waits at an approval step").
+        if status.message.is_some() || moved_from.is_some() {
+            run.message = status.message.clone();
+        }
         if moved_from.is_some() {
             if let Some(t) = status.started_at
                 && matches!(run.state, RunState::Running | RunState::Blocked)

@@ -114,6 +114,7 @@ both_backends!(
     record_dispatch_outcomes,
     adoption_is_unique,
     tracking_applies_forward_only,
+    status_messages_follow_the_current_state,
     poll_now_and_unconfirmed_runs,
     cancel_requests,
     reruns,

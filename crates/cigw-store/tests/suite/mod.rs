@@ -484,6 +484,23 @@ pub async fn tracking_applies_forward_only(ctx: Ctx) {
     assert_eq!(s.get_run(&pending.id).await.unwrap().next_poll_at, None);
 }
 
+pub async fn status_messages_follow_the_current_state(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = dispatched(s, "b-1").await;
+    let mut blocked = status(RunState::Blocked, "pending-approval", t(6));
+    blocked.message = Some("waiting at an approval step".into());
+    s.claim_poll("t", t(5), t(35), 10).await.unwrap();
+    let u = s.apply_status(&run.id, "t", &blocked, Some(t(16))).await.unwrap();
+    assert_eq!(u.run.message.as_deref(), Some("waiting at an approval step"));
+    s.claim_poll("t", t(16), t(46), 10).await.unwrap();
+    let same = s.apply_status(&run.id, "t", &status(RunState::Blocked, "pending-approval", t(17)), Some(t(20))).await;
+    assert_eq!(same.unwrap().run.message.as_deref(), Some("waiting at an approval step"), "same state keeps it");
+    s.claim_poll("t", t(20), t(50), 10).await.unwrap();
+    let u = s.apply_status(&run.id, "t", &status(RunState::Running, "running", t(21)), Some(t(30))).await.unwrap();
+    assert_eq!(u.moved_from, Some(RunState::Blocked));
+    assert_eq!(u.run.message, None, "a new state without a message clears the old one");
+}
+
 pub async fn poll_now_and_unconfirmed_runs(ctx: Ctx) {
     let s = &ctx.store;
     let run = dispatched(s, "b-1").await;
