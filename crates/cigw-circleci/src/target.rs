@@ -276,8 +276,10 @@ impl CiTarget for CircleciTarget {
                 (vec!["project", vcs, org, project, "pipeline"], body)
             }
         };
-        let answer =
-            self.client.send(CallKind::StartsBuild, "trigger pipeline", Request::post(&segments).json(body)).await?;
+        let answer = self
+            .client
+            .send(CallKind::StartsBuild, "trigger pipeline", Request::post(&segments).json(body).write_ahead())
+            .await?;
         if answer.status == StatusCode::OK && self.definition_id.is_some() {
             let m: MessageResponse = answer.json("trigger pipeline")?;
             tracing::info!(message = %m.message, "CircleCI created no pipeline");
@@ -329,7 +331,7 @@ impl CiTarget for CircleciTarget {
                 .send(
                     CallKind::StartsBuild,
                     "rerun workflow",
-                    Request::post(&["workflow", &w.id, "rerun"]).json(body.clone()),
+                    Request::post(&["workflow", &w.id, "rerun"]).json(body.clone()).write_ahead(),
                 )
                 .await?;
             let r: RerunResponse = answer.json("rerun workflow")?;

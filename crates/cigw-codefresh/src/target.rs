@@ -265,11 +265,12 @@ impl CiTarget for CodefreshTarget {
                 // The same reqId on every attempt lets Codefresh drop a repeated request.
                 let call = Request::post(&["pipelines", "run", p])
                     .query("reqId", spec.run_id.clone())
-                    .json(self.run_body(spec));
+                    .json(self.run_body(spec))
+                    .write_ahead();
                 self.client.send(CallKind::StartsBuild, "run pipeline", call).await?
             }
             PipelineLocator::Service(id) => {
-                let call = Request::post(&["builds", id]).json(self.legacy_body(spec));
+                let call = Request::post(&["builds", id]).json(self.legacy_body(spec)).write_ahead();
                 self.client.send(CallKind::StartsBuild, "build by service", call).await?
             }
         };
@@ -295,7 +296,7 @@ impl CiTarget for CodefreshTarget {
         }
         let answer = self
             .client
-            .send(CallKind::StartsBuild, "restart build", Request::get(&["builds", "rebuild", &run.id]))
+            .send(CallKind::StartsBuild, "restart build", Request::get(&["builds", "rebuild", &run.id]).write_ahead())
             .await?;
         let id = build_id(&answer, "the restart request")?;
         tracing::info!(new_build = %id, "Codefresh build restarted");

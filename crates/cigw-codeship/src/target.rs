@@ -149,6 +149,7 @@ impl CodeshipTarget {
 
     async fn post_build_action(&self, uuid: &str, action: &str, kind: CallKind) -> Result<()> {
         let request = Request::post(&["projects", &self.project_uuid, "builds", uuid, action]);
+        let request = if kind == CallKind::StartsBuild { request.write_ahead() } else { request };
         self.client.send(kind, &format!("codeship.{action}"), request).await.map(|_| ())
     }
 
@@ -289,7 +290,7 @@ impl CiTarget for CodeshipTarget {
         };
         let body = serde_json::to_value(&body).map_err(|e| Error::other(e.to_string()))?;
         let sent_at = self.client.now();
-        let request = Request::post(&["projects", &self.project_uuid, "builds"]).json(body);
+        let request = Request::post(&["projects", &self.project_uuid, "builds"]).json(body).write_ahead();
         self.client.send(CallKind::StartsBuild, "codeship.create_build", request).await?;
         tracing::info!(provider = "codeship", target = %self.name, "build accepted (202, no id); correlate with find_recent");
         Ok(TriggerOutcome::AcceptedWithoutId { sent_at })

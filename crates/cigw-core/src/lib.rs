@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod retry;
 pub mod run;
 pub mod secret;
+pub mod send_mark;
 pub mod state;
 pub mod target;
 pub mod telemetry;

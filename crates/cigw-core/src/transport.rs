@@ -241,6 +241,7 @@ pub struct Request {
     headers: Vec<(HeaderName, String)>,
     body: Option<serde_json::Value>,
     credential: Option<Credential>,
+    write_ahead: bool,
 }
 
 impl Request {
@@ -253,7 +254,15 @@ impl Request {
             headers: Vec::new(),
             body: None,
             credential: None,
+            write_ahead: false,
         }
+    }
+
+    /// This request may start a build: each attempt runs the gateway's write-ahead mark
+    /// ([`crate::send_mark::before_send`]) just before it leaves, after every wait.
+    pub fn write_ahead(mut self) -> Self {
+        self.write_ahead = true;
+        self
     }
 
     /// A GET of `segments`.
@@ -434,6 +443,9 @@ impl Transport {
         let _permit = until_budget_end(self.permits.acquire())
             .await?
             .map_err(|_| Error::not_sent("the account's transport was shut down"))?;
+        if request.write_ahead {
+            crate::send_mark::before_send().await?;
+        }
         let mut builder =
             self.http.request(request.method.clone(), self.url(&request.segments)).header(ACCEPT, "application/json");
         if !request.query.is_empty() {

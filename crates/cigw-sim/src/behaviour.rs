@@ -161,6 +161,31 @@ pub async fn rerun_runs_again<F: Fixture>(f: &F) {
     assert_eq!(status.state, RunState::Failed, "the failing ref fails again: {status:?}");
 }
 
+/// The gateway's write-ahead mark runs once before a trigger's request leaves, and a mark that
+/// fails (the gateway could not record it) keeps the request from leaving: no build starts.
+pub async fn build_starting_requests_are_marked_before_they_leave<F: Fixture>(f: &F) {
+    let target = f.target();
+    let marks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = marks.clone();
+    let counting: cigw_core::send_mark::Hook = Arc::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    });
+    let before = f.harness().builds().total();
+    let outcome = cigw_core::send_mark::scope(counting, target.trigger(&spec(f.ok_ref(), Parameters::new())))
+        .await
+        .expect("trigger");
+    assert!(!matches!(outcome, TriggerOutcome::NothingToRun { .. }), "{outcome:?}");
+    assert_eq!(marks.load(std::sync::atomic::Ordering::SeqCst), 1, "one mark for one request");
+    assert_eq!(f.harness().builds().total(), before + 1);
+
+    let refusing: cigw_core::send_mark::Hook =
+        Arc::new(|| Box::pin(async { Err(Error::not_sent("the send could not be recorded")) }));
+    let refused = cigw_core::send_mark::scope(refusing, target.trigger(&spec(f.ok_ref(), Parameters::new()))).await;
+    assert!(matches!(refused, Err(Error::NotSent { .. })), "{refused:?}");
+    assert_eq!(f.harness().builds().total(), before + 1, "nothing was sent without its mark");
+}
+
 /// A run waiting for approval is blocked, then approved runs to success and denied does not.
 pub async fn approval_gates_the_run<F: Fixture>(f: &F) {
     let target = f.target();
@@ -235,7 +260,8 @@ macro_rules! behaviour_tests {
             approval_gates_the_run,
             find_recent_lists_the_run,
             errors_map_to_the_taxonomy,
-            rate_limits_are_retried_then_reported
+            rate_limits_are_retried_then_reported,
+            build_starting_requests_are_marked_before_they_leave
         );
     };
     (@each $make:expr; $($name:ident),*) => {

@@ -127,27 +127,25 @@ impl FakeTarget {
     }
 
     /// Run `body` behind the injected faults, retried like an adapter would.
-    async fn call<T>(
-        &self,
-        method: Method,
-        path: &str,
-        kind: CallKind,
-        mut body: impl FnMut() -> Result<T>,
-    ) -> Result<T> {
+    async fn call<T>(&self, method: Method, path: &str, kind: CallKind, body: impl FnMut() -> Result<T>) -> Result<T> {
         let policy = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(20),
             ..RetryPolicy::default()
         };
-        with_retry(&policy, kind, path, || {
-            let result = self.gate(method.clone(), path).and_then(|latency| body().map(|v| (v, latency)));
-            async move {
-                let (value, latency) = result?;
-                if !latency.is_zero() {
-                    tokio::time::sleep(latency).await;
-                }
-                Ok(value)
+        let body = parking_lot::Mutex::new(body);
+        with_retry(&policy, kind, path, || async {
+            // Like a real transport: the gateway's write-ahead mark runs just before a request
+            // that may start a build "leaves".
+            if kind == CallKind::StartsBuild {
+                cigw_core::send_mark::before_send().await?;
             }
+            let result = self.gate(method.clone(), path).and_then(|latency| (body.lock())().map(|v| (v, latency)));
+            let (value, latency) = result?;
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            Ok(value)
         })
         .await
     }

@@ -1,12 +1,15 @@
 //! Sending pending runs to their providers, and reconciling a dispatch whose outcome is unknown
 //! before ever sending it again (DESIGN.md §3, invariant 2).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cigw_core::catalog::ConfiguredTarget;
+use cigw_core::send_mark;
 use cigw_core::{ConcurrencyPolicy, Error, RecentQuery, RerunOptions, TriggerOutcome, TriggerSpec};
 use cigw_store::{DispatchOutcome, EventKind, NewEvent, RunFilter, RunRecord, StoreError};
+use parking_lot::Mutex;
 use rand::Rng;
 use serde_json::json;
 
@@ -194,8 +197,11 @@ impl Engine {
     /// time (in this process), so the order of sends is the order the provider queues builds in:
     /// correlation then matches them one to one, oldest send to oldest build.
     ///
-    /// The send is marked in the store first (write-ahead), so if this process dies mid-call the
-    /// next claim knows the trigger may have been sent; a lease lost before the mark sends nothing.
+    /// Each attempt is marked in the store just before the request leaves (write-ahead, run by
+    /// the adapter's transport after its waits: see `cigw_core::send_mark`), so if this process
+    /// dies mid-call the next claim knows the trigger may have been sent, and a process that dies
+    /// while still waiting for a rate budget has sent nothing. A lease lost before the mark sends
+    /// nothing.
     async fn send(
         &self,
         run: &RunRecord,
@@ -205,8 +211,38 @@ impl Engine {
             true => None,
             false => Some(self.locks.send_lock(&run.target).lock_owned().await),
         };
-        self.state.store.mark_sending(&run.id, &self.owner, self.state.now()).await?;
-        Ok(self.send_unordered(run, target).await)
+        let unmarked: Arc<Mutex<Option<StoreError>>> = Arc::default();
+        let hook: send_mark::Hook = {
+            let (state, run_id, owner, unmarked) =
+                (self.state.clone(), run.id.clone(), self.owner.clone(), unmarked.clone());
+            Arc::new(move || {
+                let (state, run_id, owner, unmarked) = (state.clone(), run_id.clone(), owner.clone(), unmarked.clone());
+                Box::pin(async move {
+                    let marked = state.store.mark_sending(&run_id, &owner, state.now()).await;
+                    let mut slot = unmarked.lock();
+                    match marked {
+                        Ok(()) => {
+                            *slot = None;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let message = format!("the send could not be recorded first, so it was not sent: {e}");
+                            *slot = Some(e);
+                            Err(Error::not_sent(message))
+                        }
+                    }
+                })
+            })
+        };
+        let result = send_mark::scope(hook, self.send_unordered(run, target)).await;
+        // A failed last mark means nothing left on that attempt; the store's error (e.g. the lease
+        // was lost) decides, as it would have before sending.
+        if result.is_err()
+            && let Some(e) = unmarked.lock().take()
+        {
+            return Err(e);
+        }
+        Ok(result)
     }
 
     async fn send_unordered(&self, run: &RunRecord, target: &ConfiguredTarget) -> cigw_core::Result<TriggerOutcome> {
