@@ -21,6 +21,9 @@ struct Provider {
     is_list: fn(&RecordedRequest) -> bool,
     /// The build counter's key of a run of `branch` with id `run_id`.
     key: fn(run_id: &str, branch: &str) -> String,
+    /// How long a run may take to end after its fault: a provider that rate-limits by the minute
+    /// (Codeship) is waited for until the next minute of its clock.
+    settle: Duration,
 }
 
 fn faults() -> Vec<(&'static str, Fault)> {
@@ -43,7 +46,7 @@ async fn each_fault_ends_with_one_build(provider: Provider) {
             .faults()
             .push(ScriptedFault::new(fault.clone()).method(Method::POST).path_contains(provider.trigger_path));
         let run = gw.trigger(json!({"targets": [provider.target], "ref": {"branch": branch}})).await.remove(0);
-        let done = gw.wait_for_run(&run, Duration::from_secs(15), is_terminal).await;
+        let done = gw.wait_for_run(&run, provider.settle, is_terminal).await;
         assert_eq!(done["state"], "succeeded", "{name}: {done:#}");
         runs.push((name, fault, branch, run));
     }
@@ -102,6 +105,7 @@ fn circleci() -> Provider {
         is_list: |r| r.method == Method::GET && r.path.ends_with("/project/gh/acme/api/pipeline"),
         // api-build declares `cigw_run_id`, which the adapter fills with the run id.
         key: |run_id, _| run_id.to_string(),
+        settle: Duration::from_secs(15),
     }
 }
 
@@ -111,6 +115,7 @@ fn codefresh() -> Provider {
         trigger_path: "/pipelines/run/",
         is_list: |r| r.method == Method::GET && r.path.ends_with("/workflow"),
         key: |run_id, _| run_id.to_string(),
+        settle: Duration::from_secs(15),
     }
 }
 
@@ -120,6 +125,7 @@ fn codeship() -> Provider {
         trigger_path: "/projects/83605ef0-76f8-0135-8810-6e5f001a2e3c/builds",
         is_list: |r| r.method == Method::GET && r.path.ends_with("/builds"),
         key: |_, branch| format!("heads/{branch}"),
+        settle: Duration::from_secs(75),
     }
 }
 
