@@ -195,6 +195,7 @@ pub async fn intake(
             runs,
             idempotency,
             chain_firing: None,
+            schedule_slot: None,
         })
         .await?;
     match outcome {
