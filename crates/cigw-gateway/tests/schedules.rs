@@ -201,3 +201,31 @@ fn schedules_with_bad_targets_refs_or_parameters_are_refused_with_key_paths() {
     every_two_minutes("skip").check(&catalog, &mut problems);
     assert!(!problems.has_errors(), "{problems:?}");
 }
+
+#[tokio::test]
+async fn the_api_lists_schedules_with_their_slots() {
+    let app = app_with(vec![every_two_minutes("skip")]).await;
+    let reader = app.token("reader", &["read"]).await;
+    let before = app.get("/v1/schedules", &reader).await;
+    assert_eq!(before.status, axum::http::StatusCode::OK, "{}", before.text);
+    let view = &before.body["schedules"][0];
+    assert_eq!(view["name"], "lint");
+    assert_eq!(view["cron"], "*/2 * * * *");
+    assert_eq!(view["zone"], "UTC");
+    assert_eq!(view["targets"], json!(["web-e2e"]));
+    assert_eq!(view["missed"], "skip");
+    assert_eq!(view["last_slot"], Value::Null);
+    let next: DateTime<Utc> = serde_json::from_value(view["next_slot"].clone()).unwrap();
+    assert!(next > Utc::now() && next <= Utc::now() + Duration::minutes(2), "{next}");
+
+    let mut scheduler = Scheduler::start(app.state.clone(), at(10, 0, 0)).await.unwrap();
+    let firings = scheduler.tick(at(10, 2, 0)).await;
+    let Firing::Fired { trigger_id, .. } = &firings[0].1 else { panic!("{firings:?}") };
+    let after = app.get("/v1/schedules", &reader).await;
+    let view = &after.body["schedules"][0];
+    assert_eq!(view["last_slot"], "2026-06-01T10:02:00Z");
+    assert_eq!(view["last_trigger_id"], trigger_id.as_str());
+
+    let unauthenticated = app.call(axum::http::Method::GET, "/v1/schedules", None, None).await;
+    assert_eq!(unauthenticated.status, axum::http::StatusCode::UNAUTHORIZED);
+}
