@@ -229,3 +229,40 @@ async fn the_api_lists_schedules_with_their_slots() {
     let unauthenticated = app.call(axum::http::Method::GET, "/v1/schedules", None, None).await;
     assert_eq!(unauthenticated.status, axum::http::StatusCode::UNAUTHORIZED);
 }
+
+/// Two gateways (own store handles, own schedulers) on one fresh PostgreSQL database
+/// (`CIGW_TEST_DATABASE_URL`, by default `postgres://postgres@127.0.0.1:5432/test`; never skipped).
+#[tokio::test]
+async fn two_gateways_on_postgres_fire_each_slot_once() {
+    use sqlx::Connection;
+    let admin =
+        std::env::var("CIGW_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at CIGW_TEST_DATABASE_URL");
+    let name = format!("cigw_sched_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    let db = cigw_core::config::DatabaseSettings { url: format!("{base}/{name}"), ..Default::default() };
+    let harness = cigw_sim::harness::Harness::new();
+    let mut schedulers = Vec::new();
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        let store = cigw_store::open(&db).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut settings = Settings::default();
+        settings.schedules = [("lint".to_string(), every_two_minutes("skip"))].into();
+        let state = cigw_gateway::state::AppState::new(store.clone(), catalog(&harness).0, settings);
+        schedulers.push(Scheduler::start(state, at(10, 0, 0)).await.unwrap());
+        stores.push(store);
+    }
+    let [mut a, mut b] = <[Scheduler; 2]>::try_from(schedulers).unwrap();
+    for minute in (2..=12).step_by(2) {
+        let now = at(10, minute, 1);
+        let (fa, fb) = tokio::join!(a.tick(now), b.tick(now));
+        assert_eq!(fired(&fa).len() + fired(&fb).len(), 1, "{fa:?} {fb:?}");
+        assert_eq!(fa.len() + fb.len(), 2, "the other one found the slot fired: {fa:?} {fb:?}");
+    }
+    let filter = cigw_store::RunFilter { limit: 100, ..Default::default() };
+    assert_eq!(stores[0].list_runs(&filter, None).await.unwrap().runs.len(), 6);
+    drop((a, b, stores));
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok();
+}
