@@ -248,8 +248,8 @@ async fn two_gateways_on_postgres_fire_each_slot_once() {
     for _ in 0..2 {
         let store = cigw_store::open(&db).await.unwrap();
         store.migrate().await.unwrap();
-        let mut settings = Settings::default();
-        settings.schedules = [("lint".to_string(), every_two_minutes("skip"))].into();
+        let settings =
+            Settings { schedules: [("lint".to_string(), every_two_minutes("skip"))].into(), ..Default::default() };
         let state = cigw_gateway::state::AppState::new(store.clone(), catalog(&harness).0, settings);
         schedulers.push(Scheduler::start(state, at(10, 0, 0)).await.unwrap());
         stores.push(store);
