@@ -1,4 +1,5 @@
-//! The configured accounts and targets, built through the adapters' factories.
+//! The configured accounts and targets, built through the adapters' factories (schedules are
+//! checked against them here too).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +69,9 @@ impl Catalog {
             if let Some(target) = account.target(&spec, &path, &target_settings.provider_fields, problems) {
                 catalog.targets.insert(name.clone(), ConfiguredTarget { spec, target });
             }
+        }
+        for schedule in settings.schedules.values() {
+            schedule.check(&catalog, problems);
         }
         catalog
     }

@@ -507,10 +507,25 @@ pub struct Settings {
     pub chains: BTreeMap<String, serde_json::Value>,
     /// `[notifications.<name>]`, parsed by the gateway.
     pub notifications: BTreeMap<String, serde_json::Value>,
+    /// `[schedules.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
+    ///
+    /// [`Catalog::build`]: crate::catalog::Catalog::build
+    pub schedules: BTreeMap<String, crate::schedule::Schedule>,
 }
 
-const SECTIONS: [&str; 10] =
-    ["server", "database", "auth", "retention", "timings", "providers", "targets", "hooks", "chains", "notifications"];
+const SECTIONS: [&str; 11] = [
+    "server",
+    "database",
+    "auth",
+    "retention",
+    "timings",
+    "providers",
+    "targets",
+    "hooks",
+    "chains",
+    "notifications",
+    "schedules",
+];
 
 fn section<T: DeserializeOwned + Default>(raw: &serde_json::Value, key: &str, problems: &mut Problems) -> T {
     match raw.get(key) {
@@ -628,6 +643,7 @@ impl Settings {
             hooks: named_tables(raw, "hooks", problems),
             chains: named_tables(raw, "chains", problems),
             notifications: named_tables(raw, "notifications", problems),
+            schedules: crate::schedule::parse_all(&named_tables(raw, "schedules", problems), problems),
         }
     }
 

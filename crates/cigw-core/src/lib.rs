@@ -16,6 +16,7 @@ pub mod provider;
 pub mod rate_limit;
 pub mod retry;
 pub mod run;
+pub mod schedule;
 pub mod secret;
 pub mod send_mark;
 pub mod state;

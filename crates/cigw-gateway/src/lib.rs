@@ -15,6 +15,7 @@ mod links;
 pub mod metrics;
 pub mod openapi;
 pub mod router;
+pub mod schedules;
 pub mod serve;
 pub mod state;
 pub mod ui;

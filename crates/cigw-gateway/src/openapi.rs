@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{events, health, runs, targets, tokens, triggers};
+use crate::api::{events, health, runs, schedules, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
 use crate::intake::request;
 
@@ -34,6 +34,7 @@ use crate::intake::request;
         runs::refresh_run,
         events::stream_events,
         targets::list_targets,
+        schedules::list_schedules,
         tokens::create_token,
         tokens::list_tokens,
         tokens::revoke_token,
@@ -46,6 +47,7 @@ use crate::intake::request;
         (name = "triggers", description = "Trigger targets (fan-out, idempotency)"),
         (name = "runs", description = "Read and act on runs"),
         (name = "targets", description = "Configured targets"),
+        (name = "schedules", description = "Configured schedules and their slots"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
         (name = "health", description = "Liveness and readiness"),
     )

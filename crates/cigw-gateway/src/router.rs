@@ -29,7 +29,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, runs, targets, tokens, triggers};
+use crate::api::{
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, runs, schedules, targets, tokens, triggers,
+};
 use crate::auth::AuthState;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -62,6 +64,7 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/v1/runs/{id}/refresh", post(runs::refresh_run))
         .route("/v1/events", get(events::stream_events))
         .route("/v1/targets", get(targets::list_targets))
+        .route("/v1/schedules", get(schedules::list_schedules))
         .route("/v1/tokens", post(tokens::create_token).get(tokens::list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .route("/healthz", get(health::healthz))

@@ -56,6 +56,7 @@ pub async fn serve_with_metrics(
         max_connections: server.max_connections,
     });
     let (stop, stopped) = watch::channel(false);
+    let schedules = tokio::spawn(crate::schedules::run(state.clone(), stop.subscribe()));
     let engine = tokio::spawn(Engine::new(state.clone()).run(stopped));
     let metrics = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -99,6 +100,8 @@ pub async fn serve_with_metrics(
     if tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)), engine).await.is_err() {
         tracing::warn!(grace_secs = grace.as_secs(), "the engine did not stop within the grace period");
     }
+    // The scheduler stops at its next await; a firing under way is one transaction either way.
+    schedules.abort();
     served
 }
 

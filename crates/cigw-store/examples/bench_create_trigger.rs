@@ -86,6 +86,7 @@ fn trigger(n: usize) -> NewTrigger {
             expires_at: now + chrono::Duration::days(1),
         }),
         chain_firing: None,
+        schedule_slot: None,
     }
 }
 

@@ -334,6 +334,10 @@ impl<D: Driver> Store for D {
         self.run(Access::WriteOne, move |tx| Box::pin(async move { st::delete_session(tx, &hash).await })).await
     }
 
+    async fn latest_schedule_firings(&self) -> StoreResult<Vec<ScheduleFiringRecord>> {
+        self.run(Access::Read, |tx| Box::pin(async move { st::latest_schedule_firings(tx).await })).await
+    }
+
     async fn record_delivery(
         &self,
         source: &str,

@@ -116,6 +116,8 @@ pub struct NewTrigger {
     pub idempotency: Option<IdempotencyKey>,
     /// The chain firing this trigger results from; recorded (or completed) in the same transaction.
     pub chain_firing: Option<ChainFiring>,
+    /// The schedule slot this trigger fires; recorded in the same transaction, once per slot.
+    pub schedule_slot: Option<ScheduleSlot>,
 }
 
 /// One run to create.
@@ -167,6 +169,15 @@ pub struct ChainFiring {
     pub upstream_run_id: String,
 }
 
+/// A schedule slot: schedule `schedule` is due at `slot` (an instant, whatever the zone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSlot {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The slot's time (whole microseconds are kept).
+    pub slot: DateTime<Utc>,
+}
+
 /// What `create_trigger` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
@@ -186,6 +197,11 @@ pub enum CreateOutcome {
     },
     /// This chain firing already produced a trigger: nothing stored.
     ChainAlreadyFired {
+        /// The trigger it produced.
+        trigger_id: String,
+    },
+    /// This schedule slot already fired (here or on another replica): nothing stored.
+    SlotAlreadyFired {
         /// The trigger it produced.
         trigger_id: String,
     },
@@ -484,6 +500,19 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
     /// Last successful use.
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The latest fired slot of a schedule, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleFiringRecord {
+    /// The schedule.
+    pub schedule: String,
+    /// The slot.
+    pub slot: DateTime<Utc>,
+    /// When it fired (intake time).
+    pub fired_at: DateTime<Utc>,
+    /// The trigger it produced.
+    pub trigger_id: String,
 }
 
 /// A chain firing as stored.

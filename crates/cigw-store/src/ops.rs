@@ -117,6 +117,11 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     {
         return Ok(CreateOutcome::ChainAlreadyFired { trigger_id });
     }
+    if let Some(slot) = &t.schedule_slot
+        && let Some(trigger_id) = st::get_schedule_firing(tx, slot).await?
+    {
+        return Ok(CreateOutcome::SlotAlreadyFired { trigger_id });
+    }
     st::insert_trigger(tx, t).await?;
     let mut runs = Vec::with_capacity(t.runs.len());
     for n in &t.runs {
@@ -133,6 +138,9 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     }
     if let Some(f) = &t.chain_firing {
         st::put_chain_firing(tx, f, now, &t.id).await?;
+    }
+    if let Some(slot) = &t.schedule_slot {
+        st::insert_schedule_firing(tx, slot, now, &t.id).await?;
     }
     tx.notify_wakeup().await?;
     Ok(CreateOutcome::Created(TriggerRecord {

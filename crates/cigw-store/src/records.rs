@@ -157,6 +157,15 @@ pub(crate) fn chain_from_row(row: &dyn Row) -> StoreResult<ChainFiringRecord> {
     })
 }
 
+pub(crate) fn schedule_firing_from_row(row: &dyn Row) -> StoreResult<ScheduleFiringRecord> {
+    Ok(ScheduleFiringRecord {
+        schedule: row.text("schedule")?,
+        slot: row.time("slot")?,
+        fired_at: row.time("fired_at")?,
+        trigger_id: row.text("trigger_id")?,
+    })
+}
+
 pub(crate) fn trigger_from_row(row: &dyn Row, runs: Vec<RunRecord>) -> StoreResult<TriggerRecord> {
     Ok(TriggerRecord {
         id: row.text("id")?,

@@ -17,6 +17,7 @@ const EVENT_LOCK: i64 = 0x6369_6777_2d65_7674;
 /// Advisory lock namespaces (two-integer form) for idempotency keys and chain firings.
 const KEY_LOCK_SPACE: i32 = 0x6369_6701;
 const CHAIN_LOCK_SPACE: i32 = 0x6369_6702;
+const SCHEDULE_LOCK_SPACE: i32 = 0x6369_6703;
 
 /// `INSERT INTO runs (...) VALUES ($1, ...)`.
 static INSERT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -324,6 +325,43 @@ pub(crate) async fn get_chain_firing(
     let stmt =
         Stmt::new("SELECT * FROM chain_firings WHERE chain = $1 AND upstream_run_id = $2").bind(chain).bind(upstream);
     tx.fetch_optional(stmt).await?.map(|r| chain_from_row(&*r)).transpose()
+}
+
+/// The trigger a schedule slot fired, if it did; two intakes of the same slot take turns.
+pub(crate) async fn get_schedule_firing(tx: &mut dyn Tx, slot: &ScheduleSlot) -> StoreResult<Option<String>> {
+    let at = trunc(slot.slot);
+    take_turns(tx, SCHEDULE_LOCK_SPACE, &slot.schedule, &at.to_rfc3339()).await?;
+    let stmt = Stmt::new("SELECT trigger_id FROM schedule_firings WHERE schedule = $1 AND slot = $2")
+        .bind(&slot.schedule)
+        .bind(at);
+    tx.fetch_optional(stmt).await?.map(|r| r.text("trigger_id")).transpose()
+}
+
+/// Record a fired schedule slot with its trigger.
+pub(crate) async fn insert_schedule_firing(
+    tx: &mut dyn Tx,
+    slot: &ScheduleSlot,
+    now: DateTime<Utc>,
+    trigger_id: &str,
+) -> StoreResult<()> {
+    let stmt = Stmt::new("INSERT INTO schedule_firings (schedule, slot, fired_at, trigger_id) VALUES ($1, $2, $3, $4)")
+        .bind(&slot.schedule)
+        .bind(trunc(slot.slot))
+        .bind(now)
+        .bind(trigger_id);
+    tx.execute(stmt).await?;
+    Ok(())
+}
+
+/// The latest fired slot of every schedule that fired.
+pub(crate) async fn latest_schedule_firings(tx: &mut dyn Tx) -> StoreResult<Vec<ScheduleFiringRecord>> {
+    let stmt = Stmt::new(
+        "SELECT f.* FROM schedule_firings f
+         JOIN (SELECT schedule, MAX(slot) AS slot FROM schedule_firings GROUP BY schedule) l
+           ON l.schedule = f.schedule AND l.slot = f.slot
+         ORDER BY f.schedule",
+    );
+    tx.fetch(stmt).await?.iter().map(|r| schedule_firing_from_row(&**r)).collect()
 }
 
 /// Insert or complete a chain firing with its trigger.

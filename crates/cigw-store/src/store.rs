@@ -239,6 +239,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         expires_at: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
+    /// The latest fired slot of every schedule that ever fired, by schedule name.
+    async fn latest_schedule_firings(&self) -> StoreResult<Vec<ScheduleFiringRecord>>;
+
     /// Store a named cursor.
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()>;
 }

@@ -124,6 +124,7 @@ both_backends!(
     tokens,
     ui_sessions,
     deliveries_chains_and_cursors,
+    schedule_slots_fire_once_across_replicas,
     prune_by_retention,
     wakeups_follow_commits,
     secrets_stay_out_of_errors_and_debug,

@@ -76,6 +76,17 @@ pub(crate) async fn check(file: Option<&Path>, online: bool) -> (String, bool) {
             let _ = writeln!(out, "    parameter {}: {}", p.name, traits.join(", "));
         }
     }
+    let _ = writeln!(out, "schedules ({}):", settings.schedules.len());
+    for (name, s) in &settings.schedules {
+        let _ = writeln!(
+            out,
+            "  {name}: {} ({}) → {}, missed slots: {}",
+            s.cron_text,
+            s.zone.name(),
+            s.targets.join(", "),
+            s.missed.as_str()
+        );
+    }
     for w in problems.warnings() {
         let _ = writeln!(out, "warning: {w}");
     }

@@ -62,6 +62,8 @@ enum Command {
     Watch(commands::watch::WatchArgs),
     /// List the configured targets, or show one with its parameters.
     Targets(commands::targets::TargetsArgs),
+    /// List the configured schedules with their next and last slots.
+    Schedules(commands::schedules::SchedulesArgs),
     /// Create, list and revoke API tokens.
     Token(commands::token::TokenArgs),
 }
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Command::Approve(args) => commands::actions::approve(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
             Command::Targets(args) => commands::targets::run(args).await,
+            Command::Schedules(args) => commands::schedules::run(args).await,
             Command::Token(args) => commands::token::run(args).await,
         }
     })

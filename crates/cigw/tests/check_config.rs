@@ -134,3 +134,54 @@ type = "boolean"
     assert!(stdout.contains("warning: providers.codeship.legacy.password: secret written as a literal"), "{stdout}");
     assert!(!stdout.contains("a-literal-password-for-a-sandbox"), "{stdout}");
 }
+
+#[test]
+fn bad_schedules_are_refused_with_their_key_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.toml");
+    let sandbox = std::fs::read_to_string(repo_file("config/sandbox.toml")).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            r#"{sandbox}
+[schedules.typo]
+cron = "0 25 * * *"
+zone = "Europe/Berlinn"
+targets = ["api-build"]
+
+[schedules.wrong]
+cron = "30 2 * * *"
+targets = ["api-build", "no-such-target"]
+parameters = {{ undeclared = "x" }}
+missed = "later"
+"#
+        ),
+    )
+    .unwrap();
+    let out = cigw().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for key in ["schedules.typo.cron: ", "schedules.typo.zone: ", "schedules.wrong.missed: "] {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("error: {key}"))), "{key}: {stdout}");
+    }
+    let fixed = std::fs::read_to_string(&path).unwrap().replace("missed = \"later\"", "");
+    std::fs::write(&path, fixed).unwrap();
+    let out = cigw().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for key in
+        ["schedules.wrong.targets[1]: unknown target `no-such-target`", "schedules.wrong.parameters.undeclared: "]
+    {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("error: {key}"))), "{key}: {stdout}");
+    }
+}
+
+#[test]
+fn the_sandbox_schedule_passes() {
+    let out = cigw().args(["check-config", "--config", &repo_file("config/sandbox.toml")]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("  api-lint-every-2-minutes: */2 * * * * (UTC) → api-lint, missed slots: skip\n"),
+        "{stdout}"
+    );
+}

@@ -12,7 +12,7 @@ use std::fmt::Display;
 
 use cigw_core::RunState;
 use cigw_core::params::MASK;
-use cigw_store::{CreateOutcome, IdempotencyKey, NewRun, NewTrigger, StoreError};
+use cigw_store::{CreateOutcome, IdempotencyKey, NewRun, NewTrigger, ScheduleSlot, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -132,6 +132,54 @@ pub async fn intake(
     requester: &Principal,
     idempotency_key: Option<String>,
 ) -> Result<Intake, IntakeError> {
+    let source = submission.source.clone();
+    let (outcome, accepted) = take_in(state, submission, requester, idempotency_key, None).await?;
+    match outcome {
+        CreateOutcome::Created(_) => Ok(Intake::Created(accepted)),
+        CreateOutcome::Replayed { response, .. } => Ok(Intake::Replayed(response)),
+        CreateOutcome::KeyConflict { trigger_id } => Err(IntakeError::KeyReused { trigger_id }),
+        CreateOutcome::ChainAlreadyFired { trigger_id } | CreateOutcome::SlotAlreadyFired { trigger_id } => {
+            Err(internal(format!("{source} intake got a firing outcome for trigger {trigger_id}")))
+        }
+    }
+}
+
+/// What intake did with a schedule slot.
+#[derive(Debug)]
+pub enum SlotIntake {
+    /// The trigger, its runs and the slot's firing were stored and the engine woken.
+    Created(TriggerAccepted),
+    /// The slot had fired already (here or on another replica) with this trigger: nothing stored.
+    AlreadyFired {
+        /// The slot's trigger.
+        trigger_id: String,
+    },
+}
+
+/// Take in `submission` as the firing of a schedule slot: like [`intake`], and the slot is
+/// recorded with the trigger in the same transaction, so it fires once whoever asks again.
+pub async fn intake_slot(
+    state: &AppState,
+    submission: Submission,
+    requester: &Principal,
+    slot: ScheduleSlot,
+) -> Result<SlotIntake, IntakeError> {
+    let source = submission.source.clone();
+    match take_in(state, submission, requester, None, Some(slot)).await? {
+        (CreateOutcome::Created(_), accepted) => Ok(SlotIntake::Created(accepted)),
+        (CreateOutcome::SlotAlreadyFired { trigger_id }, _) => Ok(SlotIntake::AlreadyFired { trigger_id }),
+        (other, _) => Err(internal(format!("{source} intake without a key got {other:?}"))),
+    }
+}
+
+/// Check, plan and store; wakes the engine when something was stored.
+async fn take_in(
+    state: &AppState,
+    submission: Submission,
+    requester: &Principal,
+    idempotency_key: Option<String>,
+    schedule_slot: Option<ScheduleSlot>,
+) -> Result<(CreateOutcome, TriggerAccepted), IntakeError> {
     let Submission { source, request: req, body: raw } = submission;
     let planned = check::plan(state, requester, &req)?;
     let body: Value = serde_json::from_str(raw.get()).map_err(internal)?;
@@ -187,7 +235,7 @@ pub async fn intake(
         .store
         .create_trigger(NewTrigger {
             id: trigger_id,
-            source: source.clone(),
+            source,
             requested_by: requester.name.clone(),
             request,
             labels: serde_json::to_value(&req.labels).map_err(internal)?,
@@ -195,19 +243,13 @@ pub async fn intake(
             runs,
             idempotency,
             chain_firing: None,
+            schedule_slot,
         })
         .await?;
-    match outcome {
-        CreateOutcome::Created(_) => {
-            state.wake_engine();
-            Ok(Intake::Created(accepted))
-        }
-        CreateOutcome::Replayed { response, .. } => Ok(Intake::Replayed(response)),
-        CreateOutcome::KeyConflict { trigger_id } => Err(IntakeError::KeyReused { trigger_id }),
-        CreateOutcome::ChainAlreadyFired { trigger_id } => {
-            Err(internal(format!("{source} intake got a chain outcome for trigger {trigger_id}")))
-        }
+    if matches!(outcome, CreateOutcome::Created(_)) {
+        state.wake_engine();
     }
+    Ok((outcome, accepted))
 }
 
 /// A digest of the body as parsed JSON (object keys sorted), so equal bodies match whatever

@@ -74,6 +74,7 @@ pub fn new_trigger(targets: &[&str], at: DateTime<Utc>) -> NewTrigger {
         runs: targets.iter().map(|tg| new_run(tg, at)).collect(),
         idempotency: None,
         chain_firing: None,
+        schedule_slot: None,
     }
 }
 
@@ -1385,4 +1386,43 @@ pub async fn leases_are_renewed_only_while_held(ctx: Ctx) {
     let taken = s.claim_dispatch("b", t(51), t(81), 10).await.unwrap();
     assert_eq!(taken.len(), 1, "after it ended another claimer takes the run");
     assert_eq!(taken[0].maybe_sent_count, 0, "the abandoned attempt had not marked a send");
+}
+
+pub async fn schedule_slots_fire_once_across_replicas(ctx: Ctx) {
+    let s = &ctx.store;
+    assert!(s.latest_schedule_firings().await.unwrap().is_empty());
+    let slot = |name: &str, secs: i64| ScheduleSlot { schedule: name.into(), slot: t(secs) };
+    let fire = |name: &str, secs: i64, at: i64| {
+        let mut trigger = new_trigger(&["a"], t(at));
+        trigger.source = format!("schedule:{name}");
+        trigger.schedule_slot = Some(slot(name, secs));
+        trigger
+    };
+    let first = create(s, fire("nightly", 60, 61)).await;
+    assert_eq!(
+        s.create_trigger(fire("nightly", 60, 62)).await.unwrap(),
+        CreateOutcome::SlotAlreadyFired { trigger_id: first.id.clone() },
+        "a repeat of the slot stores nothing"
+    );
+
+    // Two replicas racing for the same slots: each slot gets exactly one trigger.
+    let other = ctx.another().await;
+    let mut created = 0;
+    for secs in [120, 180, 240] {
+        let (a, b) = tokio::join!(
+            s.create_trigger(fire("nightly", secs, secs)),
+            other.create_trigger(fire("nightly", secs, secs))
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        created += outcomes.iter().filter(|o| matches!(o, CreateOutcome::Created(_))).count();
+        assert!(outcomes.iter().any(|o| matches!(o, CreateOutcome::SlotAlreadyFired { .. })), "{outcomes:?}");
+    }
+    assert_eq!(created, 3);
+    let hourly = create(s, fire("hourly", 30, 31)).await;
+
+    let latest = s.latest_schedule_firings().await.unwrap();
+    let shown: Vec<(&str, DateTime<Utc>)> = latest.iter().map(|f| (f.schedule.as_str(), f.slot)).collect();
+    assert_eq!(shown, [("hourly", t(30)), ("nightly", t(240))]);
+    assert_eq!(latest[0].trigger_id, hourly.id);
+    assert_eq!(latest[0].fired_at, t(31));
 }

@@ -3,6 +3,7 @@
 pub(crate) mod actions;
 pub(crate) mod progress;
 pub(crate) mod runs;
+pub(crate) mod schedules;
 pub(crate) mod targets;
 pub(crate) mod token;
 pub(crate) mod trigger;
