@@ -545,6 +545,8 @@ pub struct PruneReport {
     pub outbox: u64,
     /// Chain firings whose upstream run was pruned.
     pub chain_firings: u64,
+    /// Schedule firings past the runs retention, except each schedule's latest.
+    pub schedule_firings: u64,
 }
 
 /// Which database a store uses.

@@ -214,7 +214,17 @@ pub(crate) async fn prune(
                 .bind(now - retention.outbox),
         )
         .await?;
-    Ok(PruneReport { runs, events, triggers, idempotency_keys, deliveries, outbox, chain_firings })
+    // A schedule's latest firing stays: the scheduler resumes from it.
+    let schedule_firings = tx
+        .execute(
+            Stmt::new(
+                "DELETE FROM schedule_firings WHERE fired_at < $1 AND slot < (SELECT MAX(latest.slot) \
+                 FROM schedule_firings latest WHERE latest.schedule = schedule_firings.schedule)",
+            )
+            .bind(now - retention.runs),
+        )
+        .await?;
+    Ok(PruneReport { runs, events, triggers, idempotency_keys, deliveries, outbox, chain_firings, schedule_firings })
 }
 
 // ---- triggers ----

@@ -886,7 +886,8 @@ pub async fn prune_by_retention(ctx: Ctx) {
             idempotency_keys: 1,
             deliveries: 1,
             outbox: 1,
-            chain_firings: 1
+            chain_firings: 1,
+            schedule_firings: 0
         }
     );
     assert!(matches!(s.get_trigger(&old.id).await, Err(StoreError::NotFound { .. })));
@@ -1425,4 +1426,12 @@ pub async fn schedule_slots_fire_once_across_replicas(ctx: Ctx) {
     assert_eq!(shown, [("hourly", t(30)), ("nightly", t(240))]);
     assert_eq!(latest[0].trigger_id, hourly.id);
     assert_eq!(latest[0].fired_at, t(31));
+
+    // Firings past the runs retention go, except each schedule's latest, which the scheduler
+    // resumes from.
+    let retention = RetentionSettings { runs: Duration::from_secs(86_400), ..RetentionSettings::default() };
+    let report = s.prune(t(3 * 86_400), &retention).await.unwrap();
+    assert_eq!(report.schedule_firings, 3, "nightly's slots 60, 120 and 180: {report:?}");
+    assert_eq!(s.latest_schedule_firings().await.unwrap(), latest);
+    assert_eq!(s.prune(t(3 * 86_400), &retention).await.unwrap().schedule_firings, 0);
 }
