@@ -112,6 +112,14 @@ async fn bad_sign_ins_are_refused_with_json() {
     app.send(req).await.assert_error(StatusCode::FORBIDDEN, "cross_origin");
     let reply = app.send(with_cookie(Method::GET, "/ui/session", "cigw_session=nope", None, None)).await;
     reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    // A huge body is refused before it is read whole (the app's body limit is 16 KiB).
+    let huge = Request::post("/ui/session")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "token": "x".repeat(1 << 20) }).to_string()))
+        .unwrap();
+    let reply = app.send(huge).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", reply.text);
+    assert!(reply.body["code"].is_string() && reply.body["message"].is_string(), "{}", reply.text);
 }
 
 #[tokio::test]
@@ -415,4 +423,25 @@ async fn signing_out_ends_the_pages_open_event_stream() {
     let ended =
         tokio::time::timeout(Duration::from_secs(10), async { while let Some(Ok(_)) = body.next().await {} }).await;
     assert!(ended.is_ok(), "the stream of a signed-out session ended");
+}
+
+#[tokio::test]
+async fn a_watch_link_opens_no_more_streams_than_a_token_may() {
+    let app = App::with_settings(|s| s.server.max_event_streams_per_token = 1).await;
+    let button = button_token(&app, 30).await;
+    let qa = "https://qa.example";
+    let accepted = app.send(from_origin(Method::POST, "/v1/triggers", &button, qa, Some(trigger_body()))).await;
+    let run = accepted.body["runs"][0]["id"].as_str().unwrap().to_string();
+    let watch = app.send(from_origin(Method::POST, "/ui/watch", &button, qa, Some(json!({ "run_id": run })))).await;
+    let url = watch.body["url"].as_str().unwrap().to_string();
+    let open =
+        |url: &str| tower::ServiceExt::oneshot(app.router.clone(), api_support::request(Method::GET, url, None, None));
+
+    // The run has not ended, so the first stream stays open while the second is asked for.
+    let first = open(&url).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    app.call(Method::GET, &url, None, None).await.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_streams");
+    drop(first);
+    let again = open(&url).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "a closed stream gives its place back");
 }

@@ -141,6 +141,19 @@ fn parse_stream_request(pairs: Vec<(String, String)>, headers: &HeaderMap) -> Re
     Ok(StreamRequest { filter, after: header.or(last_event_id).or(from) })
 }
 
+/// A place for one more open stream of `owner` (a token id, or a watch link), or 429 when the
+/// server or that owner (`who`, for the message) has its maximum open.
+pub(crate) fn stream_slot(state: &AppState, owner: &str, who: &str) -> Result<StreamSlot, ApiError> {
+    let server = &state.settings.server;
+    state.event_streams.acquire(owner, server.max_event_streams, server.max_event_streams_per_token).map_err(|full| {
+        let message = match full {
+            StreamsFull::Total(n) => format!("the server has its maximum of {n} event streams open"),
+            StreamsFull::PerToken(n) => format!("{who} has its maximum of {n} event streams open"),
+        };
+        ApiError::RateLimited { code: "too_many_streams", message, retry_after: Some(STREAMS_FULL_RETRY) }
+    })
+}
+
 /// Follow run events as Server-Sent Events.
 ///
 /// Each message has `id: <event id>` and `data: <StreamEvent JSON>` (no `event:` field, so a
@@ -163,19 +176,7 @@ pub async fn stream_events(
     principal.require_read()?;
     let Query(pairs) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let request = parse_stream_request(pairs, &headers)?;
-    let server = &state.settings.server;
-    let slot = state
-        .event_streams
-        .acquire(&principal.token_id, server.max_event_streams, server.max_event_streams_per_token)
-        .map_err(|full| {
-            let message = match full {
-                StreamsFull::Total(n) => format!("the server has its maximum of {n} event streams open"),
-                StreamsFull::PerToken(n) => {
-                    format!("token `{}` has its maximum of {n} event streams open", principal.name)
-                }
-            };
-            ApiError::RateLimited { code: "too_many_streams", message, retry_after: Some(STREAMS_FULL_RETRY) }
-        })?;
+    let slot = stream_slot(&state, &principal.token_id, &format!("token `{}`", principal.name))?;
     let start = match request.after {
         Some(id) => id,
         None => state.store.last_event_id().await?,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::ApiJson;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, StreamSlot};
 use crate::ui::{new_secret, secret_hash};
 
 /// How long a watch link works.
@@ -152,8 +152,10 @@ pub async fn stream(
         return Err(refused());
     }
     state.store.get_run(&run_id).await?;
+    // Like /v1/events: a leaked link cannot open streams without bound.
+    let slot = crate::api::events::stream_slot(&state, &format!("watch:{}", session.hash), "this watch link")?;
     let keep_alive = KeepAlive::new().interval(state.streams.keep_alive);
-    Ok(Sse::new(follow(state, run_id, session.expires_at)).keep_alive(keep_alive).into_response())
+    Ok(Sse::new(follow(state, run_id, session.expires_at, slot)).keep_alive(keep_alive).into_response())
 }
 
 struct Follow {
@@ -163,12 +165,19 @@ struct Follow {
     last: Option<WatchedRun>,
     appended: tokio::sync::watch::Receiver<u64>,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// Held while the stream is open.
+    _slot: StreamSlot,
 }
 
-fn follow(state: AppState, run_id: String, expires_at: DateTime<Utc>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn follow(
+    state: AppState,
+    run_id: String,
+    expires_at: DateTime<Utc>,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let appended = state.events_appended.subscribe();
     let closing = state.closing.subscribe();
-    let start = Follow { state, run_id, expires_at, last: None, appended, closing };
+    let start = Follow { state, run_id, expires_at, last: None, appended, closing, _slot: slot };
     futures::stream::unfold(Some(start), |follow| async move {
         let mut f = follow?;
         loop {
