@@ -7,6 +7,7 @@
 pub mod capabilities;
 pub mod catalog;
 pub mod ci_target;
+pub mod condition;
 pub mod config;
 pub mod error;
 pub mod follow;
@@ -19,9 +20,11 @@ pub mod run;
 pub mod schedule;
 pub mod secret;
 pub mod send_mark;
+pub mod signature;
 pub mod state;
 pub mod target;
 pub mod telemetry;
+pub mod template;
 pub mod time;
 #[cfg(feature = "transport")]
 pub mod transport;
