@@ -1,5 +1,5 @@
-//! The configured accounts and targets, built through the adapters' factories (schedules are
-//! checked against them here too).
+//! The configured accounts and targets, built through the adapters' factories (schedules and
+//! chains are checked against them here too).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +73,10 @@ impl Catalog {
         for schedule in settings.schedules.values() {
             schedule.check(&catalog, problems);
         }
+        for chain in settings.chains.values() {
+            chain.check(&catalog, problems);
+        }
+        crate::chain::check_cycles(&settings.chains, problems);
         catalog
     }
 }

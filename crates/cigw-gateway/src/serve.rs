@@ -57,6 +57,7 @@ pub async fn serve_with_metrics(
     });
     let (stop, stopped) = watch::channel(false);
     let schedules = tokio::spawn(crate::schedules::run(state.clone(), stop.subscribe()));
+    let chains = tokio::spawn(crate::chains::feed::run(state.clone(), stop.subscribe()));
     let engine = tokio::spawn(Engine::new(state.clone()).run(stopped));
     let metrics = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -102,6 +103,7 @@ pub async fn serve_with_metrics(
     }
     // The scheduler stops at its next await; a firing under way is one transaction either way.
     schedules.abort();
+    chains.abort();
     served
 }
 

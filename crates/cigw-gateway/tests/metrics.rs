@@ -29,6 +29,7 @@ fn spec(name: &str, provider: ProviderKind) -> TargetSpec {
         parameters: vec![],
         max_duration: None,
         concurrency: ConcurrencyPolicy::Queue,
+        debounce: None,
         description: None,
     }
 }
@@ -300,6 +301,7 @@ async fn the_run_gauges_count_every_run_without_reading_pages_of_runs() {
             rerun_of: None,
             rerun_failed_only: false,
             dispatch_at: now,
+            supersede: false,
         })
         .collect();
     let trigger = cigw_store::NewTrigger {

@@ -356,6 +356,40 @@ impl<D: Driver> Store for D {
         let name = name.to_string();
         self.run(Access::WriteOne, move |tx| Box::pin(async move { st::save_cursor(tx, &name, value).await })).await
     }
+
+    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
+        let name = name.to_string();
+        self.run(Access::Read, move |tx| Box::pin(async move { st::load_cursor(tx, &name).await })).await
+    }
+
+    async fn chain_link(&self, trigger_id: &str) -> StoreResult<Option<ChainLink>> {
+        let trigger_id = trigger_id.to_string();
+        self.run(Access::Read, move |tx| Box::pin(async move { st::get_chain_link(tx, &trigger_id).await })).await
+    }
+
+    async fn trigger_tree(&self, trigger_id: &str) -> StoreResult<TriggerTree> {
+        let trigger_id = trigger_id.to_string();
+        self.run(Access::Snapshot, move |tx| Box::pin(async move { ops::trigger_tree(tx, &trigger_id).await })).await
+    }
+
+    async fn record_join_arrival(&self, arrival: JoinArrival) -> StoreResult<ChainJoinRecord> {
+        self.run(Access::Write, move |tx| Box::pin(async move { ops::record_join_arrival(tx, &arrival).await })).await
+    }
+
+    async fn open_joins(&self) -> StoreResult<Vec<ChainJoinRecord>> {
+        self.run(Access::Read, |tx| Box::pin(async move { st::open_joins(tx).await })).await
+    }
+
+    async fn expire_join(
+        &self,
+        chain: &str,
+        join_key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ChainJoinRecord>> {
+        let (chain, join_key) = (chain.to_string(), join_key.to_string());
+        self.run(Access::Write, move |tx| Box::pin(async move { ops::expire_join(tx, &chain, &join_key, now).await }))
+            .await
+    }
 }
 
 /// Take up to `limit` runs `what` finds due, in one statement.

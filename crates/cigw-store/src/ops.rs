@@ -117,6 +117,32 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     {
         return Ok(CreateOutcome::ChainAlreadyFired { trigger_id });
     }
+    // A join fires once: the first firing marks it fired, any other finds it so.
+    let mut join = None;
+    if let Some(f) = &t.chain_firing
+        && let Some(key) = &f.join_key
+    {
+        match st::lock_join(tx, &f.chain, key).await? {
+            Some(j) if j.state == JoinState::Fired => {
+                return Ok(match j.trigger_id {
+                    Some(trigger_id) => CreateOutcome::ChainAlreadyFired { trigger_id },
+                    None => CreateOutcome::JoinNotReady,
+                });
+            }
+            Some(j) if j.state == JoinState::Open && j.complete() && j.expires_at > now => join = Some(j),
+            _ => return Ok(CreateOutcome::JoinNotReady),
+        }
+    }
+    // Supersede: take each (target, branch) turn in name order (before any event insert, which
+    // takes the event lock), so two intakes cannot wait on each other.
+    let mut superseded: Vec<(RunRecord, String)> = Vec::new();
+    let mut by_target: Vec<&NewRun> = t.runs.iter().filter(|n| n.supersede).collect();
+    by_target.sort_by(|a, b| a.target.cmp(&b.target));
+    for n in by_target {
+        let older =
+            st::supersede_candidates(tx, &n.target, n.git_ref.branch.as_deref(), n.git_ref.tag.as_deref()).await?;
+        superseded.extend(older.into_iter().map(|r| (r, n.id.clone())));
+    }
     if let Some(slot) = &t.schedule_slot
         && let Some(trigger_id) = st::get_schedule_firing(tx, slot).await?
     {
@@ -136,8 +162,32 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     if let Some(k) = &t.idempotency {
         st::insert_key(tx, k, &t.id, now).await?;
     }
+    for (mut old, by) in superseded {
+        old.message = Some(format!("superseded by run {by} (/v1/runs/{by}) before it was sent"));
+        old.updated_at = now;
+        if let Some(from) = move_state(&mut old, RunState::Skipped, now) {
+            st::update_run(tx, &old).await?;
+            let detail = json!({"superseded_by": by, "links": {"superseded_by": format!("/v1/runs/{by}")}});
+            let data = state_event(from, &old, detail);
+            st::insert_event(tx, EventRow { run: &old, kind: EventKind::Superseded, data, created_at: now }).await?;
+        }
+    }
     if let Some(f) = &t.chain_firing {
         st::put_chain_firing(tx, f, now, &t.id).await?;
+        let link = ChainLink {
+            trigger_id: t.id.clone(),
+            chain: f.chain.clone(),
+            root_trigger_id: f.root_trigger_id.clone(),
+            depth: f.depth,
+            parents: f.parents.clone(),
+        };
+        st::insert_chain_link(tx, &link).await?;
+    }
+    if let Some(mut j) = join {
+        j.state = JoinState::Fired;
+        j.closed_at = Some(now);
+        j.trigger_id = Some(t.id.clone());
+        st::put_join(tx, &j).await?;
     }
     if let Some(slot) = &t.schedule_slot {
         st::insert_schedule_firing(tx, slot, now, &t.id).await?;
@@ -562,4 +612,97 @@ pub(crate) fn check_limit(limit: u32) -> StoreResult<i64> {
         return Err(StoreError::Invalid { field: "limit", message: format!("must be 1 to 1000, got {limit}") });
     }
     Ok(i64::from(limit))
+}
+
+/// Report one upstream run's end to its join: opens the join (or a new round of an expired one),
+/// keeps the latest run of each target (by event id, so a late re-read of an older event
+/// cannot undo a newer result), and leaves a fired join unchanged. A join found past its
+/// expiry is expired first (with its events) and a new round opens.
+pub(crate) async fn record_join_arrival(tx: &mut dyn Tx, a: &JoinArrival) -> StoreResult<ChainJoinRecord> {
+    let now = crate::columns::trunc(a.now);
+    let fresh = || ChainJoinRecord {
+        chain: a.chain.clone(),
+        join_key: a.join_key.clone(),
+        state: JoinState::Open,
+        all_of: a.all_of.clone(),
+        members: Default::default(),
+        opened_at: now,
+        expires_at: now + cigw_core::time::span(a.ttl),
+        closed_at: None,
+        trigger_id: None,
+    };
+    let mut join = match st::lock_join(tx, &a.chain, &a.join_key).await? {
+        None => fresh(),
+        Some(j) if j.state == JoinState::Fired => return Ok(j),
+        Some(j) if j.state == JoinState::Expired => fresh(),
+        Some(j) if j.expires_at <= now => {
+            expire(tx, j, now).await?;
+            fresh()
+        }
+        Some(j) => j,
+    };
+    let newer = join.members.get(&a.target).is_none_or(|m| m.event_id < a.member.event_id);
+    if newer {
+        join.members.insert(a.target.clone(), a.member.clone());
+        st::put_join(tx, &join).await?;
+    }
+    Ok(join)
+}
+
+/// Expire an open join: mark it and append a `join_expired` event to each member run.
+async fn expire(tx: &mut dyn Tx, mut join: ChainJoinRecord, now: DateTime<Utc>) -> StoreResult<ChainJoinRecord> {
+    join.state = JoinState::Expired;
+    join.closed_at = Some(now);
+    st::put_join(tx, &join).await?;
+    let data = json!({
+        "chain": join.chain,
+        "join_key": join.join_key,
+        "waiting_for": join.waiting_for(),
+        "opened_at": join.opened_at,
+        "expires_at": join.expires_at,
+    });
+    for member in join.members.values() {
+        if let Some(run) = st::find_run(tx, &member.run_id).await? {
+            let row = EventRow { run: &run, kind: EventKind::JoinExpired, data: data.clone(), created_at: now };
+            st::insert_event(tx, row).await?;
+        }
+    }
+    Ok(join)
+}
+
+/// Expire the join if it is still open and past its expiry at `now`.
+pub(crate) async fn expire_join(
+    tx: &mut dyn Tx,
+    chain: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<ChainJoinRecord>> {
+    let now = crate::columns::trunc(now);
+    match st::lock_join(tx, chain, key).await? {
+        Some(j) if j.state == JoinState::Open && j.expires_at <= now => Ok(Some(expire(tx, j, now).await?)),
+        _ => Ok(None),
+    }
+}
+
+/// The tree of the trigger `id` belongs to (call it in one snapshot).
+pub(crate) async fn trigger_tree(tx: &mut dyn Tx, id: &str) -> StoreResult<TriggerTree> {
+    let root = match st::get_chain_link(tx, id).await? {
+        Some(link) => link.root_trigger_id,
+        None => {
+            if !st::trigger_exists(tx, id).await? {
+                return Err(StoreError::NotFound { what: format!("trigger {id}") });
+            }
+            id.to_string()
+        }
+    };
+    let mut triggers = Vec::new();
+    // The root may have been pruned while its descendants remain.
+    if st::trigger_exists(tx, &root).await? {
+        triggers.push((st::get_trigger(tx, &root).await?, None));
+    }
+    for link in st::chain_links_of_root(tx, &root).await? {
+        let trigger = st::get_trigger(tx, &link.trigger_id).await?;
+        triggers.push((trigger, Some(link)));
+    }
+    Ok(TriggerTree { root_trigger_id: root, triggers })
 }

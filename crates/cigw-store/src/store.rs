@@ -244,4 +244,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Store a named cursor.
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()>;
+
+    /// A named cursor, if one was saved.
+    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
+
+    /// The chain link of a trigger a chain fired (`None` for a root trigger).
+    async fn chain_link(&self, trigger_id: &str) -> StoreResult<Option<ChainLink>>;
+
+    /// The tree of triggers the trigger `trigger_id` belongs to: its root and every trigger
+    /// chains fired from it, with their runs. `NotFound` for an unknown trigger.
+    async fn trigger_tree(&self, trigger_id: &str) -> StoreResult<TriggerTree>;
+
+    /// Report an upstream run's end to a fan-in join, in one transaction (see
+    /// [`JoinArrival`]); returns the join as it now stands. Two arrivals for one join take turns.
+    async fn record_join_arrival(&self, arrival: JoinArrival) -> StoreResult<ChainJoinRecord>;
+
+    /// The open joins, soonest expiry first.
+    async fn open_joins(&self) -> StoreResult<Vec<ChainJoinRecord>>;
+
+    /// Expire a join still open past its expiry at `now`, appending a `join_expired` event to
+    /// each member run in the same transaction; `None` when it is not (any more) due.
+    async fn expire_join(
+        &self,
+        chain: &str,
+        join_key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ChainJoinRecord>>;
 }

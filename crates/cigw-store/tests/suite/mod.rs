@@ -60,6 +60,7 @@ pub fn new_run(target: &str, at: DateTime<Utc>) -> NewRun {
         rerun_of: None,
         rerun_failed_only: false,
         dispatch_at: at,
+        supersede: false,
     }
 }
 
