@@ -99,7 +99,6 @@ impl World {
                 rerun_of: None,
                 rerun_failed_only: false,
                 dispatch_at: Utc::now(),
-                supersede: false,
             }],
             idempotency: None,
             chain_firing: None,
@@ -328,7 +327,6 @@ async fn a_rerun_starts_a_new_build_from_the_original() {
         rerun_of: Some(original.id.clone()),
         rerun_failed_only: false,
         dispatch_at: Utc::now(),
-        supersede: false,
     };
     let rerun = w.store().create_rerun(&original.trigger_id, rerun, Utc::now()).await.unwrap();
     let done = w.finish(&rerun.id).await;

@@ -77,7 +77,6 @@ async fn an_already_built_sha_on_basic_is_the_next_attempt_of_its_build() {
                     rerun_of: None,
                     rerun_failed_only: false,
                     dispatch_at: Utc::now(),
-                    supersede: false,
                 }],
                 idempotency: None,
                 chain_firing: None,

@@ -118,7 +118,6 @@ impl World {
                 rerun_of: None,
                 rerun_failed_only: false,
                 dispatch_at: Utc::now(),
-                supersede: false,
             }],
             idempotency: None,
             chain_firing: None,

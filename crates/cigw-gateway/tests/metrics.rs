@@ -301,7 +301,6 @@ async fn the_run_gauges_count_every_run_without_reading_pages_of_runs() {
             rerun_of: None,
             rerun_failed_only: false,
             dispatch_at: now,
-            supersede: false,
         })
         .collect();
     let trigger = cigw_store::NewTrigger {

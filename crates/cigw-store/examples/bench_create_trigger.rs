@@ -77,7 +77,6 @@ fn trigger(n: usize) -> NewTrigger {
             rerun_of: None,
             rerun_failed_only: false,
             dispatch_at: now,
-            supersede: false,
         }],
         idempotency: Some(IdempotencyKey {
             scope: "bench".into(),

@@ -135,6 +135,11 @@ impl<D: Driver> Store for D {
         .await
     }
 
+    async fn supersede(&self, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<Option<RunUpdate>> {
+        let (run_id, owner, now) = (run_id.to_string(), owner.to_string(), trunc(now));
+        self.run(Access::Write, move |tx| Box::pin(async move { ops::supersede(tx, &run_id, &owner, now).await })).await
+    }
+
     async fn adopt(&self, run_id: &str, run_ref: ProviderRunRef, now: DateTime<Utc>) -> StoreResult<RunUpdate> {
         let (run_id, now) = (run_id.to_string(), trunc(now));
         self.run(Access::Write, move |tx| Box::pin(async move { ops::adopt(tx, &run_id, &run_ref, now).await })).await

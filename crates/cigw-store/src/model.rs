@@ -153,9 +153,6 @@ pub struct NewRun {
     pub rerun_failed_only: bool,
     /// Earliest dispatch time (normally the creation time).
     pub dispatch_at: DateTime<Utc>,
-    /// Supersede: in the same transaction, end the earlier runs of this target and branch (or
-    /// tag) that were never sent as `skipped`, each linking this run.
-    pub supersede: bool,
 }
 
 /// An idempotency key, scoped to the token that sent it.

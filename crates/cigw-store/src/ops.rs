@@ -133,16 +133,6 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
             _ => return Ok(CreateOutcome::JoinNotReady),
         }
     }
-    // Supersede: take each (target, branch) turn in name order (before any event insert, which
-    // takes the event lock), so two intakes cannot wait on each other.
-    let mut superseded: Vec<(RunRecord, String)> = Vec::new();
-    let mut by_target: Vec<&NewRun> = t.runs.iter().filter(|n| n.supersede).collect();
-    by_target.sort_by(|a, b| a.target.cmp(&b.target));
-    for n in by_target {
-        let older =
-            st::supersede_candidates(tx, &n.target, n.git_ref.branch.as_deref(), n.git_ref.tag.as_deref()).await?;
-        superseded.extend(older.into_iter().map(|r| (r, n.id.clone())));
-    }
     if let Some(slot) = &t.schedule_slot
         && let Some(trigger_id) = st::get_schedule_firing(tx, slot).await?
     {
@@ -161,16 +151,6 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     }
     if let Some(k) = &t.idempotency {
         st::insert_key(tx, k, &t.id, now).await?;
-    }
-    for (mut old, by) in superseded {
-        old.message = Some(format!("superseded by run {by} (/v1/runs/{by}) before it was sent"));
-        old.updated_at = now;
-        if let Some(from) = move_state(&mut old, RunState::Skipped, now) {
-            st::update_run(tx, &old).await?;
-            let detail = json!({"superseded_by": by, "links": {"superseded_by": format!("/v1/runs/{by}")}});
-            let data = state_event(from, &old, detail);
-            st::insert_event(tx, EventRow { run: &old, kind: EventKind::Superseded, data, created_at: now }).await?;
-        }
     }
     if let Some(f) = &t.chain_firing {
         st::put_chain_firing(tx, f, now, &t.id).await?;
@@ -705,4 +685,32 @@ pub(crate) async fn trigger_tree(tx: &mut dyn Tx, id: &str) -> StoreResult<Trigg
         triggers.push((trigger, Some(link)));
     }
     Ok(TriggerTree { root_trigger_id: root, triggers })
+}
+
+/// End a claimed run `skipped` when a newer run of its target and branch (or tag) exists that
+/// is not a rerun and was not canceled: the newest of them replaces it, and the `superseded`
+/// event and the message link it. Only a run `owner` holds and that was never possibly sent is
+/// superseded; `None` when the run stays (it is the newest, or may have reached its provider).
+pub(crate) async fn supersede(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<RunUpdate>> {
+    let mut run = locked(tx, run_id).await?;
+    check_owner(&run, owner)?;
+    let never_sent = run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0;
+    if run.state != RunState::Pending || !never_sent || run.rerun_of.is_some() {
+        return Ok(None);
+    }
+    let Some(by) = st::newest_replacement(tx, &run).await? else { return Ok(None) };
+    run.message = Some(format!("superseded by run {by} (/v1/runs/{by}) before it was sent"));
+    run.updated_at = now;
+    run.sending_since = None;
+    let Some(from) = move_state(&mut run, RunState::Skipped, now) else { return Ok(None) };
+    st::update_run(tx, &run).await?;
+    let detail = json!({"superseded_by": by, "links": {"superseded_by": format!("/v1/runs/{by}")}});
+    let data = state_event(from, &run, detail);
+    st::insert_event(tx, EventRow { run: &run, kind: EventKind::Superseded, data, created_at: now }).await?;
+    Ok(Some(RunUpdate { run, moved_from: Some(from), stale: false }))
 }

@@ -18,8 +18,7 @@ const EVENT_LOCK: i64 = 0x6369_6777_2d65_7674;
 const KEY_LOCK_SPACE: i32 = 0x6369_6701;
 const CHAIN_LOCK_SPACE: i32 = 0x6369_6702;
 const SCHEDULE_LOCK_SPACE: i32 = 0x6369_6703;
-const SUPERSEDE_LOCK_SPACE: i32 = 0x6369_6704;
-const JOIN_LOCK_SPACE: i32 = 0x6369_6705;
+const JOIN_LOCK_SPACE: i32 = 0x6369_6704;
 
 /// `INSERT INTO runs (...) VALUES ($1, ...)`.
 static INSERT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -536,34 +535,25 @@ pub(crate) async fn load_cursor(tx: &mut dyn Tx, name: &str) -> StoreResult<Opti
 
 // ---- supersede ----
 
-/// The runs of `target` on this branch (or tag) a new run supersedes: pending, never sent and
-/// held by no dispatcher, not reruns; locked until commit. Two intakes of the same target and
-/// branch take turns here, so the later one sees (and supersedes) the earlier one's run.
-pub(crate) async fn supersede_candidates(
-    tx: &mut dyn Tx,
-    target: &str,
-    branch: Option<&str>,
-    tag: Option<&str>,
-) -> StoreResult<Vec<RunRecord>> {
-    let scope = match (branch, tag) {
-        (_, Some(tag)) => format!("tag:{tag}"),
-        (Some(branch), None) => format!("branch:{branch}"),
-        (None, None) => "default".to_string(),
-    };
-    take_turns(tx, SUPERSEDE_LOCK_SPACE, target, &scope).await?;
+/// The newest run of `run`'s target on the same branch and tag created after it (by creation
+/// time, then id), not a rerun and not canceled: what replaces it under supersede.
+pub(crate) async fn newest_replacement(tx: &mut dyn Tx, run: &RunRecord) -> StoreResult<Option<String>> {
     let same = match tx.backend() {
         Backend::Postgres => "IS NOT DISTINCT FROM",
         Backend::Sqlite => "IS",
     };
     let sql = format!(
-        "SELECT * FROM runs WHERE target = $1 AND branch {same} $2 AND tag {same} $3 AND state = 'pending'
-           AND lease_owner IS NULL AND sending_since IS NULL AND maybe_sent_count = 0
-           AND provider_run_id IS NULL AND NOT unconfirmed AND NOT cancel_requested AND rerun_of IS NULL
-         ORDER BY created_at, id {}",
-        tx.for_update()
+        "SELECT id FROM runs WHERE target = $1 AND branch {same} $2 AND tag {same} $3 AND rerun_of IS NULL
+           AND state <> 'canceled' AND (created_at > $4 OR (created_at = $4 AND id > $5))
+         ORDER BY created_at DESC, id DESC LIMIT 1"
     );
-    let stmt = Stmt::new(sql).bind(target).bind(branch.map(str::to_string)).bind(tag.map(str::to_string));
-    tx.fetch(stmt).await?.iter().map(|r| run_from_row(&**r)).collect()
+    let stmt = Stmt::new(sql)
+        .bind(&run.target)
+        .bind(run.git_ref.branch.clone())
+        .bind(run.git_ref.tag.clone())
+        .bind(run.created_at)
+        .bind(&run.id);
+    tx.fetch_optional(stmt).await?.map(|r| r.text("id")).transpose()
 }
 
 // ---- chain links and joins ----

@@ -97,6 +97,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<RunUpdate>;
 
+    /// Supersede a run `owner` claimed for dispatch: when a newer run of its target and branch
+    /// (or tag) exists, not a rerun and not canceled, the claimed run ends `skipped` with a
+    /// `superseded` event and a message linking the newest such run, and the lease ends. A run
+    /// that may have reached its provider, or is the newest, is left alone (`None`).
+    async fn supersede(&self, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<Option<RunUpdate>>;
+
     // ---- tracking ----
 
     /// Give the run the provider build `run_ref`, clear `unconfirmed`, and make it due for a poll

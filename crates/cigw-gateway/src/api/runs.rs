@@ -283,7 +283,6 @@ pub async fn rerun_run(
         rerun_of: Some(run.id.clone()),
         rerun_failed_only: options.failed_only,
         dispatch_at: now + cigw_core::time::span(state.settings.timings.dispatch_delay),
-        supersede: false,
     };
     let created = state.store.create_rerun(&run.trigger_id, new_run, now).await?;
     state.wake_engine();

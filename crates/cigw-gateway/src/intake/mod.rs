@@ -240,7 +240,6 @@ async fn take_in(
                 + cigw_core::time::span(
                     p.target.spec.debounce.unwrap_or_default().max(state.settings.timings.dispatch_delay),
                 ),
-            supersede: p.target.spec.supersedes(),
         })
         .collect();
     let accepted = TriggerAccepted {
