@@ -13,8 +13,9 @@ pub const ADMIN_TOKEN: &str = "cigw_e2e-admin-token-0123456789abcdefghijklmnopqr
 
 /// The sandbox targets, with fast timings, plus what a test adds.
 const SANDBOX_TOML: &str = include_str!("../../../../config/sandbox.toml");
-/// The line that starts the sandbox's schedules, which end-to-end tests leave out.
-const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------------------------- Schedules";
+/// The line that starts the sandbox's chains (followed by its schedules), which end-to-end
+/// tests leave out: chains would add runs of their own, and the chain tests bring theirs.
+const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------------------------- Chains";
 
 /// A running gateway process with its simulators.
 pub struct Gateway {
@@ -77,7 +78,7 @@ impl Gateway {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         providers.send_circleci_webhooks_to(format!("{url}/callbacks/circleci/sandbox"));
-        // The sandbox's schedule would add runs of its own whenever its slot passes mid-test.
+        // The sandbox's chains and schedule would add runs of their own mid-test.
         let targets_only = SANDBOX_TOML.split(SANDBOX_SCHEDULES).next().unwrap_or(SANDBOX_TOML);
         let mut config = String::from(targets_only);
         for (key, value) in providers.base_url_overrides() {
