@@ -72,6 +72,22 @@ async fn a_chain_fires_its_downstream_once_with_the_upstream_ref_and_shows_the_t
         assert_eq!(nodes[1]["parent_run_ids"], json!([ids[0]]));
         assert_eq!(nodes[1]["trigger"]["source"], "chain:api-to-e2e");
     }
+    // `cigw status` draws the tree under the run, from the run or from the root trigger.
+    for id in [down_id.as_str(), root.as_str()] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cigw"))
+            .args(["status", id])
+            .env_remove("CIGW_CONFIG")
+            .env("CIGW_URL", &gw.url)
+            .env("CIGW_TOKEN", support::ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(&format!("chain tree (root trigger {root}):")), "{text}");
+        assert!(text.contains(&format!("└─ api-build  succeeded  run {}", ids[0])), "{text}");
+        assert!(text.contains(&format!("   └─ [chain api-to-e2e] trigger {child_trigger}")), "{text}");
+        assert!(text.contains(&format!("      └─ web-e2e  succeeded  run {down_id}")), "{text}");
+    }
     // Later reads of the same events (the consumer keeps running) fire nothing more.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(children(&gw, "web-e2e", &ids[0]).await.len(), 1);
