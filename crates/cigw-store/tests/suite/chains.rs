@@ -131,7 +131,7 @@ pub async fn chain_firings_record_links_and_trees(ctx: Ctx) {
 
     let link = s.chain_link(&down.id).await.unwrap().unwrap();
     assert_eq!((link.chain.as_str(), link.root_trigger_id.as_str(), link.depth), ("a-to-c", root.id.as_str(), 1));
-    assert_eq!(link.parents, [up.id.clone()]);
+    assert_eq!(link.parents, std::slice::from_ref(&up.id));
     assert_eq!(s.chain_link(&root.id).await.unwrap(), None);
 
     // A grandchild, then the tree from any member.
