@@ -53,6 +53,15 @@ async fn a_chain_fires_its_downstream_once_with_the_upstream_ref_and_shows_the_t
     assert_eq!(up["state"], "succeeded", "{up:#}");
     let down = wait_children(&gw, "web-e2e", &ids[0], 1, Duration::from_secs(30)).await;
     let down_id = down[0]["id"].as_str().unwrap().to_string();
+    // How long after the upstream's end the downstream run was stored (the consumer is woken by
+    // the end's commit in this process).
+    let up_events = gw.get_json(&format!("/v1/runs/{}", ids[0])).await["events"].clone();
+    let end = up_events.as_array().unwrap().iter().find(|e| e["state"] == "succeeded").unwrap().clone();
+    let ended = chrono::DateTime::parse_from_rfc3339(end["created_at"].as_str().unwrap()).unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(down[0]["created_at"].as_str().unwrap()).unwrap();
+    let lag = (created - ended).to_std().unwrap_or_default();
+    eprintln!("chain firing lag (upstream end -> downstream stored): {lag:?}");
+    assert!(lag < Duration::from_secs(3), "{lag:?}");
     let done = gw.wait_for_run(&down_id, Duration::from_secs(60), is_terminal).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(done["ref"]["branch"], "main");
