@@ -121,8 +121,14 @@ pub(crate) async fn status(args: StatusArgs) -> ExitCode {
     };
     let run = match client.get(&format!("/v1/runs/{}", segment(&args.run)), &[]).await {
         // Not a run: perhaps a trigger, whose tree is drawn.
-        Err(ClientError::Api { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
-            let tree = client.get(&format!("/v1/triggers/{}/tree", segment(&args.run)), &[]).await;
+        Err(ClientError::Api { status, code, message, details }) if status == reqwest::StatusCode::NOT_FOUND => {
+            let tree = match client.get(&format!("/v1/triggers/{}/tree", segment(&args.run)), &[]).await {
+                // Neither a run nor a trigger: say so as a run (what the command is mostly given).
+                Err(ClientError::Api { status: s, .. }) if s == reqwest::StatusCode::NOT_FOUND => {
+                    Err(ClientError::Api { status, code, message, details })
+                }
+                other => other,
+            };
             return finish(tree, args.json, |t| tree_text(t, None));
         }
         other => other,
