@@ -14,6 +14,9 @@ use cigw_store::*;
 use futures::StreamExt;
 use serde_json::json;
 
+mod outbox;
+pub use outbox::*;
+
 /// What a suite test gets: a migrated, empty store, and the settings to open another handle
 /// on the same database (a second replica or process).
 pub struct Ctx {
