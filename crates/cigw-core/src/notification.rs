@@ -356,7 +356,8 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported_at_its_path_without_the_secret() {
-        let (n, problems) = parse(json!({"url": "ftp://x", "secrets": ["whsec_not base64!", "env:CIGW_SURELY_UNSET_X"],
+        let (n, problems) =
+            parse(json!({"url": "ftp://x", "secrets": ["whsec_not base64!", "env:CIGW_SURELY_UNSET_X"],
             "targets": ["[bad"], "states": ["queued"], "providers": ["jenkins"], "max_attempts": 0,
             "timeout": "0s", "backoff_base": "10m", "backoff_cap": "1m", "colour": "red"}));
         assert!(n.is_none());

@@ -69,8 +69,13 @@ impl EventFeed {
 
     /// Consume pages until `shutdown` turns true: at once while pages are full, then after each
     /// event appended in this process or after `poll` (events of other replicas).
-    pub async fn follow<F, Fut>(mut self, state: AppState, poll: Duration, mut shutdown: watch::Receiver<bool>, mut consume: F)
-    where
+    pub async fn follow<F, Fut>(
+        mut self,
+        state: AppState,
+        poll: Duration,
+        mut shutdown: watch::Receiver<bool>,
+        mut consume: F,
+    ) where
         F: FnMut(String, Vec<EventRecord>) -> Fut,
         Fut: Future<Output = StoreResult<()>>,
     {

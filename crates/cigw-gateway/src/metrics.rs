@@ -154,7 +154,10 @@ fn describe() {
     describe_gauge!(names::SSE_CLIENTS, "Connected /v1/events clients");
     describe_counter!(names::SSE_DISCONNECTS, "Event streams ended by the server, by reason");
     describe_counter!(names::NOTIFICATION_DELIVERIES, "Notification delivery attempts by notification and outcome");
-    describe_gauge!(names::NOTIFICATION_OUTBOX, "Notification outbox rows by status (pending = depth, dead = dead letters)");
+    describe_gauge!(
+        names::NOTIFICATION_OUTBOX,
+        "Notification outbox rows by status (pending = depth, dead = dead letters)"
+    );
 }
 
 /// Count one trigger request.

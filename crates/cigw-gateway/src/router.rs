@@ -30,7 +30,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, notifications, runs, schedules, targets, tokens, triggers,
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, notifications, runs, schedules, targets, tokens,
+    triggers,
 };
 use crate::auth::AuthState;
 use crate::error::ApiError;

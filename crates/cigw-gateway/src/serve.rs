@@ -69,7 +69,8 @@ pub async fn serve_with_metrics(
     let notifications = tokio::spawn({
         let (state, stopped) = (state.clone(), stop.subscribe());
         async move {
-            let feed = if retry_feed { crate::notifications::prepare_until(&state, stopped.clone()).await } else { feed };
+            let feed =
+                if retry_feed { crate::notifications::prepare_until(&state, stopped.clone()).await } else { feed };
             crate::notifications::run(state, feed, stopped).await
         }
     });
@@ -121,7 +122,8 @@ pub async fn serve_with_metrics(
     schedules.abort();
     // Deliveries under way finish within their timeout; a row whose outcome is not recorded is
     // sent again once its lease ends (at least once).
-    if tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)), notifications).await.is_err() {
+    if tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)), notifications).await.is_err()
+    {
         tracing::warn!("the notification worker did not stop within the grace period");
     }
     served

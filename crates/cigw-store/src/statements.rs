@@ -624,7 +624,8 @@ pub(crate) async fn record_outbox(
         .bind(now)
         .bind(i64::from(*status)),
         OutboxOutcome::Retry { at, status, error } => Stmt::new(format!(
-            "UPDATE outbox SET next_attempt_at = $4, last_status = $5, last_error = $6, {release} {held}"
+            "UPDATE outbox SET next_attempt_at = $4, last_status = COALESCE($5, last_status), last_error = $6, \
+             {release} {held}"
         ))
         .bind(id)
         .bind(owner)
@@ -633,7 +634,8 @@ pub(crate) async fn record_outbox(
         .bind(status.map(i64::from))
         .bind(error.as_str()),
         OutboxOutcome::Dead { status, error } => Stmt::new(format!(
-            "UPDATE outbox SET status = 'dead', finished_at = $3, last_status = $4, last_error = $5, {release} {held}"
+            "UPDATE outbox SET status = 'dead', finished_at = $3, last_status = COALESCE($4, last_status), \
+             last_error = $5, {release} {held}"
         ))
         .bind(id)
         .bind(owner)

@@ -108,10 +108,7 @@ pub fn outcome(
         Err(error) => (None, error, None),
     };
     if attempts >= notification.delivery.max_attempts {
-        return OutboxOutcome::Dead {
-            status,
-            error: format!("{error}; gave up after {attempts} attempts"),
-        };
+        return OutboxOutcome::Dead { status, error: format!("{error}; gave up after {attempts} attempts") };
     }
     let wait = retry_after.map(|r| r.min(MAX_RETRY_AFTER)).unwrap_or_else(|| backoff(notification, attempts));
     OutboxOutcome::Retry { at: now + cigw_core::time::span(wait), status, error }
