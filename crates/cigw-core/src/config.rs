@@ -630,6 +630,13 @@ impl Settings {
                 format!("`{}` is not a `sqlite:` or `postgres://` URL", redact_url(&database.url)),
             );
         }
+        let notifications = crate::notification::parse_all(&named_tables(raw, "notifications", problems), problems);
+        if !notifications.is_empty() && server.public_url.is_none() {
+            problems.warn(
+                "server.public_url",
+                "not set: notifications carry no link to cigw runs and say `/cigw` as their source",
+            );
+        }
         Settings {
             server,
             database,
@@ -644,7 +651,7 @@ impl Settings {
             targets,
             hooks: named_tables(raw, "hooks", problems),
             chains: named_tables(raw, "chains", problems),
-            notifications: crate::notification::parse_all(&named_tables(raw, "notifications", problems), problems),
+            notifications,
             schedules: crate::schedule::parse_all(&named_tables(raw, "schedules", problems), problems),
         }
     }
