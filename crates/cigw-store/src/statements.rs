@@ -600,7 +600,7 @@ pub(crate) async fn claim_outbox(
 ) -> StoreResult<Vec<OutboxRecord>> {
     let rows = tx.fetch(outbox_claim_stmt(tx, owner, now, lease_until, limit)).await?;
     let mut claimed = rows.iter().map(|r| outbox_from_row(&**r)).collect::<StoreResult<Vec<_>>>()?;
-    claimed.sort_by(|a, b| (a.next_attempt_at, a.id).cmp(&(b.next_attempt_at, b.id)));
+    claimed.sort_by_key(|r| (r.next_attempt_at, r.id));
     Ok(claimed)
 }
 
