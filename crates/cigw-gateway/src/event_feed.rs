@@ -5,8 +5,9 @@
 //! Nothing is lost across restarts or crashes: the cursor only moves in the transaction that
 //! stored the page's results, so a page is consumed again (idempotently, by the handler's unique
 //! keys) when that transaction did not commit. Replicas may consume the same pages; the cursor
-//! never moves back (`Store::enqueue_outbox`). Event ids follow commit order on both backends,
-//! so a page never skips an event committed later with a smaller id.
+//! never moves back (`Store::enqueue_outbox`). `Store::events_after` never returns an event past
+//! one still being committed (SQLite's single writer; PostgreSQL's visibility horizon), so a
+//! page never skips an event that commits later with a smaller id.
 
 use std::future::Future;
 use std::time::Duration;
