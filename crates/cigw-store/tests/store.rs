@@ -128,6 +128,7 @@ both_backends!(
     outbox_claims_keep_each_runs_order,
     outbox_redelivery_listing_and_pruning,
     concurrent_outbox_workers_never_share_a_row,
+    outbox_claims_and_depth_use_indexes,
     schedule_slots_fire_once_across_replicas,
     prune_by_retention,
     wakeups_follow_commits,

@@ -245,3 +245,18 @@ mod parking_lot_free {
         }
     }
 }
+
+pub async fn outbox_claims_and_depth_use_indexes(ctx: Ctx) {
+    let s = &ctx.store;
+    // A long retention's worth of delivered rows and a few pending ones.
+    let rows: Vec<_> = (1..=3000).map(|i| row("n", i, &format!("run{}", i % 500), 0)).collect();
+    s.enqueue_outbox("c", 3000, rows).await.unwrap();
+    super::raw_exec(&ctx, "UPDATE outbox SET status = 'delivered' WHERE event_id > 20").await;
+    if ctx.backend() == Backend::Postgres {
+        super::raw_exec(&ctx, "VACUUM ANALYZE").await;
+    }
+    let p = super::plan(&ctx, HotQuery::ClaimOutbox).await;
+    assert!(!super::scans_table(&p, "outbox"), "outbox claim: {p}");
+    let p = super::plan(&ctx, HotQuery::CountOutboxPending).await;
+    assert!(super::uses_index(&p, "outbox_by_status") && !super::scans_table(&p, "outbox"), "outbox depth: {p}");
+}
