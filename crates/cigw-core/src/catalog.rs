@@ -1,5 +1,6 @@
 //! The configured accounts and targets, built through the adapters' factories (schedules and
 //! chains are checked against them here too).
+//! notifications are checked against them here too).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +78,9 @@ impl Catalog {
             chain.check(&catalog, problems);
         }
         crate::chain::check_cycles(&settings.chains, problems);
+        for notification in settings.notifications.values() {
+            notification.check(&catalog, problems);
+        }
         catalog
     }
 }

@@ -514,8 +514,10 @@ pub struct Settings {
     ///
     /// [`Catalog::build`]: crate::catalog::Catalog::build
     pub chains: BTreeMap<String, crate::chain::Chain>,
-    /// `[notifications.<name>]`, parsed by the gateway.
-    pub notifications: BTreeMap<String, serde_json::Value>,
+    /// `[notifications.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
+    ///
+    /// [`Catalog::build`]: crate::catalog::Catalog::build
+    pub notifications: BTreeMap<String, crate::notification::Notification>,
     /// `[schedules.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
     ///
     /// [`Catalog::build`]: crate::catalog::Catalog::build
@@ -637,6 +639,13 @@ impl Settings {
                 format!("`{}` is not a `sqlite:` or `postgres://` URL", redact_url(&database.url)),
             );
         }
+        let notifications = crate::notification::parse_all(&named_tables(raw, "notifications", problems), problems);
+        if !notifications.is_empty() && server.public_url.is_none() {
+            problems.warn(
+                "server.public_url",
+                "not set: notifications carry no link to cigw runs and say `/cigw` as their source",
+            );
+        }
         Settings {
             server,
             database,
@@ -651,7 +660,7 @@ impl Settings {
             targets,
             hooks: named_tables(raw, "hooks", problems),
             chains: crate::chain::parse_all(&named_tables(raw, "chains", problems), problems),
-            notifications: named_tables(raw, "notifications", problems),
+            notifications,
             schedules: crate::schedule::parse_all(&named_tables(raw, "schedules", problems), problems),
         }
     }

@@ -30,8 +30,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, chains, events, health, runs, schedules, targets, tokens,
-    triggers,
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, chains, events, health, notifications, runs, schedules, targets,
+    tokens, triggers,
 };
 use crate::auth::AuthState;
 use crate::error::ApiError;
@@ -68,6 +68,9 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/v1/events", get(events::stream_events))
         .route("/v1/targets", get(targets::list_targets))
         .route("/v1/schedules", get(schedules::list_schedules))
+        .route("/v1/notifications/deliveries", get(notifications::list_deliveries))
+        .route("/v1/notifications/deliveries/{id}", get(notifications::get_delivery))
+        .route("/v1/notifications/deliveries/{id}/redeliver", post(notifications::redeliver))
         .route("/v1/tokens", post(tokens::create_token).get(tokens::list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .route("/healthz", get(health::healthz))

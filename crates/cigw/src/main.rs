@@ -66,6 +66,8 @@ enum Command {
     Schedules(commands::schedules::SchedulesArgs),
     /// Create, list and revoke API tokens.
     Token(commands::token::TokenArgs),
+    /// Outbound notification deliveries: list them, redeliver a dead-lettered one.
+    Notifications(commands::notifications::NotificationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             Command::Targets(args) => commands::targets::run(args).await,
             Command::Schedules(args) => commands::schedules::run(args).await,
             Command::Token(args) => commands::token::run(args).await,
+            Command::Notifications(args) => commands::notifications::run(args).await,
         }
     })
 }

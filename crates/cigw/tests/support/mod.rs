@@ -13,8 +13,9 @@ pub const ADMIN_TOKEN: &str = "cigw_e2e-admin-token-0123456789abcdefghijklmnopqr
 
 /// The sandbox targets, with fast timings, plus what a test adds.
 const SANDBOX_TOML: &str = include_str!("../../../../config/sandbox.toml");
-/// The line that starts the sandbox's chains (followed by its schedules), which end-to-end
-/// tests leave out: chains would add runs of their own, and the chain tests bring theirs.
+/// The line that starts the sandbox's chains, notifications and schedules (the last sections),
+/// which end-to-end tests leave out: chains would add runs of their own (the chain tests bring
+/// theirs), and the sandbox's notification receiver is not running here.
 const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------------------------- Chains";
 
 /// A running gateway process with its simulators.
