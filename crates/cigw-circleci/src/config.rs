@@ -267,6 +267,7 @@ mod tests {
             parameters,
             max_duration: None,
             concurrency: ConcurrencyPolicy::Queue,
+            debounce: None,
             description: None,
         }
     }

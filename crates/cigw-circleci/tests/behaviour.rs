@@ -52,6 +52,7 @@ impl CircleciFixture {
             parameters: vec![param("cigw_run_id", ParamType::String), param(APPROVAL_PARAMETER, ParamType::Boolean)],
             max_duration: None,
             concurrency: ConcurrencyPolicy::Queue,
+            debounce: None,
             description: None,
         };
         let mut problems = Problems::default();

@@ -225,6 +225,7 @@ mod through_the_client {
             parameters: vec![],
             max_duration: None,
             concurrency: ConcurrencyPolicy::Queue,
+            debounce: None,
             description: None,
         };
         let mut problems = Problems::default();

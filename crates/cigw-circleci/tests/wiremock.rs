@@ -42,6 +42,7 @@ fn target_spec(parameters: Vec<ParameterSpec>) -> TargetSpec {
         parameters,
         max_duration: None,
         concurrency: ConcurrencyPolicy::Queue,
+        debounce: None,
         description: None,
     }
 }

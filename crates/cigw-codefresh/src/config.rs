@@ -283,6 +283,7 @@ mod tests {
             parameters: params,
             max_duration: None,
             concurrency: ConcurrencyPolicy::Queue,
+            debounce: None,
             description: None,
         }
     }

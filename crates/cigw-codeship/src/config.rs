@@ -237,6 +237,7 @@ mod tests {
             parameters: Vec::new(),
             max_duration: None,
             concurrency: cigw_core::ConcurrencyPolicy::Queue,
+            debounce: None,
             description: None,
         }
     }

@@ -817,6 +817,7 @@ async fn factory_builds_accounts_and_targets_and_keeps_the_base_path() {
         parameters: params,
         max_duration: None,
         concurrency: Default::default(),
+        debounce: None,
         description: None,
     };
     let fields = json!({"project_uuid": PROJECT, "project_type": "basic"});

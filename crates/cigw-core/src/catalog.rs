@@ -1,4 +1,5 @@
 //! The configured accounts and targets, built through the adapters' factories (schedules and
+//! chains are checked against them here too).
 //! notifications are checked against them here too).
 
 use std::collections::BTreeMap;
@@ -73,6 +74,10 @@ impl Catalog {
         for schedule in settings.schedules.values() {
             schedule.check(&catalog, problems);
         }
+        for chain in settings.chains.values() {
+            chain.check(&catalog, problems);
+        }
+        crate::chain::check_cycles(&settings.chains, problems);
         for notification in settings.notifications.values() {
             notification.check(&catalog, problems);
         }

@@ -431,6 +431,9 @@ pub struct TargetSettings {
     /// Concurrency policy.
     #[serde(default)]
     pub concurrency: ConcurrencyPolicy,
+    /// Wait this long before sending a new run; a newer run of the same branch supersedes it.
+    #[serde(default, with = "humantime_serde")]
+    pub debounce: Option<Duration>,
     /// Human description.
     #[serde(default)]
     pub description: Option<String>,
@@ -471,6 +474,9 @@ impl TargetSettings {
         if let Err(why) = crate::git_ref::check_ref_name(&self.default_branch) {
             problems.error(format!("{path}.default_branch"), why);
         }
+        if self.debounce.is_some_and(|d| d.is_zero()) {
+            problems.error(format!("{path}.debounce"), "must be longer than 0s (leave it out for no debounce)");
+        }
         TargetSpec {
             name: name.to_string(),
             provider: self.provider,
@@ -479,6 +485,7 @@ impl TargetSettings {
             parameters,
             max_duration: self.max_duration,
             concurrency: self.concurrency,
+            debounce: self.debounce,
             description: self.description.clone(),
         }
     }
@@ -503,8 +510,10 @@ pub struct Settings {
     pub targets: BTreeMap<String, TargetSettings>,
     /// `[hooks.<name>]`, parsed by the gateway.
     pub hooks: BTreeMap<String, serde_json::Value>,
-    /// `[chains.<name>]`, parsed by the gateway.
-    pub chains: BTreeMap<String, serde_json::Value>,
+    /// `[chains.<name>]` (targets and cycles are checked against the catalog by [`Catalog::build`]).
+    ///
+    /// [`Catalog::build`]: crate::catalog::Catalog::build
+    pub chains: BTreeMap<String, crate::chain::Chain>,
     /// `[notifications.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
     ///
     /// [`Catalog::build`]: crate::catalog::Catalog::build
@@ -650,7 +659,7 @@ impl Settings {
             providers,
             targets,
             hooks: named_tables(raw, "hooks", problems),
-            chains: named_tables(raw, "chains", problems),
+            chains: crate::chain::parse_all(&named_tables(raw, "chains", problems), problems),
             notifications,
             schedules: crate::schedule::parse_all(&named_tables(raw, "schedules", problems), problems),
         }

@@ -6,6 +6,7 @@
 
 pub mod capabilities;
 pub mod catalog;
+pub mod chain;
 pub mod ci_target;
 pub mod condition;
 pub mod config;

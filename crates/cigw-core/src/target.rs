@@ -16,6 +16,20 @@ pub enum ConcurrencyPolicy {
     Queue,
     /// Cancel earlier non-terminal runs of the same branch.
     CancelPrevious,
+    /// End earlier runs of the same branch that were not sent yet (`pending`) as `skipped`,
+    /// each linking the run that replaced it; runs already sent keep going.
+    Supersede,
+}
+
+impl ConcurrencyPolicy {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Queue => "queue",
+            ConcurrencyPolicy::CancelPrevious => "cancel-previous",
+            ConcurrencyPolicy::Supersede => "supersede",
+        }
+    }
 }
 
 /// The provider-independent part of a target's configuration.
@@ -36,6 +50,17 @@ pub struct TargetSpec {
     pub max_duration: Option<Duration>,
     /// What happens to earlier runs of the same branch.
     pub concurrency: ConcurrencyPolicy,
+    /// How long a new run waits before it is sent; a newer run of the same branch arriving
+    /// meanwhile supersedes it (as with [`ConcurrencyPolicy::Supersede`]).
+    #[serde(with = "humantime_serde")]
+    pub debounce: Option<Duration>,
     /// A human description.
     pub description: Option<String>,
+}
+
+impl TargetSpec {
+    /// Whether a new run of this target supersedes the earlier unsent runs of its branch.
+    pub fn supersedes(&self) -> bool {
+        self.concurrency == ConcurrencyPolicy::Supersede || self.debounce.is_some()
+    }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod callbacks;
+pub mod chains;
 pub mod engine;
 pub mod error;
 pub mod event_feed;

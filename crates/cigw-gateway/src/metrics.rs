@@ -59,6 +59,8 @@ pub mod names {
     pub const RECONCILIATIONS: &str = "cigw_reconciliations_total";
     /// Triggers sent again after an unresolved ambiguous attempt.
     pub const POSSIBLE_DUPLICATES: &str = "cigw_possible_duplicates_total";
+    /// Runs superseded before they were sent, by target.
+    pub const SUPERSEDED: &str = "cigw_runs_superseded_total";
     /// Connected `/v1/events` clients.
     pub const SSE_CLIENTS: &str = "cigw_sse_clients";
     /// Event streams the server ended, by `reason`: `slow_client`, `shutdown`, `store_error`.
@@ -151,6 +153,10 @@ fn describe() {
     describe_counter!(names::UNCONFIRMED, "Runs accepted without a provider id, correlated, or expired");
     describe_counter!(names::RECONCILIATIONS, "Reconciliations of ambiguous dispatches by outcome");
     describe_counter!(names::POSSIBLE_DUPLICATES, "Triggers sent again after an unresolved ambiguous attempt");
+    describe_counter!(
+        names::SUPERSEDED,
+        "Runs superseded by a newer run of their target and branch before they were sent"
+    );
     describe_gauge!(names::SSE_CLIENTS, "Connected /v1/events clients");
     describe_counter!(names::SSE_DISCONNECTS, "Event streams ended by the server, by reason");
     describe_counter!(names::NOTIFICATION_DELIVERIES, "Notification delivery attempts by notification and outcome");
@@ -169,6 +175,11 @@ pub fn record_intake(source: &str, outcome: &'static str) {
 pub fn record_dispatched(provider: ProviderKind, created_at: DateTime<Utc>, now: DateTime<Utc>) {
     let lag = (now - created_at).to_std().unwrap_or(Duration::ZERO);
     histogram!(names::DISPATCH_LAG, "provider" => provider.as_str()).record(lag.as_secs_f64());
+}
+
+/// A pending run was superseded by a newer run of its target and branch.
+pub fn record_superseded(target: &str) {
+    counter!(names::SUPERSEDED, "target" => target.to_string()).increment(1);
 }
 
 /// Count one notification delivery attempt's outcome (`delivered`, `retry` or `dead`).

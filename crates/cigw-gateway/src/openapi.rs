@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{events, health, notifications, runs, schedules, targets, tokens, triggers};
+use crate::api::{chains, events, health, notifications, runs, schedules, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
 use crate::intake::request;
 
@@ -35,6 +35,8 @@ use crate::intake::request;
         events::stream_events,
         targets::list_targets,
         schedules::list_schedules,
+        chains::trigger_tree,
+        chains::list_joins,
         notifications::list_deliveries,
         notifications::get_delivery,
         notifications::redeliver,
@@ -51,6 +53,7 @@ use crate::intake::request;
         (name = "runs", description = "Read and act on runs"),
         (name = "targets", description = "Configured targets"),
         (name = "schedules", description = "Configured schedules and their slots"),
+        (name = "chains", description = "Trigger trees made by chains, and open fan-in joins"),
         (name = "notifications", description = "Outbound notification deliveries (scope `admin`)"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
         (name = "health", description = "Liveness and readiness"),

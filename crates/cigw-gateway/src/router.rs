@@ -30,8 +30,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, notifications, runs, schedules, targets, tokens,
-    triggers,
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, chains, events, health, notifications, runs, schedules, targets,
+    tokens, triggers,
 };
 use crate::auth::AuthState;
 use crate::error::ApiError;
@@ -55,6 +55,8 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         )
         .route("/v1/triggers/{id}", get(triggers::get_trigger))
         .route("/v1/triggers/{id}/cancel", post(triggers::cancel_trigger))
+        .route("/v1/triggers/{id}/tree", get(chains::trigger_tree))
+        .route("/v1/joins", get(chains::list_joins))
         .route("/v1/runs", get(runs::list_runs))
         .route("/v1/runs/{id}", get(runs::get_run))
         .route("/v1/runs/{id}/events", get(runs::run_events))

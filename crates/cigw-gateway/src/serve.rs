@@ -75,6 +75,7 @@ pub async fn serve_with_metrics(
         }
     });
     let schedules = tokio::spawn(crate::schedules::run(state.clone(), stop.subscribe()));
+    let chains = tokio::spawn(crate::chains::feed::run(state.clone(), stop.subscribe()));
     let engine = tokio::spawn(Engine::new(state.clone()).run(stopped));
     let metrics = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -120,6 +121,7 @@ pub async fn serve_with_metrics(
     }
     // The scheduler stops at its next await; a firing under way is one transaction either way.
     schedules.abort();
+    chains.abort();
     // Deliveries under way finish within their timeout; a row whose outcome is not recorded is
     // sent again once its lease ends (at least once).
     if tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)), notifications).await.is_err()

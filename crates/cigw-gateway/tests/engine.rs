@@ -36,6 +36,7 @@ fn spec(name: &str, max_duration: Option<Duration>, concurrency: ConcurrencyPoli
         parameters: vec![],
         max_duration,
         concurrency,
+        debounce: None,
         description: None,
     }
 }

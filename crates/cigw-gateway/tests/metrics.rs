@@ -29,6 +29,7 @@ fn spec(name: &str, provider: ProviderKind) -> TargetSpec {
         parameters: vec![],
         max_duration: None,
         concurrency: ConcurrencyPolicy::Queue,
+        debounce: None,
         description: None,
     }
 }

@@ -135,6 +135,11 @@ impl<D: Driver> Store for D {
         .await
     }
 
+    async fn supersede(&self, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<Option<RunUpdate>> {
+        let (run_id, owner, now) = (run_id.to_string(), owner.to_string(), trunc(now));
+        self.run(Access::Write, move |tx| Box::pin(async move { ops::supersede(tx, &run_id, &owner, now).await })).await
+    }
+
     async fn adopt(&self, run_id: &str, run_ref: ProviderRunRef, now: DateTime<Utc>) -> StoreResult<RunUpdate> {
         let (run_id, now) = (run_id.to_string(), trunc(now));
         self.run(Access::Write, move |tx| Box::pin(async move { ops::adopt(tx, &run_id, &run_ref, now).await })).await
@@ -364,6 +369,35 @@ impl<D: Driver> Store for D {
     async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
         let name = name.to_string();
         self.run(Access::Read, move |tx| Box::pin(async move { st::load_cursor(tx, &name).await })).await
+    }
+
+    async fn chain_link(&self, trigger_id: &str) -> StoreResult<Option<ChainLink>> {
+        let trigger_id = trigger_id.to_string();
+        self.run(Access::Read, move |tx| Box::pin(async move { st::get_chain_link(tx, &trigger_id).await })).await
+    }
+
+    async fn trigger_tree(&self, trigger_id: &str) -> StoreResult<TriggerTree> {
+        let trigger_id = trigger_id.to_string();
+        self.run(Access::Snapshot, move |tx| Box::pin(async move { ops::trigger_tree(tx, &trigger_id).await })).await
+    }
+
+    async fn record_join_arrival(&self, arrival: JoinArrival) -> StoreResult<ChainJoinRecord> {
+        self.run(Access::Write, move |tx| Box::pin(async move { ops::record_join_arrival(tx, &arrival).await })).await
+    }
+
+    async fn open_joins(&self) -> StoreResult<Vec<ChainJoinRecord>> {
+        self.run(Access::Read, |tx| Box::pin(async move { st::open_joins(tx).await })).await
+    }
+
+    async fn expire_join(
+        &self,
+        chain: &str,
+        join_key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ChainJoinRecord>> {
+        let (chain, join_key) = (chain.to_string(), join_key.to_string());
+        self.run(Access::Write, move |tx| Box::pin(async move { ops::expire_join(tx, &chain, &join_key, now).await }))
+            .await
     }
 
     async fn start_cursor(&self, name: &str) -> StoreResult<i64> {

@@ -36,11 +36,17 @@ pub enum EventKind {
     Approved,
     /// The run was denied through the API.
     Denied,
+    /// A newer run of the same target and branch replaced this unsent one, which ended
+    /// `skipped` (data: `superseded_by`, its link).
+    Superseded,
+    /// A fan-in join this run belonged to expired before every upstream was in (data: the
+    /// chain, the join key, what it still waited for).
+    JoinExpired,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::Created,
         Self::Dispatched,
         Self::DispatchRetry,
@@ -55,6 +61,8 @@ impl EventKind {
         Self::TimedOut,
         Self::Approved,
         Self::Denied,
+        Self::Superseded,
+        Self::JoinExpired,
     ];
 
     /// The stored name.
@@ -74,6 +82,8 @@ impl EventKind {
             Self::TimedOut => "timed_out",
             Self::Approved => "approved",
             Self::Denied => "denied",
+            Self::Superseded => "superseded",
+            Self::JoinExpired => "join_expired",
         }
     }
 
@@ -165,8 +175,136 @@ pub struct IdempotencyKey {
 pub struct ChainFiring {
     /// The chain's name.
     pub chain: String,
-    /// The upstream run.
+    /// The upstream run (of a join: the run that completed it).
     pub upstream_run_id: String,
+    /// Every upstream run of the firing, `upstream_run_id` first (a join's other members after).
+    pub parents: Vec<String>,
+    /// The root trigger of the tree the firing extends.
+    pub root_trigger_id: String,
+    /// How deep the new trigger sits (1: fired by a run of a root trigger).
+    pub depth: u32,
+    /// A join firing: the join's key. The store fires it only while the join is open and every
+    /// member is done, and marks it fired in the same transaction.
+    pub join_key: Option<String>,
+}
+
+/// Where a chain-fired trigger sits in its tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    /// The trigger.
+    pub trigger_id: String,
+    /// The chain that fired it.
+    pub chain: String,
+    /// Its tree's root trigger.
+    pub root_trigger_id: String,
+    /// Its depth (the root is 0).
+    pub depth: u32,
+    /// The upstream runs that fired it, the completing one first.
+    pub parents: Vec<String>,
+}
+
+/// A trigger tree: a root trigger and every trigger chains fired from it, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerTree {
+    /// The root trigger's id.
+    pub root_trigger_id: String,
+    /// The triggers, the root first, each with its chain link (the root has none).
+    pub triggers: Vec<(TriggerRecord, Option<ChainLink>)>,
+}
+
+/// Whether a join waits, fired or expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinState {
+    /// Waiting for members.
+    Open,
+    /// Fired its downstream trigger.
+    Fired,
+    /// Expired before every member was in.
+    Expired,
+}
+
+impl JoinState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinState::Open => "open",
+            JoinState::Fired => "fired",
+            JoinState::Expired => "expired",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [JoinState::Open, JoinState::Fired, JoinState::Expired].into_iter().find(|j| j.as_str() == s)
+    }
+}
+
+/// The latest run of one upstream target in a join.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JoinMember {
+    /// The run.
+    pub run_id: String,
+    /// Its end state.
+    pub state: RunState,
+    /// Whether that state is one the chain wants (the member is done).
+    pub done: bool,
+    /// The event that reported it (a later event of the same target replaces it).
+    pub event_id: i64,
+}
+
+/// A fan-in join as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainJoinRecord {
+    /// The chain.
+    pub chain: String,
+    /// The join key (a root trigger id or a sha).
+    pub join_key: String,
+    /// Open, fired or expired.
+    pub state: JoinState,
+    /// The upstream targets it waits for.
+    pub all_of: Vec<String>,
+    /// The latest run of each upstream target seen so far.
+    pub members: std::collections::BTreeMap<String, JoinMember>,
+    /// When its first member came in.
+    pub opened_at: DateTime<Utc>,
+    /// When it expires unless complete.
+    pub expires_at: DateTime<Utc>,
+    /// When it fired or expired.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The trigger it fired.
+    pub trigger_id: Option<String>,
+}
+
+impl ChainJoinRecord {
+    /// The upstream targets without a done member yet.
+    pub fn waiting_for(&self) -> Vec<String> {
+        self.all_of.iter().filter(|t| !self.members.get(*t).is_some_and(|m| m.done)).cloned().collect()
+    }
+
+    /// Every upstream target has a done member.
+    pub fn complete(&self) -> bool {
+        self.waiting_for().is_empty()
+    }
+}
+
+/// One upstream run's end, reported to a join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinArrival {
+    /// The chain.
+    pub chain: String,
+    /// The join key.
+    pub join_key: String,
+    /// The targets the join waits for.
+    pub all_of: Vec<String>,
+    /// The upstream target.
+    pub target: String,
+    /// Its run and end state.
+    pub member: JoinMember,
+    /// How long a join opened now stays open.
+    pub ttl: std::time::Duration,
+    /// Now.
+    pub now: DateTime<Utc>,
 }
 
 /// A schedule slot: schedule `schedule` is due at `slot` (an instant, whatever the zone).
@@ -205,6 +343,9 @@ pub enum CreateOutcome {
         /// The trigger it produced.
         trigger_id: String,
     },
+    /// The join of a join firing is no longer open and complete (a member failed meanwhile, or
+    /// it expired): nothing stored.
+    JoinNotReady,
 }
 
 /// A stored trigger with its runs.
@@ -547,6 +688,8 @@ pub struct PruneReport {
     pub chain_firings: u64,
     /// Schedule firings past the runs retention, except each schedule's latest.
     pub schedule_firings: u64,
+    /// Fired or expired joins closed before the runs retention.
+    pub chain_joins: u64,
 }
 
 /// Where an outbox row stands.

@@ -117,6 +117,22 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     {
         return Ok(CreateOutcome::ChainAlreadyFired { trigger_id });
     }
+    // A join fires once: the first firing marks it fired, any other finds it so.
+    let mut join = None;
+    if let Some(f) = &t.chain_firing
+        && let Some(key) = &f.join_key
+    {
+        match st::lock_join(tx, &f.chain, key).await? {
+            Some(j) if j.state == JoinState::Fired => {
+                return Ok(match j.trigger_id {
+                    Some(trigger_id) => CreateOutcome::ChainAlreadyFired { trigger_id },
+                    None => CreateOutcome::JoinNotReady,
+                });
+            }
+            Some(j) if j.state == JoinState::Open && j.complete() && j.expires_at > now => join = Some(j),
+            _ => return Ok(CreateOutcome::JoinNotReady),
+        }
+    }
     if let Some(slot) = &t.schedule_slot
         && let Some(trigger_id) = st::get_schedule_firing(tx, slot).await?
     {
@@ -138,6 +154,20 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     }
     if let Some(f) = &t.chain_firing {
         st::put_chain_firing(tx, f, now, &t.id).await?;
+        let link = ChainLink {
+            trigger_id: t.id.clone(),
+            chain: f.chain.clone(),
+            root_trigger_id: f.root_trigger_id.clone(),
+            depth: f.depth,
+            parents: f.parents.clone(),
+        };
+        st::insert_chain_link(tx, &link).await?;
+    }
+    if let Some(mut j) = join {
+        j.state = JoinState::Fired;
+        j.closed_at = Some(now);
+        j.trigger_id = Some(t.id.clone());
+        st::put_join(tx, &j).await?;
     }
     if let Some(slot) = &t.schedule_slot {
         st::insert_schedule_firing(tx, slot, now, &t.id).await?;
@@ -562,4 +592,125 @@ pub(crate) fn check_limit(limit: u32) -> StoreResult<i64> {
         return Err(StoreError::Invalid { field: "limit", message: format!("must be 1 to 1000, got {limit}") });
     }
     Ok(i64::from(limit))
+}
+
+/// Report one upstream run's end to its join: opens the join (or a new round of an expired one),
+/// keeps the latest run of each target (by event id, so a late re-read of an older event
+/// cannot undo a newer result), and leaves a fired join unchanged. A join found past its
+/// expiry is expired first (with its events) and a new round opens.
+pub(crate) async fn record_join_arrival(tx: &mut dyn Tx, a: &JoinArrival) -> StoreResult<ChainJoinRecord> {
+    let now = crate::columns::trunc(a.now);
+    let fresh = || ChainJoinRecord {
+        chain: a.chain.clone(),
+        join_key: a.join_key.clone(),
+        state: JoinState::Open,
+        all_of: a.all_of.clone(),
+        members: Default::default(),
+        opened_at: now,
+        expires_at: now + cigw_core::time::span(a.ttl),
+        closed_at: None,
+        trigger_id: None,
+    };
+    let mut join = match st::lock_join(tx, &a.chain, &a.join_key).await? {
+        None => fresh(),
+        Some(j) if j.state == JoinState::Fired => return Ok(j),
+        Some(j) if j.state == JoinState::Expired => fresh(),
+        Some(j) if j.expires_at <= now => {
+            expire(tx, j, now).await?;
+            fresh()
+        }
+        Some(j) => j,
+    };
+    let newer = join.members.get(&a.target).is_none_or(|m| m.event_id < a.member.event_id);
+    if newer {
+        join.members.insert(a.target.clone(), a.member.clone());
+        st::put_join(tx, &join).await?;
+    }
+    Ok(join)
+}
+
+/// Expire an open join: mark it and append a `join_expired` event to each member run.
+async fn expire(tx: &mut dyn Tx, mut join: ChainJoinRecord, now: DateTime<Utc>) -> StoreResult<ChainJoinRecord> {
+    join.state = JoinState::Expired;
+    join.closed_at = Some(now);
+    st::put_join(tx, &join).await?;
+    let data = json!({
+        "chain": join.chain,
+        "join_key": join.join_key,
+        "waiting_for": join.waiting_for(),
+        "opened_at": join.opened_at,
+        "expires_at": join.expires_at,
+    });
+    for member in join.members.values() {
+        if let Some(run) = st::find_run(tx, &member.run_id).await? {
+            let row = EventRow { run: &run, kind: EventKind::JoinExpired, data: data.clone(), created_at: now };
+            st::insert_event(tx, row).await?;
+        }
+    }
+    Ok(join)
+}
+
+/// Expire the join if it is still open and past its expiry at `now`.
+pub(crate) async fn expire_join(
+    tx: &mut dyn Tx,
+    chain: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<ChainJoinRecord>> {
+    let now = crate::columns::trunc(now);
+    match st::lock_join(tx, chain, key).await? {
+        Some(j) if j.state == JoinState::Open && j.expires_at <= now => Ok(Some(expire(tx, j, now).await?)),
+        _ => Ok(None),
+    }
+}
+
+/// The tree of the trigger `id` belongs to (call it in one snapshot).
+pub(crate) async fn trigger_tree(tx: &mut dyn Tx, id: &str) -> StoreResult<TriggerTree> {
+    let root = match st::get_chain_link(tx, id).await? {
+        Some(link) => link.root_trigger_id,
+        None => {
+            if !st::trigger_exists(tx, id).await? {
+                return Err(StoreError::NotFound { what: format!("trigger {id}") });
+            }
+            id.to_string()
+        }
+    };
+    let mut triggers = Vec::new();
+    // The root may have been pruned while its descendants remain.
+    if st::trigger_exists(tx, &root).await? {
+        triggers.push((st::get_trigger(tx, &root).await?, None));
+    }
+    for link in st::chain_links_of_root(tx, &root).await? {
+        let trigger = st::get_trigger(tx, &link.trigger_id).await?;
+        triggers.push((trigger, Some(link)));
+    }
+    Ok(TriggerTree { root_trigger_id: root, triggers })
+}
+
+/// End a claimed run `skipped` when a newer run of its target and branch (or tag) exists that
+/// is not a rerun and was not canceled: the newest of them replaces it, and the `superseded`
+/// event and the message link it. Only a run `owner` holds and that was never possibly sent is
+/// superseded; `None` when the run stays (it is the newest, or may have reached its provider).
+pub(crate) async fn supersede(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<RunUpdate>> {
+    let mut run = locked(tx, run_id).await?;
+    check_owner(&run, owner)?;
+    let never_sent = run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0;
+    if run.state != RunState::Pending || !never_sent || run.rerun_of.is_some() {
+        return Ok(None);
+    }
+    let Some(by) = st::newest_replacement(tx, &run).await? else { return Ok(None) };
+    run.message = Some(format!("superseded by run {by} (/v1/runs/{by}) before it was sent"));
+    run.updated_at = now;
+    run.sending_since = None;
+    let Some(from) = move_state(&mut run, RunState::Skipped, now) else { return Ok(None) };
+    st::update_run(tx, &run).await?;
+    let detail = json!({"superseded_by": by, "links": {"superseded_by": format!("/v1/runs/{by}")}});
+    let data = state_event(from, &run, detail);
+    st::insert_event(tx, EventRow { run: &run, kind: EventKind::Superseded, data, created_at: now }).await?;
+    Ok(Some(RunUpdate { run, moved_from: Some(from), stale: false }))
 }

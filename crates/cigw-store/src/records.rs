@@ -187,6 +187,31 @@ pub(crate) fn key_from_row(row: &dyn Row) -> StoreResult<StoredKey> {
     })
 }
 
+pub(crate) fn chain_link_from_row(row: &dyn Row) -> StoreResult<ChainLink> {
+    Ok(ChainLink {
+        trigger_id: row.text("trigger_id")?,
+        chain: row.text("chain")?,
+        root_trigger_id: row.text("root_trigger_id")?,
+        depth: count(row.int("depth")?),
+        parents: serde_json::from_value(row.json("parents")?).map_err(corrupt)?,
+    })
+}
+
+pub(crate) fn join_from_row(row: &dyn Row) -> StoreResult<ChainJoinRecord> {
+    let state = row.text("state")?;
+    Ok(ChainJoinRecord {
+        chain: row.text("chain")?,
+        join_key: row.text("join_key")?,
+        state: JoinState::parse(&state).ok_or_else(|| corrupt(format!("join state `{state}`")))?,
+        all_of: serde_json::from_value(row.json("all_of")?).map_err(corrupt)?,
+        members: serde_json::from_value(row.json("members")?).map_err(corrupt)?,
+        opened_at: row.time("opened_at")?,
+        expires_at: row.time("expires_at")?,
+        closed_at: row.opt_time("closed_at")?,
+        trigger_id: row.opt_text("trigger_id")?,
+    })
+}
+
 pub(crate) fn outbox_from_row(row: &dyn Row) -> StoreResult<OutboxRecord> {
     let status = row.text("status")?;
     Ok(OutboxRecord {

@@ -17,6 +17,7 @@ use crate::sql::{Stmt, Tx};
 const KEY_LOCK_SPACE: i32 = 0x6369_6701;
 const CHAIN_LOCK_SPACE: i32 = 0x6369_6702;
 const SCHEDULE_LOCK_SPACE: i32 = 0x6369_6703;
+const JOIN_LOCK_SPACE: i32 = 0x6369_6704;
 
 /// `INSERT INTO runs (...) VALUES ($1, ...)`.
 static INSERT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -188,6 +189,12 @@ pub(crate) async fn prune(
             tx.execute(Stmt::new(format!("DELETE FROM {table} IN ({old})")).bind(now - retention.runs)).await?;
     }
     let [events, chain_firings, runs] = removed;
+    let chain_joins = tx
+        .execute(
+            Stmt::new("DELETE FROM chain_joins WHERE closed_at IS NOT NULL AND closed_at < $1")
+                .bind(now - retention.runs),
+        )
+        .await?;
     let idempotency_keys = tx
         .execute(
             Stmt::new("DELETE FROM idempotency_keys WHERE expires_at <= $1 OR created_at < $2")
@@ -223,7 +230,17 @@ pub(crate) async fn prune(
             .bind(now - retention.runs),
         )
         .await?;
-    Ok(PruneReport { runs, events, triggers, idempotency_keys, deliveries, outbox, chain_firings, schedule_firings })
+    Ok(PruneReport {
+        runs,
+        events,
+        triggers,
+        idempotency_keys,
+        deliveries,
+        outbox,
+        chain_firings,
+        schedule_firings,
+        chain_joins,
+    })
 }
 
 // ---- triggers ----
@@ -544,6 +561,97 @@ pub(crate) async fn load_cursor(tx: &mut dyn Tx, name: &str) -> StoreResult<Opti
         .await?
         .map(|r| r.int("value"))
         .transpose()
+}
+
+// ---- supersede ----
+
+/// The newest run of `run`'s target on the same branch and tag created after it (by creation
+/// time, then id), not a rerun and not canceled: what replaces it under supersede.
+pub(crate) async fn newest_replacement(tx: &mut dyn Tx, run: &RunRecord) -> StoreResult<Option<String>> {
+    let same = match tx.backend() {
+        Backend::Postgres => "IS NOT DISTINCT FROM",
+        Backend::Sqlite => "IS",
+    };
+    let sql = format!(
+        "SELECT id FROM runs WHERE target = $1 AND branch {same} $2 AND tag {same} $3 AND rerun_of IS NULL
+           AND state <> 'canceled' AND (created_at > $4 OR (created_at = $4 AND id > $5))
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    );
+    let stmt = Stmt::new(sql)
+        .bind(&run.target)
+        .bind(run.git_ref.branch.clone())
+        .bind(run.git_ref.tag.clone())
+        .bind(run.created_at)
+        .bind(&run.id);
+    tx.fetch_optional(stmt).await?.map(|r| r.text("id")).transpose()
+}
+
+// ---- chain links and joins ----
+
+/// Record where a chain-fired trigger sits in its tree.
+pub(crate) async fn insert_chain_link(tx: &mut dyn Tx, link: &ChainLink) -> StoreResult<()> {
+    let stmt = Stmt::new(
+        "INSERT INTO chain_triggers (trigger_id, chain, root_trigger_id, depth, parents) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&link.trigger_id)
+    .bind(&link.chain)
+    .bind(&link.root_trigger_id)
+    .bind(i64::from(link.depth))
+    .bind(string_list(&link.parents));
+    tx.execute(stmt).await?;
+    Ok(())
+}
+
+/// The chain link of a trigger (none for a root trigger).
+pub(crate) async fn get_chain_link(tx: &mut dyn Tx, trigger_id: &str) -> StoreResult<Option<ChainLink>> {
+    let stmt = Stmt::new("SELECT * FROM chain_triggers WHERE trigger_id = $1").bind(trigger_id);
+    tx.fetch_optional(stmt).await?.map(|r| chain_link_from_row(&*r)).transpose()
+}
+
+/// Every chain link of a tree, oldest trigger first.
+pub(crate) async fn chain_links_of_root(tx: &mut dyn Tx, root: &str) -> StoreResult<Vec<ChainLink>> {
+    let stmt = Stmt::new(
+        "SELECT c.* FROM chain_triggers c JOIN triggers t ON t.id = c.trigger_id
+         WHERE c.root_trigger_id = $1 ORDER BY c.depth, t.created_at, t.id",
+    )
+    .bind(root);
+    tx.fetch(stmt).await?.iter().map(|r| chain_link_from_row(&**r)).collect()
+}
+
+/// A join, locked until commit; two transactions on the same join take turns.
+pub(crate) async fn lock_join(tx: &mut dyn Tx, chain: &str, key: &str) -> StoreResult<Option<ChainJoinRecord>> {
+    take_turns(tx, JOIN_LOCK_SPACE, chain, key).await?;
+    let sql = format!("SELECT * FROM chain_joins WHERE chain = $1 AND join_key = $2 {}", tx.for_update());
+    tx.fetch_optional(Stmt::new(sql).bind(chain).bind(key)).await?.map(|r| join_from_row(&*r)).transpose()
+}
+
+/// Insert or replace a join.
+pub(crate) async fn put_join(tx: &mut dyn Tx, j: &ChainJoinRecord) -> StoreResult<()> {
+    let members = serde_json::to_value(&j.members).map_err(|e| corrupt(format!("join members: {e}")))?;
+    let stmt = Stmt::new(
+        "INSERT INTO chain_joins (chain, join_key, state, all_of, members, opened_at, expires_at, closed_at, trigger_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (chain, join_key) DO UPDATE SET state = excluded.state, all_of = excluded.all_of,
+            members = excluded.members, opened_at = excluded.opened_at, expires_at = excluded.expires_at,
+            closed_at = excluded.closed_at, trigger_id = excluded.trigger_id",
+    )
+    .bind(&j.chain)
+    .bind(&j.join_key)
+    .bind(j.state.as_str())
+    .bind(string_list(&j.all_of))
+    .bind(members)
+    .bind(j.opened_at)
+    .bind(j.expires_at)
+    .bind(j.closed_at)
+    .bind(j.trigger_id.clone());
+    tx.execute(stmt).await?;
+    Ok(())
+}
+
+/// The open joins, soonest expiry first.
+pub(crate) async fn open_joins(tx: &mut dyn Tx) -> StoreResult<Vec<ChainJoinRecord>> {
+    let stmt = Stmt::new("SELECT * FROM chain_joins WHERE state = 'open' ORDER BY expires_at, chain, join_key");
+    tx.fetch(stmt).await?.iter().map(|r| join_from_row(&**r)).collect()
 }
 
 /// Move a named cursor forward to `value`; never back (two replicas may consume the same events

@@ -97,6 +97,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<RunUpdate>;
 
+    /// Supersede a run `owner` claimed for dispatch: when a newer run of its target and branch
+    /// (or tag) exists, not a rerun and not canceled, the claimed run ends `skipped` with a
+    /// `superseded` event and a message linking the newest such run, and the lease ends. A run
+    /// that may have reached its provider, or is the newest, is left alone (`None`).
+    async fn supersede(&self, run_id: &str, owner: &str, now: DateTime<Utc>) -> StoreResult<Option<RunUpdate>>;
+
     // ---- tracking ----
 
     /// Give the run the provider build `run_ref`, clear `unconfirmed`, and make it due for a poll
@@ -245,6 +251,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Store a named cursor.
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()>;
 
+    /// The chain link of a trigger a chain fired (`None` for a root trigger).
+    async fn chain_link(&self, trigger_id: &str) -> StoreResult<Option<ChainLink>>;
+
+    /// The tree of triggers the trigger `trigger_id` belongs to: its root and every trigger
+    /// chains fired from it, with their runs. `NotFound` for an unknown trigger.
+    async fn trigger_tree(&self, trigger_id: &str) -> StoreResult<TriggerTree>;
+
+    /// Report an upstream run's end to a fan-in join, in one transaction (see
+    /// [`JoinArrival`]); returns the join as it now stands. Two arrivals for one join take turns.
+    async fn record_join_arrival(&self, arrival: JoinArrival) -> StoreResult<ChainJoinRecord>;
+
+    /// The open joins, soonest expiry first.
+    async fn open_joins(&self) -> StoreResult<Vec<ChainJoinRecord>>;
+
+    /// Expire a join still open past its expiry at `now`, appending a `join_expired` event to
+    /// each member run in the same transaction; `None` when it is not (any more) due.
+    async fn expire_join(
+        &self,
+        chain: &str,
+        join_key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ChainJoinRecord>>;
     /// The value of a named cursor, if it was ever saved.
     async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
 

@@ -140,6 +140,11 @@ both_backends!(
     refreshes_coalesce_against_the_last_read,
     unconfirmed_runs_in_send_order,
     leases_are_renewed_only_while_held,
+    supersede_skips_older_unsent_runs_linking_the_newest,
+    concurrent_supersedes_across_replicas_keep_one,
+    chain_firings_record_links_and_trees,
+    joins_keep_the_latest_result_and_fire_once,
+    half_complete_joins_expire_with_events,
 );
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,

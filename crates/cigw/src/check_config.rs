@@ -87,6 +87,20 @@ pub(crate) async fn check(file: Option<&Path>, online: bool) -> (String, bool) {
             s.missed.as_str()
         );
     }
+    let _ = writeln!(out, "chains ({}):", settings.chains.len());
+    for (name, c) in &settings.chains {
+        let when = match &c.upstream {
+            cigw_core::chain::Upstream::AnyOf(t) => format!("any of {}", t.join(", ")),
+            cigw_core::chain::Upstream::AllOf { targets, key, ttl } => format!(
+                "all of {} (join by {}, expires after {})",
+                targets.join(", "),
+                key.as_str(),
+                humantime::format_duration(*ttl)
+            ),
+        };
+        let states: Vec<&str> = c.states.iter().map(|s| s.as_str()).collect();
+        let _ = writeln!(out, "  {name}: {when} {} → {}", states.join("|"), c.targets.join(", "));
+    }
     let _ = writeln!(out, "notifications ({}):", settings.notifications.len());
     for (name, n) in &settings.notifications {
         let all = |v: Vec<String>| if v.is_empty() { "all".to_string() } else { v.join(", ") };

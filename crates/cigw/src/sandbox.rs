@@ -73,8 +73,9 @@ pub(crate) async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let raw = load_raw_from_str(SANDBOX_TOML, &overrides).context("loading the sandbox configuration")?;
     let state = prepare(raw, true).await?;
     let targets: Vec<String> = state.catalog.targets.keys().cloned().collect();
+    let chains: Vec<String> = state.settings.chains.keys().cloned().collect();
 
-    println!("{}", banner(&listen, &database, &shown, &targets, args.speed, &receiver.url()));
+    println!("{}", banner(&listen, &database, &shown, &targets, &chains, args.speed, &receiver.url()));
     cigw_gateway::serve::serve(listener, state, cigw_gateway::serve::shutdown_signal()).await?;
     drop(providers);
     drop(receiver);
@@ -89,7 +90,15 @@ enum AdminToken {
     Given,
 }
 
-fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], speed: f64, receiver: &str) -> String {
+fn banner(
+    listen: &str,
+    database: &str,
+    admin: &AdminToken,
+    targets: &[String],
+    chains: &[String],
+    speed: f64,
+    receiver: &str,
+) -> String {
     let base = format!("http://{listen}");
     let (shown, token) = match admin {
         AdminToken::Generated(token) => (token.clone(), token.clone()),
@@ -104,6 +113,7 @@ fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], 
   Health      {base}/healthz
   Database    {database}
   Targets     {targets}
+  Chains      {chains}
   Admin token {shown}
   Notices     {receiver}/events   (signed CDEvents of every run, as the sandbox receiver got them)
 
@@ -114,8 +124,12 @@ Try it:
        -d '{{"targets":["api-build","web-e2e","legacy-basic"],"ref":{{"branch":"main"}}}}'
   curl -s "$CIGW_URL/v1/runs?limit=10" -H "Authorization: Bearer $CIGW_TOKEN"
   curl -s $CIGW_URL/v1/targets -H "Authorization: Bearer $CIGW_TOKEN"
+  cigw trigger api-build --branch main --wait   # then web-e2e follows (chain api-build-to-web-e2e)
+  cigw status <trigger id>                      # draws the tree of triggers chains made
+  curl -s $CIGW_URL/v1/joins -H "Authorization: Bearer $CIGW_TOKEN"
 
 Press Ctrl-C to stop."#,
         targets = targets.join(", "),
+        chains = if chains.is_empty() { "none".to_string() } else { chains.join(", ") },
     )
 }

@@ -185,3 +185,73 @@ fn the_sandbox_schedule_passes() {
         "{stdout}"
     );
 }
+
+#[test]
+fn chain_cycles_and_unknown_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chains.toml");
+    std::fs::write(
+        &path,
+        r#"
+[providers.codefresh.main]
+api_key = "a-literal-codefresh-key-for-a-test"
+
+[targets.a]
+provider = "codefresh"
+account = "main"
+pipeline = "p/a"
+
+[targets.b]
+provider = "codefresh"
+account = "main"
+pipeline = "p/b"
+
+[targets.c]
+provider = "codefresh"
+account = "main"
+pipeline = "p/c"
+debounce = "0s"
+
+[chains.a-to-b]
+when.targets = ["a"]
+then.targets = ["b"]
+
+[chains.b-to-a]
+when.targets = ["b"]
+then.targets = ["a"]
+
+[chains.to-nowhere]
+when.all_of = ["a", "ghost"]
+then.targets = ["phantom"]
+
+[chains.by-header]
+when.targets = ["c"]
+when.all = [{ header = "X-Event", equals = "push" }]
+then.targets = ["b"]
+then.parameters = { missing = "{{ upstream.sha }}" }
+"#,
+    )
+    .unwrap();
+    let out = cigw().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.starts_with("error: ")).collect();
+    let has = |text: &str| errors.iter().any(|l| l.contains(text));
+    assert!(has("chains form a cycle: a -> b -> a (through chains a-to-b, b-to-a)"), "{stdout}");
+    assert!(has("chains.to-nowhere.when.all_of[1]: unknown target `ghost`"), "{stdout}");
+    assert!(has("chains.to-nowhere.then.targets[0]: unknown target `phantom`"), "{stdout}");
+    assert!(has("chains.by-header.when: chain conditions test the upstream run with `pointer`"), "{stdout}");
+    assert!(has("targets.c.debounce: must be longer than 0s"), "{stdout}");
+    assert!(!stdout.contains("a-literal-codefresh-key-for-a-test"), "{stdout}");
+    // The sandbox's own chains pass.
+    let ok = cigw().args(["check-config", "--config", &repo_file("config/sandbox.toml")]).output().unwrap();
+    let ok_out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{ok_out}");
+    assert!(ok_out.contains("  api-build-to-web-e2e: any of api-build succeeded → web-e2e"), "{ok_out}");
+    assert!(
+        ok_out.contains(
+            "  lint-and-e2e-to-legacy: all of api-lint, web-e2e (join by sha, expires after 30m) succeeded → legacy-pro"
+        ),
+        "{ok_out}"
+    );
+}

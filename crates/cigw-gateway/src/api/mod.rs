@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub mod chains;
 pub mod events;
 pub mod health;
 pub mod notifications;

@@ -141,9 +141,12 @@ pub struct TargetView {
     pub description: Option<String>,
     /// Built when a request names neither branch nor tag.
     pub default_branch: String,
-    /// `queue` or `cancel-previous`.
-    #[schema(pattern = "^(queue|cancel-previous)$")]
+    /// `queue`, `cancel-previous` or `supersede`.
+    #[schema(pattern = "^(queue|cancel-previous|supersede)$")]
     pub concurrency: String,
+    /// A new run waits this many seconds before it is sent, superseding the unsent runs of
+    /// its branch (`null`: no debounce).
+    pub debounce_seconds: Option<f64>,
     /// Runs longer than this many seconds end in `error`.
     pub max_duration_seconds: Option<u64>,
     /// Declared parameters.
@@ -175,10 +178,8 @@ pub async fn list_targets(State(state): State<AppState>, principal: Principal) -
             locator: t.target.locator(),
             description: t.spec.description.clone(),
             default_branch: t.spec.default_branch.clone(),
-            concurrency: match t.spec.concurrency {
-                cigw_core::ConcurrencyPolicy::Queue => "queue".into(),
-                cigw_core::ConcurrencyPolicy::CancelPrevious => "cancel-previous".into(),
-            },
+            concurrency: t.spec.concurrency.as_str().into(),
+            debounce_seconds: t.spec.debounce.map(|d| d.as_secs_f64()),
             max_duration_seconds: t.spec.max_duration.map(|d| d.as_secs()),
             parameters: t.spec.parameters.iter().map(ParameterView::from).collect(),
             capabilities: t.target.capabilities().into(),

@@ -44,7 +44,7 @@ pub struct TriggerView {
 }
 
 impl TriggerView {
-    fn new(trigger: &TriggerRecord, links: &Links) -> Self {
+    pub(crate) fn new(trigger: &TriggerRecord, links: &Links) -> Self {
         Self {
             id: trigger.id.clone(),
             source: trigger.source.clone(),

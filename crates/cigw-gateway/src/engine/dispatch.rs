@@ -69,6 +69,16 @@ impl Engine {
             self.record(&run, outcome).await?;
             return Ok(());
         }
+        if target.spec.supersedes() && !maybe_sent && run.rerun_of.is_none() {
+            // Decided under this dispatcher's lease, at the moment of sending: the newest run of
+            // the branch replaces every older unsent one, so each links the one that is built.
+            if let Some(update) = self.state.store.supersede(&run.id, &self.owner, now).await? {
+                tracing::info!(run_id = run.id, message = update.run.message.as_deref().unwrap_or(""), "superseded");
+                crate::metrics::record_superseded(&run.target);
+                self.state.notify_events();
+                return Ok(());
+            }
+        }
         if maybe_sent {
             let reconciled = self.reconcile(&run, &target, now).await?;
             crate::metrics::record_reconciliation(match &reconciled {

@@ -12,7 +12,7 @@ use std::fmt::Display;
 
 use cigw_core::RunState;
 use cigw_core::params::MASK;
-use cigw_store::{CreateOutcome, IdempotencyKey, NewRun, NewTrigger, ScheduleSlot, StoreError};
+use cigw_store::{ChainFiring, CreateOutcome, IdempotencyKey, NewRun, NewTrigger, ScheduleSlot, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -133,7 +133,7 @@ pub async fn intake(
     idempotency_key: Option<String>,
 ) -> Result<Intake, IntakeError> {
     let source = submission.source.clone();
-    let (outcome, accepted) = take_in(state, submission, requester, idempotency_key, None).await?;
+    let (outcome, accepted) = take_in(state, submission, requester, idempotency_key, None, None).await?;
     match outcome {
         CreateOutcome::Created(_) => Ok(Intake::Created(accepted)),
         CreateOutcome::Replayed { response, .. } => Ok(Intake::Replayed(response)),
@@ -141,6 +141,7 @@ pub async fn intake(
         CreateOutcome::ChainAlreadyFired { trigger_id } | CreateOutcome::SlotAlreadyFired { trigger_id } => {
             Err(internal(format!("{source} intake got a firing outcome for trigger {trigger_id}")))
         }
+        CreateOutcome::JoinNotReady => Err(internal(format!("{source} intake got a join outcome"))),
     }
 }
 
@@ -165,9 +166,41 @@ pub async fn intake_slot(
     slot: ScheduleSlot,
 ) -> Result<SlotIntake, IntakeError> {
     let source = submission.source.clone();
-    match take_in(state, submission, requester, None, Some(slot)).await? {
+    match take_in(state, submission, requester, None, Some(slot), None).await? {
         (CreateOutcome::Created(_), accepted) => Ok(SlotIntake::Created(accepted)),
         (CreateOutcome::SlotAlreadyFired { trigger_id }, _) => Ok(SlotIntake::AlreadyFired { trigger_id }),
+        (other, _) => Err(internal(format!("{source} intake without a key got {other:?}"))),
+    }
+}
+
+/// What intake did with a chain firing.
+#[derive(Debug)]
+pub enum ChainIntake {
+    /// The trigger, its runs and the firing were stored and the engine woken.
+    Created(TriggerAccepted),
+    /// This firing (or its join) had fired already, here or on another replica: nothing stored.
+    AlreadyFired {
+        /// The trigger it produced.
+        trigger_id: String,
+    },
+    /// The join is no longer open and complete: nothing stored.
+    JoinNotReady,
+}
+
+/// Take in `submission` as a chain firing: like [`intake`], and the firing (with its place in
+/// the trigger tree, and for a join the join's end) is recorded with the trigger in the same
+/// transaction, keyed by (chain, upstream run), so it fires once whoever asks again.
+pub async fn intake_chain(
+    state: &AppState,
+    submission: Submission,
+    requester: &Principal,
+    firing: ChainFiring,
+) -> Result<ChainIntake, IntakeError> {
+    let source = submission.source.clone();
+    match take_in(state, submission, requester, None, None, Some(firing)).await? {
+        (CreateOutcome::Created(_), accepted) => Ok(ChainIntake::Created(accepted)),
+        (CreateOutcome::ChainAlreadyFired { trigger_id }, _) => Ok(ChainIntake::AlreadyFired { trigger_id }),
+        (CreateOutcome::JoinNotReady, _) => Ok(ChainIntake::JoinNotReady),
         (other, _) => Err(internal(format!("{source} intake without a key got {other:?}"))),
     }
 }
@@ -179,6 +212,7 @@ async fn take_in(
     requester: &Principal,
     idempotency_key: Option<String>,
     schedule_slot: Option<ScheduleSlot>,
+    chain_firing: Option<ChainFiring>,
 ) -> Result<(CreateOutcome, TriggerAccepted), IntakeError> {
     let Submission { source, request: req, body: raw } = submission;
     let planned = check::plan(state, requester, &req)?;
@@ -197,10 +231,15 @@ async fn take_in(
             account: p.target.spec.account.clone(),
             git_ref: p.git_ref,
             parameters: p.parameters,
-            chain_parent: None,
+            chain_parent: chain_firing.as_ref().map(|f| f.upstream_run_id.clone()),
             rerun_of: None,
             rerun_failed_only: false,
-            dispatch_at: now + cigw_core::time::span(state.settings.timings.dispatch_delay),
+            // A debounced run waits its debounce (at least the dispatch delay), so a newer run
+            // of its branch arriving meanwhile supersedes it before anything is sent.
+            dispatch_at: now
+                + cigw_core::time::span(
+                    p.target.spec.debounce.unwrap_or_default().max(state.settings.timings.dispatch_delay),
+                ),
         })
         .collect();
     let accepted = TriggerAccepted {
@@ -242,7 +281,7 @@ async fn take_in(
             created_at: now,
             runs,
             idempotency,
-            chain_firing: None,
+            chain_firing,
             schedule_slot,
         })
         .await?;

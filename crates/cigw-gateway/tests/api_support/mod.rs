@@ -87,6 +87,7 @@ pub fn spec(name: &str, provider: ProviderKind, parameters: Vec<ParameterSpec>) 
         parameters,
         max_duration: None,
         concurrency: ConcurrencyPolicy::Queue,
+        debounce: None,
         description: Some(format!("{name} (test)")),
     }
 }

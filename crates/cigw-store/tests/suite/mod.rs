@@ -3,6 +3,9 @@
 
 #![allow(unreachable_pub)]
 
+mod chains;
+pub use chains::*;
+
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +122,7 @@ fn status(state: RunState, raw: &str, at: DateTime<Utc>) -> RunStatus {
     s
 }
 
-async fn events_of(store: &Arc<dyn Store>, run_id: &str) -> Vec<EventRecord> {
+pub(crate) async fn events_of(store: &Arc<dyn Store>, run_id: &str) -> Vec<EventRecord> {
     let filter = EventFilter { run_id: Some(run_id.into()), ..Default::default() };
     store.events_after(0, &filter, 1000).await.unwrap()
 }
@@ -838,7 +841,14 @@ pub async fn deliveries_chains_and_cursors(ctx: Ctx) {
     let upstream = one_run(s).await;
     record_chain_firing(&ctx, "deploy", &upstream.id, 1).await;
     assert_eq!(chain_firing(&ctx, "deploy", &upstream.id).await, Some(None));
-    let firing_of = ChainFiring { chain: "deploy".into(), upstream_run_id: upstream.id.clone() };
+    let firing_of = ChainFiring {
+        chain: "deploy".into(),
+        upstream_run_id: upstream.id.clone(),
+        parents: vec![upstream.id.clone()],
+        root_trigger_id: upstream.trigger_id.clone(),
+        depth: 1,
+        join_key: None,
+    };
     let mut downstream = new_trigger(&["deploy-staging"], t(3));
     downstream.source = "chain:deploy".into();
     downstream.runs[0].chain_parent = Some(upstream.id.clone());
@@ -901,7 +911,8 @@ pub async fn prune_by_retention(ctx: Ctx) {
             deliveries: 1,
             outbox: 1,
             chain_firings: 1,
-            schedule_firings: 0
+            schedule_firings: 0,
+            chain_joins: 0,
         }
     );
     assert!(matches!(s.get_trigger(&old.id).await, Err(StoreError::NotFound { .. })));

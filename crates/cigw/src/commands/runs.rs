@@ -1,4 +1,5 @@
-//! `cigw runs` (a filtered table) and `cigw status RUN` (one run with its events).
+//! `cigw runs` (a filtered table) and `cigw status ID` (one run with its events, and the tree of
+//! triggers chains made around it; or, given a trigger id, that tree).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -103,7 +104,7 @@ fn runs_text(page: &Value) -> String {
 /// Flags of `cigw status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Run id.
+    /// Run id (or a trigger id: its chain tree).
     run: String,
     /// Print the API's JSON.
     #[arg(long)]
@@ -118,7 +119,82 @@ pub(crate) async fn status(args: StatusArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    finish(client.get(&format!("/v1/runs/{}", segment(&args.run)), &[]).await, args.json, run_text)
+    let run = match client.get(&format!("/v1/runs/{}", segment(&args.run)), &[]).await {
+        // Not a run: perhaps a trigger, whose tree is drawn.
+        Err(ClientError::Api { status, code, message, details }) if status == reqwest::StatusCode::NOT_FOUND => {
+            let tree = match client.get(&format!("/v1/triggers/{}/tree", segment(&args.run)), &[]).await {
+                // Neither a run nor a trigger: say so as a run (what the command is mostly given).
+                Err(ClientError::Api { status: s, .. }) if s == reqwest::StatusCode::NOT_FOUND => {
+                    Err(ClientError::Api { status, code, message, details })
+                }
+                other => other,
+            };
+            return finish(tree, args.json, |t| tree_text(t, None));
+        }
+        other => other,
+    };
+    let Ok(run) = run else { return finish(run, args.json, run_text) };
+    if args.json {
+        return finish(Ok(run), true, run_text);
+    }
+    let mut out = run_text(&run);
+    let trigger = s(&run, "trigger_id").to_string();
+    // A tree of one trigger adds nothing; a tree that cannot be read leaves the run shown.
+    if let Ok(tree) = client.get(&format!("/v1/triggers/{}/tree", segment(&trigger)), &[]).await
+        && tree.get("triggers").and_then(Value::as_array).is_some_and(|t| t.len() > 1)
+    {
+        out.push_str(&tree_text(&tree, Some(s(&run, "id"))));
+    }
+    finish(Ok(Value::String(out)), false, |v| v.as_str().unwrap_or_default().to_string())
+}
+
+/// A trigger tree for a person: each run, and under it the triggers its end fired (with the
+/// chain's name), drawn with box characters; `here` marks one run.
+pub(crate) fn tree_text(tree: &Value, here: Option<&str>) -> String {
+    let nodes = tree.get("triggers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "chain tree (root trigger {}):", s(tree, "root_trigger_id"));
+    let Some(root) = nodes.first() else { return out };
+    let _ = writeln!(out, "trigger {} ({})", s(&root["trigger"], "id"), s(&root["trigger"], "source"));
+    draw_runs(&nodes, root, "", here, &mut out);
+    out
+}
+
+fn draw_runs(nodes: &[Value], node: &Value, indent: &str, here: Option<&str>, out: &mut String) {
+    let runs = node["trigger"]["runs"].as_array().cloned().unwrap_or_default();
+    for (i, run) in runs.iter().enumerate() {
+        let last = i + 1 == runs.len();
+        let id = s(run, "id");
+        let mark = if Some(id) == here { "  ← this run" } else { "" };
+        let _ = writeln!(
+            out,
+            "{indent}{}{}  {}  run {id}{mark}",
+            if last { "└─ " } else { "├─ " },
+            s(run, "target"),
+            s(run, "state"),
+        );
+        let child_indent = format!("{indent}{}", if last { "   " } else { "│  " });
+        let fired: Vec<&Value> = nodes
+            .iter()
+            .filter(|n| n["parent_run_ids"].as_array().and_then(|p| p.first()).and_then(Value::as_str) == Some(id))
+            .collect();
+        for (j, child) in fired.iter().enumerate() {
+            let last_child = j + 1 == fired.len();
+            let others: Vec<&str> =
+                child["parent_run_ids"].as_array().into_iter().flatten().skip(1).filter_map(Value::as_str).collect();
+            let join =
+                if others.is_empty() { String::new() } else { format!(", joined with run {}", others.join(", run ")) };
+            let _ = writeln!(
+                out,
+                "{child_indent}{}[chain {}] trigger {}{join}",
+                if last_child { "└─ " } else { "├─ " },
+                s(child, "chain"),
+                s(&child["trigger"], "id"),
+            );
+            let deeper = format!("{child_indent}{}", if last_child { "   " } else { "│  " });
+            draw_runs(nodes, child, &deeper, here, out);
+        }
+    }
 }
 
 /// A run for a person: one `field  value` line each, then its events.
@@ -223,6 +299,30 @@ mod tests {
              more: --cursor c2\n"
         );
         assert_eq!(runs_text(&json!({"runs": [], "next_cursor": null})), "no runs\n");
+    }
+
+    #[test]
+    fn a_tree_draws_runs_and_the_triggers_they_fired() {
+        let run = |id: &str, target: &str, state: &str| json!({"id": id, "target": target, "state": state});
+        let tree = json!({
+            "root_trigger_id": "t1",
+            "triggers": [
+                {"chain": null, "depth": 0, "parent_run_ids": [],
+                 "trigger": {"id": "t1", "source": "api", "runs": [run("r1", "api-build", "succeeded"), run("r2", "web-e2e", "succeeded")]}},
+                {"chain": "both", "depth": 1, "parent_run_ids": ["r2", "r1"],
+                 "trigger": {"id": "t2", "source": "chain:both", "runs": [run("r3", "legacy-basic", "running")]}},
+            ]
+        });
+        let text = tree_text(&tree, Some("r3"));
+        assert_eq!(
+            text,
+            "chain tree (root trigger t1):\n\
+             trigger t1 (api)\n\
+             ├─ api-build  succeeded  run r1\n\
+             └─ web-e2e  succeeded  run r2\n   \
+             └─ [chain both] trigger t2, joined with run r1\n      \
+             └─ legacy-basic  running  run r3  ← this run\n"
+        );
     }
 
     #[test]

@@ -13,9 +13,10 @@ pub const ADMIN_TOKEN: &str = "cigw_e2e-admin-token-0123456789abcdefghijklmnopqr
 
 /// The sandbox targets, with fast timings, plus what a test adds.
 const SANDBOX_TOML: &str = include_str!("../../../../config/sandbox.toml");
-/// The line that starts the sandbox's notifications and schedules (the last sections), which
-/// end-to-end tests leave out: the sandbox's notification receiver is not running here.
-const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------------------------- Notifications";
+/// The line that starts the sandbox's chains, notifications and schedules (the last sections),
+/// which end-to-end tests leave out: chains would add runs of their own (the chain tests bring
+/// theirs), and the sandbox's notification receiver is not running here.
+const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------------------------- Chains";
 
 /// A running gateway process with its simulators.
 pub struct Gateway {
@@ -78,7 +79,7 @@ impl Gateway {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         providers.send_circleci_webhooks_to(format!("{url}/callbacks/circleci/sandbox"));
-        // The sandbox's schedule would add runs of its own whenever its slot passes mid-test.
+        // The sandbox's chains and schedule would add runs of their own mid-test.
         let targets_only = SANDBOX_TOML.split(SANDBOX_SCHEDULES).next().unwrap_or(SANDBOX_TOML);
         let mut config = String::from(targets_only);
         for (key, value) in providers.base_url_overrides() {
