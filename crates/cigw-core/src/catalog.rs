@@ -1,5 +1,5 @@
-//! The configured accounts and targets, built through the adapters' factories (schedules are
-//! checked against them here too).
+//! The configured accounts and targets, built through the adapters' factories (schedules and
+//! hooks are checked against them here too).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,6 +72,9 @@ impl Catalog {
         }
         for schedule in settings.schedules.values() {
             schedule.check(&catalog, problems);
+        }
+        for hook in settings.hooks.values() {
+            hook.check(&catalog, problems);
         }
         catalog
     }

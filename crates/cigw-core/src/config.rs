@@ -501,8 +501,10 @@ pub struct Settings {
     pub providers: BTreeMap<ProviderKind, BTreeMap<String, serde_json::Value>>,
     /// `[targets.<name>]`.
     pub targets: BTreeMap<String, TargetSettings>,
-    /// `[hooks.<name>]`, parsed by the gateway.
-    pub hooks: BTreeMap<String, serde_json::Value>,
+    /// `[hooks.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
+    ///
+    /// [`Catalog::build`]: crate::catalog::Catalog::build
+    pub hooks: BTreeMap<String, crate::hook::Hook>,
     /// `[chains.<name>]`, parsed by the gateway.
     pub chains: BTreeMap<String, serde_json::Value>,
     /// `[notifications.<name>]`, parsed by the gateway.
@@ -640,7 +642,7 @@ impl Settings {
             },
             providers,
             targets,
-            hooks: named_tables(raw, "hooks", problems),
+            hooks: crate::hook::parse_all(&named_tables(raw, "hooks", problems), problems),
             chains: named_tables(raw, "chains", problems),
             notifications: named_tables(raw, "notifications", problems),
             schedules: crate::schedule::parse_all(&named_tables(raw, "schedules", problems), problems),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod follow;
 pub mod git_ref;
+pub mod hook;
 pub mod params;
 pub mod provider;
 pub mod rate_limit;

@@ -87,6 +87,7 @@ fn trigger(n: usize) -> NewTrigger {
         }),
         chain_firing: None,
         schedule_slot: None,
+        hook_delivery: None,
     }
 }
 

@@ -135,6 +135,7 @@ both_backends!(
     refreshes_coalesce_against_the_last_read,
     unconfirmed_runs_in_send_order,
     leases_are_renewed_only_while_held,
+    hook_deliveries_dedupe_keep_and_prune,
 );
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,
