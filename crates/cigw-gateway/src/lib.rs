@@ -9,6 +9,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod engine;
 pub mod error;
+pub mod hooks;
 pub mod instrumented;
 pub mod intake;
 mod links;

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{events, health, runs, schedules, targets, tokens, triggers};
+use crate::api::{events, health, hooks, runs, schedules, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
 use crate::intake::request;
 
@@ -35,6 +35,10 @@ use crate::intake::request;
         events::stream_events,
         targets::list_targets,
         schedules::list_schedules,
+        hooks::list_hooks,
+        hooks::list_deliveries,
+        hooks::test_hook,
+        hooks::replay_delivery,
         tokens::create_token,
         tokens::list_tokens,
         tokens::revoke_token,
@@ -48,6 +52,7 @@ use crate::intake::request;
         (name = "runs", description = "Read and act on runs"),
         (name = "targets", description = "Configured targets"),
         (name = "schedules", description = "Configured schedules and their slots"),
+        (name = "hooks", description = "Inbound webhooks: listing, dry runs, remembered deliveries and replays"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
         (name = "health", description = "Liveness and readiness"),
     )

@@ -30,7 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, runs, schedules, targets, tokens, triggers,
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, hooks, runs, schedules, targets, tokens, triggers,
 };
 use crate::auth::AuthState;
 use crate::error::ApiError;
@@ -65,6 +65,11 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/v1/events", get(events::stream_events))
         .route("/v1/targets", get(targets::list_targets))
         .route("/v1/schedules", get(schedules::list_schedules))
+        .route("/v1/hooks", get(hooks::list_hooks))
+        .route("/v1/hooks/{name}/test", post(hooks::test_hook))
+        .route("/v1/hooks/{name}/deliveries", get(hooks::list_deliveries))
+        .route("/v1/hooks/{name}/deliveries/{delivery_id}/replay", post(hooks::replay_delivery))
+        .route("/hooks/{name}", post(crate::hooks::receive))
         .route("/v1/tokens", post(tokens::create_token).get(tokens::list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .route("/healthz", get(health::healthz))
