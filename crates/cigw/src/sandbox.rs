@@ -84,7 +84,7 @@ enum AdminToken {
 
 /// The secret of the sandbox's `github` hook (config/sandbox.toml), printed in the banner's
 /// signing line: it protects nothing but simulated builds.
-pub const SANDBOX_GITHUB_SECRET: &str = "sandbox-github-secret";
+const SANDBOX_GITHUB_SECRET: &str = "sandbox-github-secret";
 
 fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], speed: f64) -> String {
     let base = format!("http://{listen}");
