@@ -158,7 +158,8 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
 
     // The sandbox's signed GitHub hook: a good delivery, a forged one and a dry run with the
     // signature checked, none of which may log the secret or a signature.
-    let push = json!({"ref": "refs/heads/main", "after": "4f2c9a7e1b3d5f6a8c0e2b4d6f8a1c3e5b7d9f0a"}).to_string();
+    let push = json!({"ref": "refs/heads/main", "after": "4f2c9a7e1b3d5f6a8c0e2b4d6f8a1c3e5b7d9f0a", "pusher": {"name": "ada"}})
+        .to_string();
     let signature = format!(
         "sha256={}",
         hex::encode(cigw_core::signature::hmac_sha256(HOOK_SECRET.as_bytes(), &[push.as_bytes()]))
