@@ -226,9 +226,13 @@ impl<D: Driver> Store for D {
     }
 
     async fn events_after(&self, after_id: i64, filter: &EventFilter, limit: u32) -> StoreResult<Vec<EventRecord>> {
-        let stmt = query::events_after(after_id, filter, ops::check_limit(limit)?);
+        let (filter, limit) = (filter.clone(), ops::check_limit(limit)?);
         self.run(Access::Read, move |tx| {
-            Box::pin(async move { tx.fetch(stmt).await?.iter().map(|r| event_from_row(&**r)).collect() })
+            Box::pin(async move {
+                let up_to = st::event_horizon(tx).await?;
+                let stmt = query::events_after(after_id, up_to, &filter, limit);
+                tx.fetch(stmt).await?.iter().map(|r| event_from_row(&**r)).collect()
+            })
         })
         .await
     }

@@ -39,10 +39,13 @@ impl<'a> Conditions<'a> {
 
 /// `events_after`: the events after `after_id` matching `filter`, in id order. With a run,
 /// trigger or target the matching `(column, id)` index serves it; otherwise the primary key.
-pub(crate) fn events_after(after_id: i64, filter: &EventFilter, limit: i64) -> Stmt {
+pub(crate) fn events_after(after_id: i64, up_to: Option<i64>, filter: &EventFilter, limit: i64) -> Stmt {
     let mut stmt = Stmt::new("SELECT * FROM run_events");
     let mut c = Conditions::new(&mut stmt);
     c.next().push("id > ").push_bind(after_id);
+    if let Some(h) = up_to {
+        c.next().push("id <= ").push_bind(h);
+    }
     c.equals("run_id", filter.run_id.as_deref());
     c.equals("trigger_id", filter.trigger_id.as_deref());
     c.equals("target", filter.target.as_deref());
@@ -102,7 +105,7 @@ pub(crate) fn hot_query(tx: &dyn crate::sql::Tx, query: &crate::model::HotQuery)
     use crate::model::HotQuery;
     let claim = |c| crate::statements::claim_stmt(tx, c, "explain", Utc::now(), Utc::now(), 1);
     Ok(match query {
-        HotQuery::EventsAfter { after_id, filter } => events_after(*after_id, filter, 100),
+        HotQuery::EventsAfter { after_id, filter } => events_after(*after_id, Some(i64::MAX), filter, 100),
         HotQuery::ListRuns { filter, cursor } => {
             let after = cursor.as_deref().map(crate::ops::decode_cursor).transpose()?;
             list_runs(filter, after.as_ref(), crate::ops::check_limit(filter.limit)? + 1)

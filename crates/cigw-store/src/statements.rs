@@ -13,7 +13,6 @@ use crate::records::*;
 use crate::sql::{Stmt, Tx};
 
 /// Advisory lock key serializing event inserts until commit ("cigw-evt" as bytes).
-const EVENT_LOCK: i64 = 0x6369_6777_2d65_7674;
 /// Advisory lock namespaces (two-integer form) for idempotency keys and chain firings.
 const KEY_LOCK_SPACE: i32 = 0x6369_6701;
 const CHAIN_LOCK_SPACE: i32 = 0x6369_6702;
@@ -273,30 +272,61 @@ pub(crate) async fn get_trigger(tx: &mut dyn Tx, id: &str) -> StoreResult<Trigge
 
 // ---- events ----
 
-/// Append an event. On PostgreSQL an advisory lock held until commit makes the next
-/// transaction draw its id only after this one is visible, so ids follow commit order (SQLite's
-/// single writer commits in id order anyway).
+/// Append an event. On PostgreSQL its id comes from `cigw_next_event_id()` (migration 0009),
+/// which marks it as in progress until this transaction ends, so readers stop below it instead
+/// of every writer waiting for the previous one's commit. SQLite's single writer commits in id
+/// order anyway.
 pub(crate) async fn insert_event(tx: &mut dyn Tx, e: EventRow<'_>) -> StoreResult<EventRecord> {
-    if tx.backend() == Backend::Postgres {
-        tx.execute(Stmt::new(format!("SELECT pg_advisory_xact_lock({EVENT_LOCK})"))).await?;
-    }
-    let stmt = Stmt::new(
-        "INSERT INTO run_events (run_id, trigger_id, target, kind, state, data, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-    )
-    .bind(&e.run.id)
-    .bind(&e.run.trigger_id)
-    .bind(&e.run.target)
-    .bind(e.kind.as_str())
-    .bind(e.run.state.as_str())
-    .bind(e.data)
-    .bind(e.created_at);
+    let sql = match tx.backend() {
+        Backend::Postgres => {
+            "INSERT INTO run_events (id, run_id, trigger_id, target, kind, state, data, created_at)
+             OVERRIDING SYSTEM VALUE
+             VALUES (cigw_next_event_id(), $1, $2, $3, $4, $5, $6, $7) RETURNING *"
+        }
+        Backend::Sqlite => {
+            "INSERT INTO run_events (run_id, trigger_id, target, kind, state, data, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *"
+        }
+    };
+    let stmt = Stmt::new(sql)
+        .bind(&e.run.id)
+        .bind(&e.run.trigger_id)
+        .bind(&e.run.target)
+        .bind(e.kind.as_str())
+        .bind(e.run.state.as_str())
+        .bind(e.data)
+        .bind(e.created_at);
     event_from_row(&*tx.fetch_one(stmt).await?)
 }
 
-/// The highest event id (0 when there is none).
+/// The highest event id that no transaction in progress can still fall under: readers return
+/// events up to it, so a late commit is never skipped. `None` (no bound) on SQLite. Call it in
+/// its own statement before the read that uses it, so the read's snapshot sees every commit
+/// below it.
+pub(crate) async fn event_horizon(tx: &mut dyn Tx) -> StoreResult<Option<i64>> {
+    if tx.backend() != Backend::Postgres {
+        return Ok(None);
+    }
+    // NULL means a writer is between drawing its id and locking it: one PL/pgSQL call, so
+    // microseconds. Look again briefly; a horizon unknown for long means something is stuck.
+    for attempt in 1..=50u64 {
+        let row = tx.fetch_one(Stmt::new("SELECT cigw_event_horizon() AS h")).await?;
+        if let Some(h) = row.opt_int("h")? {
+            return Ok(Some(h));
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(100 * attempt)).await;
+    }
+    Err(StoreError::Unavailable { source: "the event horizon stayed unknown for 0.1 s (a writer is stuck)".into() })
+}
+
+/// The highest event id a reader may start after (0 when there is none): below the horizon, so
+/// a stream started "from now" cannot miss an earlier id that commits later.
 pub(crate) async fn last_event_id(tx: &mut dyn Tx) -> StoreResult<i64> {
-    Ok(tx.fetch_one(Stmt::new("SELECT MAX(id) AS id FROM run_events")).await?.opt_int("id")?.unwrap_or(0))
+    let stmt = match event_horizon(tx).await? {
+        Some(h) => Stmt::new("SELECT MAX(id) AS id FROM run_events WHERE id <= $1").bind(h),
+        None => Stmt::new("SELECT MAX(id) AS id FROM run_events"),
+    };
+    Ok(tx.fetch_one(stmt).await?.opt_int("id")?.unwrap_or(0))
 }
 
 // ---- idempotency keys and chain firings ----

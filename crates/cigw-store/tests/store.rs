@@ -294,3 +294,64 @@ mod crash {
         run(db, "crash::postgres").await;
     }
 }
+
+/// PostgreSQL event ids without a global lock (migration 0009): an event whose transaction is
+/// still open holds every later id back from readers until it ends, so a reader tailing by id
+/// never skips it; a rolled-back one stops holding anything back. SQLite's single writer cannot
+/// have two writes open, so this is PostgreSQL's own test.
+mod event_horizon {
+    use cigw_store::EventFilter;
+    use sqlx::Connection;
+
+    async fn ids_after(store: &dyn cigw_store::Store, after: i64) -> Vec<i64> {
+        store.events_after(after, &EventFilter::default(), 100).await.unwrap().into_iter().map(|e| e.id).collect()
+    }
+
+    async fn open_event(url: &str) -> (sqlx::PgConnection, i64) {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO run_events (id, run_id, trigger_id, target, kind, state, data, created_at)
+             OVERRIDING SYSTEM VALUE
+             VALUES (cigw_next_event_id(), 'r-open', 't-open', 'web', 'created', 'pending', '{}', now())
+             RETURNING id",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        (conn, id)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn readers_wait_for_an_older_open_event() {
+        let db = super::TestDb::postgres().await;
+        let ctx = db.ctx();
+        let run = crate::suite::create(&ctx.store, crate::suite::new_trigger(&["web"], crate::suite::t(0))).await;
+        let run = run.runs[0].id.clone();
+        let store = ctx.store.as_ref();
+        let base = store.last_event_id().await.unwrap();
+        let before = crate::suite::append_some_events(store, &run, 2).await;
+        let (mut open, held) = open_event(&ctx.settings.url).await;
+        assert!(held > *before.last().unwrap());
+        let later = crate::suite::append_some_events(store, &run, 3).await;
+        assert!(later.iter().all(|id| *id > held), "later writers drew later ids");
+
+        // Committed events after the open one stay unread, and "from now" starts below it.
+        assert_eq!(ids_after(store, base).await, before);
+        assert_eq!(store.last_event_id().await.unwrap(), *before.last().unwrap());
+
+        sqlx::query("COMMIT").execute(&mut open).await.unwrap();
+        let mut all = before.clone();
+        all.push(held);
+        all.extend(&later);
+        assert_eq!(ids_after(store, base).await, all, "every id, in order, once the older one committed");
+
+        // A rolled-back writer holds nothing back once it has ended.
+        let (mut aborted, _) = open_event(&ctx.settings.url).await;
+        let after_abort = crate::suite::append_some_events(store, &run, 1).await;
+        assert_eq!(ids_after(store, *all.last().unwrap()).await, Vec::<i64>::new());
+        sqlx::query("ROLLBACK").execute(&mut aborted).await.unwrap();
+        assert_eq!(ids_after(store, *all.last().unwrap()).await, after_abort);
+        assert_eq!(store.last_event_id().await.unwrap(), *after_abort.last().unwrap());
+    }
+}

@@ -21,6 +21,9 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Bytes,
+    /// When it arrived, on the machine's wall clock (not the harness clock), so another process
+    /// (the benchmark) can compare it with its own timestamps.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl RecordedRequest {
@@ -61,6 +64,7 @@ impl Recorder {
             query: uri.query().map(str::to_string),
             headers,
             body,
+            received_at: chrono::Utc::now(),
         });
     }
 

@@ -79,6 +79,17 @@ pub fn new_trigger(targets: &[&str], at: DateTime<Utc>) -> NewTrigger {
     }
 }
 
+/// Append `n` events to `run_id`, each committed on its own; their ids in order.
+pub async fn append_some_events(store: &dyn Store, run_id: &str, n: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let event =
+            NewEvent { run_id: run_id.into(), kind: EventKind::Approved, data: json!({"i": i}), created_at: t(0) };
+        ids.push(store.append_event(event).await.expect("append_event").id);
+    }
+    ids
+}
+
 pub async fn create(store: &Arc<dyn Store>, trigger: NewTrigger) -> TriggerRecord {
     match store.create_trigger(trigger).await.expect("create_trigger") {
         CreateOutcome::Created(t) => t,

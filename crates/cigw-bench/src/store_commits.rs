@@ -1,14 +1,7 @@
-//! Micro-benchmark: create-trigger commits per second on SQLite (group commit on and off, both
-//! durability settings) and PostgreSQL, with N concurrent writers. Not a test; run by
-//! `scripts/bench`:
-//!
-//! ```text
-//! cargo run -p cigw-store --example bench_create_trigger -- [--writers 1,8,32] [--triggers 2000]
-//!     [--postgres postgres://postgres@127.0.0.1:5432/test] [--sqlite-only]
-//! ```
-//!
-//! Each trigger is one transaction: the trigger row, one pending run, an idempotency key and a
-//! `created` event. PostgreSQL runs on a scratch database created for the run and dropped after.
+//! Create-trigger commits per second straight into the store (SQLite with and without group
+//! commit, both durability settings, and PostgreSQL on a scratch database), with 1, 8 and 32
+//! concurrent writers. Each trigger is one transaction: the trigger row, one pending run, an
+//! idempotency key and the `created` event — what intake writes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,44 +10,22 @@ use chrono::Utc;
 use cigw_core::config::{DatabaseSettings, Durability};
 use cigw_core::{GitRef, ParamValue, Parameters, ProviderKind};
 use cigw_store::{CreateOutcome, IdempotencyKey, NewRun, NewTrigger, OpenOptions, Store};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::Connection;
 
-struct Args {
-    writers: Vec<usize>,
-    triggers: usize,
-    postgres: Option<String>,
+/// Which writers and how many triggers per cell.
+#[derive(Debug, Clone)]
+pub(crate) struct Args {
+    /// Concurrent writers per cell.
+    pub(crate) writers: Vec<usize>,
+    /// Triggers per cell.
+    pub(crate) triggers: usize,
+    /// PostgreSQL admin URL (a scratch database is made under it), or none.
+    pub(crate) postgres: Option<String>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        writers: vec![1, 8, 32],
-        triggers: 2000,
-        postgres: Some("postgres://postgres@127.0.0.1:5432/test".into()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("`{flag}` needs a value"));
-        match flag.as_str() {
-            "--writers" => {
-                args.writers = value()?
-                    .split(',')
-                    .map(|w| w.trim().parse().map_err(|_| format!("--writers: `{w}` is not a number")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--triggers" => args.triggers = value()?.parse().map_err(|_| "--triggers expects a number".to_string())?,
-            "--postgres" => args.postgres = Some(value()?),
-            "--sqlite-only" => args.postgres = None,
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    if args.writers.contains(&0) || args.triggers == 0 {
-        return Err("--writers and --triggers must be positive".into());
-    }
-    Ok(args)
-}
-
-fn trigger(n: usize) -> NewTrigger {
+/// One trigger the way intake writes it (`n` makes its request unique).
+pub(crate) fn trigger(n: usize) -> NewTrigger {
     let id = uuid::Uuid::now_v7().to_string();
     let now = Utc::now();
     let mut parameters = Parameters::new();
@@ -92,7 +63,7 @@ fn trigger(n: usize) -> NewTrigger {
 }
 
 /// Commits per second with `writers` tasks sharing `total` triggers.
-async fn measure(store: Arc<dyn Store>, writers: usize, total: usize) -> f64 {
+pub(crate) async fn measure(store: Arc<dyn Store>, writers: usize, total: usize) -> f64 {
     let per_writer = total.div_ceil(writers);
     let start = Instant::now();
     let tasks: Vec<_> = (0..writers)
@@ -157,39 +128,31 @@ async fn postgres_row(admin: &str, args: &Args) -> Result<Vec<f64>, String> {
     Ok(out)
 }
 
-fn print_row(label: &str, values: &[f64]) {
-    let cells: Vec<String> = values.iter().map(|v| format!("{v:>10.0}")).collect();
-    println!("{label:<42}{}", cells.join(""));
-}
-
-#[tokio::main]
-async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_create_trigger: {e}");
-            std::process::exit(2);
-        }
-    };
-    let build = if cfg!(debug_assertions) { "debug build" } else { "release build" };
-    println!("create_trigger commits/s ({} triggers per cell; {build})", args.triggers);
-    let header: Vec<String> = args.writers.iter().map(|w| format!("{:>10}", format!("{w} wr"))).collect();
-    println!("{:<42}{}", "backend", header.join(""));
+/// Every row: label → commits/s per writer count.
+pub(crate) async fn run(args: &Args) -> anyhow::Result<Vec<(String, Vec<f64>)>> {
+    let mut rows = Vec::new();
     for (label, durability, group) in [
-        ("sqlite  synchronous=NORMAL  group commit", Durability::Normal, true),
-        ("sqlite  synchronous=NORMAL  one per commit", Durability::Normal, false),
-        ("sqlite  synchronous=FULL    group commit", Durability::Fsync, true),
-        ("sqlite  synchronous=FULL    one per commit", Durability::Fsync, false),
+        ("sqlite synchronous=NORMAL, group commit", Durability::Normal, true),
+        ("sqlite synchronous=NORMAL, one per commit", Durability::Normal, false),
+        ("sqlite synchronous=FULL, group commit", Durability::Fsync, true),
+        ("sqlite synchronous=FULL, one per commit", Durability::Fsync, false),
     ] {
-        print_row(label, &sqlite_row(durability, group, &args).await);
+        rows.push((label.to_string(), sqlite_row(durability, group, args).await));
     }
     if let Some(admin) = &args.postgres {
-        match postgres_row(admin, &args).await {
-            Ok(values) => print_row("postgres (pool = writers, max 32)", &values),
-            Err(e) => {
-                eprintln!("bench_create_trigger: {e}");
-                std::process::exit(1);
-            }
-        }
+        let values = postgres_row(admin, args).await.map_err(anyhow::Error::msg)?;
+        rows.push(("postgres (pool = writers, max 32)".to_string(), values));
     }
+    Ok(rows)
+}
+
+/// The rows as JSON: `{label: {"<n> writers": commits/s}}`.
+pub(crate) fn to_json(args: &Args, rows: &[(String, Vec<f64>)]) -> Value {
+    let mut out = serde_json::Map::new();
+    for (label, values) in rows {
+        let cells: serde_json::Map<String, Value> =
+            args.writers.iter().zip(values).map(|(w, v)| (format!("{w} writers"), json!(v.round()))).collect();
+        out.insert(label.clone(), Value::Object(cells));
+    }
+    Value::Object(out)
 }

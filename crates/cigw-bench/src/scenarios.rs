@@ -1,0 +1,477 @@
+//! The measurements of issue 17, each from outside the process it measures: `wrk` against the
+//! HTTP port, arrival times at the provider stand-in, RSS from `/proc`, `/readyz` from a client.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::gateway::{Gateway, Setup, TOKEN};
+use crate::load::{self, Load, Measured};
+use crate::process::{Proc, free_port, wait_ready};
+use crate::report::Report;
+use crate::stand_in::{Arrival, Counts};
+
+/// The request every load sends: one target, a branch, the run id filled in by cigw.
+const BODY: &str = r#"{"targets":["api-build"],"ref":{"branch":"main"}}"#;
+
+/// What every scenario shares.
+pub(crate) struct Ctx {
+    /// The release `cigw` binary.
+    pub(crate) cigw: PathBuf,
+    /// This binary (references and the stand-in are started from it).
+    pub(crate) me: PathBuf,
+    /// Scratch directory (configs, databases, logs).
+    pub(crate) dir: PathBuf,
+    /// Length of each `wrk` run.
+    pub(crate) duration: Duration,
+    /// `wrk` connections.
+    pub(crate) connections: u32,
+    /// Runs in flight for the memory figure.
+    pub(crate) in_flight: usize,
+    /// Terminal runs in the database for the start-up figure.
+    pub(crate) stored_runs: usize,
+    /// The figures.
+    pub(crate) report: Report,
+    http: reqwest::Client,
+    auth: String,
+}
+
+impl Ctx {
+    /// A context; `dir` must exist.
+    pub(crate) fn new(cigw: PathBuf, me: PathBuf, dir: PathBuf, duration: Duration, connections: u32) -> Self {
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build().unwrap();
+        Ctx {
+            cigw,
+            me,
+            dir,
+            duration,
+            connections,
+            in_flight: 10_000,
+            stored_runs: 100_000,
+            report: Report::default(),
+            http,
+            auth: format!("Bearer {TOKEN}"),
+        }
+    }
+
+    fn load<'a>(&'a self, url: &'a str, headers: &'a [(&'a str, &'a str)]) -> Load<'a> {
+        Load { url, body: BODY, headers, connections: self.connections, threads: 2, duration: self.duration }
+    }
+}
+
+/// The stand-in process and where its simulators listen.
+struct StandIn {
+    proc: Proc,
+    control: String,
+    overrides: std::collections::BTreeMap<String, String>,
+}
+
+impl StandIn {
+    async fn start(ctx: &Ctx, speed: f64, run_for: &str, label: &str) -> anyhow::Result<StandIn> {
+        let port = free_port()?;
+        let log = ctx.dir.join(format!("{label}.log"));
+        let args =
+            ["stand-in", "--speed", &speed.to_string(), "--run-for", run_for, "--control-port", &port.to_string()];
+        let mut proc = Proc::spawn(label, &ctx.me, &args, &[], &log)?;
+        let control = format!("http://127.0.0.1:{port}");
+        wait_ready(&mut proc, &format!("{control}/counts"), Instant::now(), Duration::from_secs(30)).await?;
+        let overrides = ctx.http.get(format!("{control}/overrides")).send().await?.json().await?;
+        Ok(StandIn { proc, control, overrides })
+    }
+
+    async fn counts(&self, ctx: &Ctx) -> anyhow::Result<Counts> {
+        Ok(ctx.http.get(format!("{}/counts", self.control)).send().await?.json().await?)
+    }
+
+    async fn arrivals(&self, ctx: &Ctx) -> anyhow::Result<HashMap<String, i64>> {
+        let list: Vec<Arrival> = ctx.http.get(format!("{}/arrivals", self.control)).send().await?.json().await?;
+        Ok(list.into_iter().map(|a| (a.run_id, a.at_us)).collect())
+    }
+}
+
+fn setup_for(stand_in: &StandIn) -> Setup {
+    Setup { overrides: stand_in.overrides.clone(), ..Setup::default() }
+}
+
+fn measured(m: &Measured) -> Value {
+    json!({"req_per_s": m.rps.round(), "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "non_2xx": m.non_2xx, "socket_errors": m.socket_errors})
+}
+
+async fn reference(ctx: &Ctx, kind: &str) -> anyhow::Result<Measured> {
+    let port = free_port()?;
+    let db = ctx.dir.join(format!("reference-{kind}.db")).display().to_string();
+    let log = ctx.dir.join(format!("reference-{kind}.log"));
+    let mut proc = Proc::spawn(
+        &format!("reference {kind}"),
+        &ctx.me,
+        &["reference", kind, "--port", &port.to_string(), "--db", &db],
+        &[],
+        &log,
+    )?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&mut proc, &format!("{url}/readyz"), Instant::now(), Duration::from_secs(10)).await?;
+    let m = load::run(&ctx.load(&format!("{url}/v1/triggers"), &[]), &ctx.dir).await?;
+    proc.stop(Duration::from_secs(2)).await;
+    Ok(m)
+}
+
+/// Targets 1 and 5 (idle part): intake with dispatch held back, beside bare axum and axum + one
+/// SQLite insert; the idle RSS and start-up time of that gateway on an empty database.
+pub(crate) async fn intake(ctx: &mut Ctx) -> anyhow::Result<f64> {
+    let bare = reference(ctx, "bare").await?;
+    let sqlite = reference(ctx, "sqlite").await?;
+    let setup = Setup { timings: vec![("dispatch_delay", "1h".into())], ..Setup::default() };
+    let gw = Gateway::start(&ctx.cigw, &setup, &ctx.dir, "intake").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = gw.proc.rss_bytes()?;
+    let m = load::run(&ctx.load(&format!("{}/v1/triggers", gw.url), &[("Authorization", ctx.auth.as_str())]), &ctx.dir)
+        .await?;
+    let share = m.rps / sqlite.rps;
+    ctx.report.add(
+        "intake_only",
+        "POST /v1/triggers, dispatch held back",
+        measured(&m),
+        Some(json!({"axum_sqlite_req_per_s": sqlite.rps.round(), "axum_sqlite_p99_ms": sqlite.p99_ms,
+                    "bare_axum_req_per_s": bare.rps.round(), "cigw_share_of_axum_sqlite": (share * 100.0).round() / 100.0})),
+        Some(">= 90% of axum + SQLite insert; p99 <= 10 ms"),
+    );
+    ctx.report.add(
+        "rss_idle",
+        "RSS idle (cigw serve, empty database)",
+        json!({"mb": mb(idle)}),
+        None,
+        Some("<= 25 MB"),
+    );
+    ctx.report.add(
+        "ready_empty",
+        "start to /readyz OK, empty database",
+        json!({"ms": gw.ready_after.as_millis()}),
+        None,
+        None,
+    );
+    gw.proc.stop(Duration::from_secs(5)).await;
+    Ok(m.rps)
+}
+
+/// Target 2: intake with dispatch and tracking running against the stand-in, in three slices
+/// (p99 must not grow from one to the next).
+pub(crate) async fn with_dispatch(ctx: &mut Ctx, intake_rps: f64) -> anyhow::Result<()> {
+    let stand_in = StandIn::start(ctx, 1.0, "20s", "stand-in-dispatch").await?;
+    let gw = Gateway::start(&ctx.cigw, &setup_for(&stand_in), &ctx.dir, "dispatch").await?;
+    let mut slices = Vec::new();
+    for _ in 0..3 {
+        slices.push(
+            load::run(&ctx.load(&format!("{}/v1/triggers", gw.url), &[("Authorization", ctx.auth.as_str())]), &ctx.dir)
+                .await?,
+        );
+    }
+    let rps: f64 = slices.iter().map(|m| m.rps).sum::<f64>() / slices.len() as f64;
+    ctx.report.add(
+        "with_dispatch",
+        "POST /v1/triggers with dispatch + tracking (3 slices)",
+        json!({"req_per_s": rps.round(), "p99_ms_per_slice": slices.iter().map(|m| m.p99_ms).collect::<Vec<_>>(),
+               "non_2xx": slices.iter().map(|m| m.non_2xx).sum::<u64>()}),
+        Some(
+            json!({"intake_only_req_per_s": intake_rps.round(), "share": ((rps / intake_rps) * 100.0).round() / 100.0}),
+        ),
+        Some(">= 60% of intake only; p99 not growing"),
+    );
+    gw.proc.stop(Duration::from_secs(5)).await;
+    stand_in.proc.stop(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// POST one trigger; the run ids and the wall-clock time (µs) the 202 arrived.
+async fn post_trigger(http: &reqwest::Client, auth: &str, url: &str, body: &str) -> anyhow::Result<(Vec<String>, i64)> {
+    let resp = http
+        .post(format!("{url}/v1/triggers"))
+        .header("Authorization", auth)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let at = chrono::Utc::now().timestamp_micros();
+    if resp.status() != reqwest::StatusCode::ACCEPTED {
+        bail!("trigger answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+    }
+    let v: Value = resp.json().await?;
+    let ids =
+        v["runs"].as_array().context("runs")?.iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect();
+    Ok((ids, at))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Target 3: from the 202 to the provider receiving the request, timed at the provider, at 20
+/// and 100 triggers/s (open loop), then fan-out of one request to 100 targets beside one.
+pub(crate) async fn dispatch_latency(ctx: &mut Ctx) -> anyhow::Result<()> {
+    for rate in [20u32, 100] {
+        let stand_in = StandIn::start(ctx, 1.0, "20s", &format!("stand-in-latency-{rate}")).await?;
+        let gw = Gateway::start(&ctx.cigw, &setup_for(&stand_in), &ctx.dir, &format!("latency-{rate}")).await?;
+        let sent: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        let until = Instant::now() + ctx.duration;
+        let mut tasks = Vec::new();
+        while Instant::now() < until {
+            tick.tick().await;
+            let (http, auth, url, sent) = (ctx.http.clone(), ctx.auth.clone(), gw.url.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Ok((ids, at)) = post_trigger(&http, &auth, &url, BODY).await {
+                    sent.lock().await.extend(ids.into_iter().map(|id| (id, at)));
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let arrivals = stand_in.arrivals(ctx).await?;
+        let sent = sent.lock().await.clone();
+        // A request can reach the provider before the client has read its 202: that counts as 0.
+        let mut lat: Vec<f64> = sent
+            .iter()
+            .filter_map(|(id, at)| arrivals.get(id).map(|arr| ((arr - at) as f64 / 1000.0).max(0.0)))
+            .collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        ctx.report.add(
+            &format!("dispatch_latency_{rate}"),
+            &format!("202 -> provider received, {rate} triggers/s"),
+            json!({"p50_ms": percentile(&lat, 50.0), "p99_ms": percentile(&lat, 99.0), "arrived": lat.len(), "sent": sent.len()}),
+            None,
+            Some(if rate == 100 { "p50 <= 5 ms, p99 <= 25 ms" } else { "(20/s: for comparison)" }),
+        );
+        gw.proc.stop(Duration::from_secs(5)).await;
+        stand_in.proc.stop(Duration::from_secs(2)).await;
+    }
+
+    let stand_in = StandIn::start(ctx, 1.0, "20s", "stand-in-fanout").await?;
+    let setup = Setup { fan_out: 100, ..setup_for(&stand_in) };
+    let gw = Gateway::start(&ctx.cigw, &setup, &ctx.dir, "fanout").await?;
+    let all: Vec<String> = (0..100).map(|i| format!("\"fan-{i:03}\"")).collect();
+    let wide = format!(r#"{{"targets":[{}],"ref":{{"branch":"main"}}}}"#, all.join(","));
+    let mut one = Vec::new();
+    let mut hundred = Vec::new();
+    for round in 0..5 {
+        for (body, out) in [(BODY, &mut one), (wide.as_str(), &mut hundred)] {
+            let (ids, at) = post_trigger(&ctx.http, &ctx.auth, &gw.url, body).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let arrivals = stand_in.arrivals(ctx).await?;
+                if let Some(last) = ids.iter().map(|id| arrivals.get(id).copied()).collect::<Option<Vec<i64>>>() {
+                    let latest = last.into_iter().max().unwrap_or(at);
+                    out.push(((latest - at) as f64 / 1000.0).max(0.0));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("fan-out round {round}: not every run reached the provider within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    one.sort_by(|a, b| a.total_cmp(b));
+    hundred.sort_by(|a, b| a.total_cmp(b));
+    let (m1, m100) = (percentile(&one, 50.0), percentile(&hundred, 50.0));
+    ctx.report.add(
+        "fan_out_100",
+        "one request -> 100 targets: 202 -> last provider call (median of 5)",
+        json!({"ms": m100}),
+        Some(
+            json!({"one_target_ms": m1, "ratio": if m1 > 0.0 { (m100 / m1 * 10.0).round() / 10.0 } else { f64::NAN }}),
+        ),
+        Some("within 3x of one target"),
+    );
+    gw.proc.stop(Duration::from_secs(5)).await;
+    stand_in.proc.stop(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+const TERMINAL: [&str; 5] = ["succeeded", "failed", "error", "canceled", "skipped"];
+
+async fn wait_terminal(ctx: &Ctx, url: &str, ids: &[String], limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    for id in ids {
+        loop {
+            let v: Value = ctx
+                .http
+                .get(format!("{url}/v1/runs/{id}"))
+                .header("Authorization", &ctx.auth)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if v["state"].as_str().is_some_and(|s| TERMINAL.contains(&s)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("run {id} still `{}` after {limit:?}", v["state"]);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Target 4: provider calls per run after the trigger, for a 10-minute build, on a clock 60
+/// times faster at the stand-in with the gateway's timings divided alike; polling only, then
+/// with CircleCI callbacks.
+pub(crate) async fn calls_per_run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    const SPEED: f64 = 60.0;
+    const RUNS: usize = 20;
+    let defaults = [
+        ("poll_initial", 2.0),
+        ("poll_max", 60.0),
+        ("sweep_interval", 5.0),
+        ("reconcile_grace", 30.0),
+        ("unconfirmed_deadline", 300.0),
+        ("retry_max_delay", 30.0),
+    ];
+    for callbacks in [false, true] {
+        let label = if callbacks { "calls-callbacks" } else { "calls-polling" };
+        let stand_in = StandIn::start(ctx, SPEED, "600s", &format!("stand-in-{label}")).await?;
+        let timings = defaults.iter().map(|(k, secs)| (*k, format!("{}ms", (secs * 1000.0 / SPEED).round()))).collect();
+        let setup = Setup { timings, callbacks, ..setup_for(&stand_in) };
+        let gw = Gateway::start(&ctx.cigw, &setup, &ctx.dir, label).await?;
+        if callbacks {
+            ctx.http
+                .post(format!("{}/webhook", stand_in.control))
+                .json(&json!({"url": format!("{}/callbacks/circleci/bench", gw.url)}))
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        let mut ids = Vec::new();
+        for _ in 0..RUNS {
+            ids.extend(post_trigger(&ctx.http, &ctx.auth, &gw.url, BODY).await?.0);
+        }
+        wait_terminal(ctx, &gw.url, &ids, Duration::from_secs(120)).await?;
+        let Counts { total, triggers } = stand_in.counts(ctx).await?;
+        let per_run = (total - triggers) as f64 / RUNS as f64;
+        ctx.report.add(
+            &format!("provider_calls_per_run_{}", if callbacks { "callbacks" } else { "polling" }),
+            &format!(
+                "provider calls per run after the trigger, 10-min build, {}",
+                if callbacks { "with callbacks" } else { "polling only" }
+            ),
+            json!({"calls": (per_run * 10.0).round() / 10.0}),
+            Some(json!({"official Codefresh CLI (polls every 5 s)": 120})),
+            Some(if callbacks { "<= 5" } else { "<= 15" }),
+        );
+        gw.proc.stop(Duration::from_secs(5)).await;
+        stand_in.proc.stop(Duration::from_secs(2)).await;
+    }
+    Ok(())
+}
+
+/// Target 5 (load part): RSS while `cigw serve` tracks `in_flight` non-terminal runs (builds
+/// that outlast the measurement), and start to `/readyz` with `stored_runs` runs stored.
+pub(crate) async fn memory(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let stand_in = StandIn::start(ctx, 1.0, "2h", "stand-in-memory").await?;
+    let gw = Gateway::start(&ctx.cigw, &setup_for(&stand_in), &ctx.dir, "memory").await?;
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (http, auth, url, next, total) =
+                (ctx.http.clone(), ctx.auth.clone(), gw.url.clone(), next.clone(), ctx.in_flight);
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    post_trigger(&http, &auth, &url, BODY).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stand_in.counts(ctx).await?.triggers < ctx.in_flight as u64 {
+        if Instant::now() > deadline {
+            bail!("not every run was dispatched within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let dispatched_after = started.elapsed();
+    // Let tracking settle into its steady polling before reading memory.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss = gw.proc.rss_bytes()?;
+    ctx.report.add(
+        "rss_in_flight",
+        &format!("RSS of cigw serve tracking {} non-terminal runs", ctx.in_flight),
+        json!({"mb": mb(rss), "all_dispatched_after_s": (dispatched_after.as_secs_f64() * 10.0).round() / 10.0}),
+        None,
+        Some("<= 100 MB"),
+    );
+    gw.proc.stop(Duration::from_secs(10)).await;
+    stand_in.proc.stop(Duration::from_secs(2)).await;
+
+    // A database holding `stored_runs` finished runs, written by the store as intake would.
+    let db = ctx.dir.join("stored.db");
+    let settings =
+        cigw_core::config::DatabaseSettings { url: format!("sqlite://{}", db.display()), ..Default::default() };
+    let store = cigw_store::open(&settings).await?;
+    store.migrate().await?;
+    crate::store_commits::measure(store.clone(), 32, ctx.stored_runs).await;
+    drop(store);
+    // Finished runs are what a long-lived database is mostly made of; pending ones would be
+    // dispatched at start-up, which is not what this figure is about.
+    let pool = sqlx::SqlitePool::connect(&settings.url).await?;
+    sqlx::query(
+        "UPDATE runs SET state = 'succeeded', finished_at = created_at, next_dispatch_at = NULL, next_poll_at = NULL",
+    )
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    let gw = Gateway::start_on(&ctx.cigw, &Setup::default(), &ctx.dir, "stored", db).await?;
+    ctx.report.add(
+        "ready_stored",
+        &format!("start to /readyz OK, {} runs stored", ctx.stored_runs),
+        json!({"ms": gw.ready_after.as_millis()}),
+        None,
+        Some("<= 200 ms"),
+    );
+    gw.proc.stop(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Target 6: create-trigger commits per second straight into each store.
+pub(crate) async fn store_commits(ctx: &mut Ctx, postgres: Option<String>) -> anyhow::Result<()> {
+    let args = crate::store_commits::Args { writers: vec![1, 8, 32], triggers: 2000, postgres };
+    let rows = crate::store_commits::run(&args).await?;
+    let sqlite_32 = rows.first().and_then(|(_, v)| v.last()).copied();
+    let pg_32 = rows.iter().find(|(l, _)| l.starts_with("postgres")).and_then(|(_, v)| v.last()).copied();
+    ctx.report.add(
+        "store_commits",
+        "create-trigger commits/s (1, 8, 32 writers)",
+        crate::store_commits::to_json(&args, &rows),
+        None,
+        Some("PostgreSQL >= 1,500 at 32 writers"),
+    );
+    if let (Some(pg), Some(lite)) = (pg_32, sqlite_32) {
+        ctx.report.add(
+            "postgres_commits_32",
+            "PostgreSQL create-trigger commits/s at 32 writers",
+            json!({"per_s": pg.round()}),
+            Some(json!({"sqlite_group_commit_per_s": lite.round()})),
+            Some(">= 1,500"),
+        );
+    }
+    Ok(())
+}
+
+fn mb(bytes: u64) -> f64 {
+    (bytes as f64 / 1_048_576.0 * 10.0).round() / 10.0
+}
