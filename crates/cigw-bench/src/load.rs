@@ -45,7 +45,8 @@ pub(crate) async fn run(load: &Load<'_>, scratch: &Path) -> anyhow::Result<Measu
     lua.push_str(&format!("wrk.body = {}\n", lua_string(load.body)));
     lua.push_str("wrk.headers[\"Content-Type\"] = \"application/json\"\n");
     for (k, v) in load.headers {
-        lua.push_str(&format!("wrk.headers[{}] = {}\n", lua_string(k), lua_string(v)));
+        // A space after `[`: `[[` would open a Lua long string.
+        lua.push_str(&format!("wrk.headers[ {} ] = {}\n", lua_string(k), lua_string(v)));
     }
     std::fs::write(&script, lua)?;
     let out = tokio::process::Command::new("wrk")

@@ -130,6 +130,8 @@ pub(crate) async fn intake(ctx: &mut Ctx) -> anyhow::Result<f64> {
     let gw = Gateway::start(&ctx.cigw, &setup, &ctx.dir, "intake").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = gw.proc.rss_bytes()?;
+    // One request first: a misconfigured run fails here with the gateway's answer.
+    post_trigger(&ctx.http, &ctx.auth, &gw.url, BODY).await?;
     let m = load::run(&ctx.load(&format!("{}/v1/triggers", gw.url), &[("Authorization", ctx.auth.as_str())]), &ctx.dir)
         .await?;
     let share = m.rps / sqlite.rps;
@@ -164,6 +166,7 @@ pub(crate) async fn intake(ctx: &mut Ctx) -> anyhow::Result<f64> {
 pub(crate) async fn with_dispatch(ctx: &mut Ctx, intake_rps: f64) -> anyhow::Result<()> {
     let stand_in = StandIn::start(ctx, 1.0, "20s", "stand-in-dispatch").await?;
     let gw = Gateway::start(&ctx.cigw, &setup_for(&stand_in), &ctx.dir, "dispatch").await?;
+    post_trigger(&ctx.http, &ctx.auth, &gw.url, BODY).await?;
     let mut slices = Vec::new();
     for _ in 0..3 {
         slices.push(

@@ -1,5 +1,5 @@
 //! The configured accounts and targets, built through the adapters' factories (schedules and
-//! hooks are checked against them here too).
+//! hooks and notifications are checked against them here too).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -75,6 +75,9 @@ impl Catalog {
         }
         for hook in settings.hooks.values() {
             hook.check(&catalog, problems);
+        }
+        for notification in settings.notifications.values() {
+            notification.check(&catalog, problems);
         }
         catalog
     }

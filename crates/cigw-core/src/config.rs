@@ -507,8 +507,10 @@ pub struct Settings {
     pub hooks: BTreeMap<String, crate::hook::Hook>,
     /// `[chains.<name>]`, parsed by the gateway.
     pub chains: BTreeMap<String, serde_json::Value>,
-    /// `[notifications.<name>]`, parsed by the gateway.
-    pub notifications: BTreeMap<String, serde_json::Value>,
+    /// `[notifications.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
+    ///
+    /// [`Catalog::build`]: crate::catalog::Catalog::build
+    pub notifications: BTreeMap<String, crate::notification::Notification>,
     /// `[schedules.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
     ///
     /// [`Catalog::build`]: crate::catalog::Catalog::build
@@ -630,6 +632,13 @@ impl Settings {
                 format!("`{}` is not a `sqlite:` or `postgres://` URL", redact_url(&database.url)),
             );
         }
+        let notifications = crate::notification::parse_all(&named_tables(raw, "notifications", problems), problems);
+        if !notifications.is_empty() && server.public_url.is_none() {
+            problems.warn(
+                "server.public_url",
+                "not set: notifications carry no link to cigw runs and say `/cigw` as their source",
+            );
+        }
         Settings {
             server,
             database,
@@ -644,7 +653,7 @@ impl Settings {
             targets,
             hooks: crate::hook::parse_all(&named_tables(raw, "hooks", problems), problems),
             chains: named_tables(raw, "chains", problems),
-            notifications: named_tables(raw, "notifications", problems),
+            notifications,
             schedules: crate::schedule::parse_all(&named_tables(raw, "schedules", problems), problems),
         }
     }

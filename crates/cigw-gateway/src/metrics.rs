@@ -34,7 +34,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use cigw_core::{ProviderKind, RunState};
-use cigw_store::Store;
+use cigw_store::{OutboxStatus, Store};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -66,6 +66,10 @@ pub mod names {
     pub const SSE_CLIENTS: &str = "cigw_sse_clients";
     /// Event streams the server ended, by `reason`: `slow_client`, `shutdown`, `store_error`.
     pub const SSE_DISCONNECTS: &str = "cigw_sse_disconnects_total";
+    /// Notification delivery attempts by notification and outcome (`delivered`, `retry`, `dead`).
+    pub const NOTIFICATION_DELIVERIES: &str = "cigw_notification_deliveries_total";
+    /// Outbox rows by status (`pending` is the outbox depth; `dead` the dead letters).
+    pub const NOTIFICATION_OUTBOX: &str = "cigw_notification_outbox";
 }
 
 /// Latency buckets (seconds) of the provider-call and dispatch-lag histograms.
@@ -126,6 +130,12 @@ async fn refresh_run_gauges(store: &dyn Store) {
         Err(e) => tracing::warn!(error = %e, "counting runs for /metrics failed"),
     }
     // Counted by the store from its index of unfinished runs: no page of runs is read.
+    for status in [OutboxStatus::Pending, OutboxStatus::Dead] {
+        match store.count_outbox(status).await {
+            Ok(n) => gauge!(names::NOTIFICATION_OUTBOX, "status" => status.as_str()).set(n as f64),
+            Err(e) => tracing::warn!(error = %e, "counting outbox rows for /metrics failed"),
+        }
+    }
     match store.count_unconfirmed_runs().await {
         Ok(n) => gauge!(names::RUNS_UNCONFIRMED).set(n as f64),
         Err(e) => tracing::warn!(error = %e, "counting unconfirmed runs for /metrics failed"),
@@ -147,6 +157,11 @@ fn describe() {
     describe_counter!(names::POSSIBLE_DUPLICATES, "Triggers sent again after an unresolved ambiguous attempt");
     describe_gauge!(names::SSE_CLIENTS, "Connected /v1/events clients");
     describe_counter!(names::SSE_DISCONNECTS, "Event streams ended by the server, by reason");
+    describe_counter!(names::NOTIFICATION_DELIVERIES, "Notification delivery attempts by notification and outcome");
+    describe_gauge!(
+        names::NOTIFICATION_OUTBOX,
+        "Notification outbox rows by status (pending = depth, dead = dead letters)"
+    );
 }
 
 /// Count one trigger request.
@@ -166,6 +181,12 @@ pub fn record_hook_request(hook: &str, outcome: &'static str) {
 pub fn record_dispatched(provider: ProviderKind, created_at: DateTime<Utc>, now: DateTime<Utc>) {
     let lag = (now - created_at).to_std().unwrap_or(Duration::ZERO);
     histogram!(names::DISPATCH_LAG, "provider" => provider.as_str()).record(lag.as_secs_f64());
+}
+
+/// Count one notification delivery attempt's outcome (`delivered`, `retry` or `dead`).
+pub fn record_notification_delivery(notification: &str, outcome: &'static str) {
+    counter!(names::NOTIFICATION_DELIVERIES, "notification" => notification.to_string(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// A reconciliation pass ended with `outcome` (`adopted`, `not_found_yet`, `gave_up`).

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{events, health, hooks, runs, schedules, targets, tokens, triggers};
+use crate::api::{events, health, hooks, notifications, runs, schedules, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
 use crate::intake::request;
 
@@ -39,6 +39,9 @@ use crate::intake::request;
         hooks::list_deliveries,
         hooks::test_hook,
         hooks::replay_delivery,
+        notifications::list_deliveries,
+        notifications::get_delivery,
+        notifications::redeliver,
         tokens::create_token,
         tokens::list_tokens,
         tokens::revoke_token,
@@ -53,6 +56,7 @@ use crate::intake::request;
         (name = "targets", description = "Configured targets"),
         (name = "schedules", description = "Configured schedules and their slots"),
         (name = "hooks", description = "Inbound webhooks: listing, dry runs, remembered deliveries and replays"),
+        (name = "notifications", description = "Outbound notification deliveries (scope `admin`)"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
         (name = "health", description = "Liveness and readiness"),
     )

@@ -30,7 +30,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, hooks, runs, schedules, targets, tokens, triggers,
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, events, health, hooks, notifications, runs, schedules, targets,
+    tokens, triggers,
 };
 use crate::auth::AuthState;
 use crate::error::ApiError;
@@ -70,6 +71,9 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/v1/hooks/{name}/deliveries", get(hooks::list_deliveries))
         .route("/v1/hooks/{name}/deliveries/{delivery_id}/replay", post(hooks::replay_delivery))
         .route("/hooks/{name}", post(crate::hooks::receive))
+        .route("/v1/notifications/deliveries", get(notifications::list_deliveries))
+        .route("/v1/notifications/deliveries/{id}", get(notifications::get_delivery))
+        .route("/v1/notifications/deliveries/{id}/redeliver", post(notifications::redeliver))
         .route("/v1/tokens", post(tokens::create_token).get(tokens::list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .route("/healthz", get(health::healthz))

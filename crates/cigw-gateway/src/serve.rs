@@ -56,6 +56,24 @@ pub async fn serve_with_metrics(
         max_connections: server.max_connections,
     });
     let (stop, stopped) = watch::channel(false);
+    // The notification cursor exists before the first request is served, so every run event of
+    // this server is notified. A store that fails here is retried by the feed later.
+    let feed = match crate::notifications::prepare(&state).await {
+        Ok(feed) => feed,
+        Err(e) => {
+            tracing::warn!(error = %e, "starting the notification feed failed; retrying in the background");
+            None
+        }
+    };
+    let retry_feed = feed.is_none() && !state.settings.notifications.is_empty();
+    let notifications = tokio::spawn({
+        let (state, stopped) = (state.clone(), stop.subscribe());
+        async move {
+            let feed =
+                if retry_feed { crate::notifications::prepare_until(&state, stopped.clone()).await } else { feed };
+            crate::notifications::run(state, feed, stopped).await
+        }
+    });
     let schedules = tokio::spawn(crate::schedules::run(state.clone(), stop.subscribe()));
     let engine = tokio::spawn(Engine::new(state.clone()).run(stopped));
     let metrics = metrics_listener.map(|listener| {
@@ -102,6 +120,12 @@ pub async fn serve_with_metrics(
     }
     // The scheduler stops at its next await; a firing under way is one transaction either way.
     schedules.abort();
+    // Deliveries under way finish within their timeout; a row whose outcome is not recorded is
+    // sent again once its lease ends (at least once).
+    if tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)), notifications).await.is_err()
+    {
+        tracing::warn!("the notification worker did not stop within the grace period");
+    }
     served
 }
 

@@ -178,10 +178,10 @@ async fn target_list_problems_are_422() {
         refused(&app, json!({"targets": ["web-e2e", "web-e2e"]}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_targets")
             .await;
     assert_eq!(body["details"][0]["field"], "targets[1]");
-    let many: Vec<String> = (0..51).map(|i| format!("t{i}")).collect();
+    let many: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
     // Over the cap nothing else is looked at: one problem, however long the list.
     let body = refused(&app, json!({"targets": many}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_targets").await;
-    assert_eq!(body["details"][0]["message"], "at most 50 targets per trigger, got 51");
+    assert_eq!(body["details"][0]["message"], "at most 100 targets per trigger, got 101");
     let body = refused(
         &app,
         json!({"targets": ["web-e2e"], "overrides": {"circle-build": {}}}),

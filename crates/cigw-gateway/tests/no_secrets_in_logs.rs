@@ -12,6 +12,7 @@ use cigw_core::catalog::Catalog;
 use cigw_core::config::{Problems, Settings, load_raw_from_str};
 use cigw_core::provider::ProviderFactory;
 use cigw_gateway::state::AppState;
+use cigw_sim::receiver::{NotificationReceiver, SANDBOX_NOTIFICATION_SECRET};
 use cigw_sim::sandbox::{CIRCLECI_WEBHOOK_SECRET, SandboxProviders};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -73,8 +74,11 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
     providers.send_circleci_webhooks_to(format!("http://{addr}/callbacks/circleci/sandbox"));
     let dir = tempfile::tempdir().unwrap();
     let admin = cigw_gateway::auth::generate_token();
+    // The sandbox's notification goes to a receiver that checks its signature.
+    let receiver = NotificationReceiver::start(&[SANDBOX_NOTIFICATION_SECRET]).await.unwrap();
     let mut overrides = providers.base_url_overrides();
     overrides.extend([
+        ("notifications.sandbox-receiver.url".to_string(), format!("{}/events", receiver.url())),
         ("database.url".to_string(), format!("sqlite://{}", dir.path().join("flow.db").display())),
         ("auth.admin_token".to_string(), admin.clone()),
         ("timings.poll_initial".to_string(), "50ms".to_string()),
@@ -156,6 +160,21 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
     assert!(streamed.contains("\"state\":\"succeeded\""), "the stream followed the runs: {streamed}");
     assert!(!streamed.contains(SECRET_PARAMETER), "events mask secret parameters");
 
+    // Every run's finished event reached the receiver, signed.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver
+        .received()
+        .iter()
+        .filter(|e| e.event["context"]["type"].as_str().unwrap().contains("finished"))
+        .count()
+        < 3
+    {
+        assert!(tokio::time::Instant::now() < end, "notifications: {:?}", receiver.received());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.refused(), 0);
+    let notified = serde_json::to_string(&receiver.received()).unwrap();
+    assert!(!notified.contains(SECRET_PARAMETER), "notifications mask secret parameters");
     // The sandbox's signed GitHub hook: a good delivery, a forged one and a dry run with the
     // signature checked, none of which may log the secret or a signature.
     let push = json!({"ref": "refs/heads/main", "after": "4f2c9a7e1b3d5f6a8c0e2b4d6f8a1c3e5b7d9f0a", "pusher": {"name": "ada"}})
@@ -215,6 +234,8 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
         ("admin token", admin.as_str()),
         ("API token", watcher.as_str()),
         ("secret parameter", SECRET_PARAMETER),
+        ("notification secret", SANDBOX_NOTIFICATION_SECRET),
+        ("notification secret (base64)", SANDBOX_NOTIFICATION_SECRET.trim_start_matches("whsec_")),
         ("GitHub hook secret", HOOK_SECRET),
         ("GitHub hook signature", signature.as_str()),
         ("forged hook signature", FORGED_SIGNATURE),

@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use crate::columns::{Claim, DISPATCH_CLAIM, POLL_CLAIM, parse_state, trunc};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::records::{event_from_row, run_from_row, token_from_row};
+use crate::records::{event_from_row, outbox_from_row, run_from_row, token_from_row};
 use crate::sql::Tx;
 use crate::statements as st;
 use crate::store::Store;
@@ -393,6 +393,101 @@ impl<D: Driver> Store for D {
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()> {
         let name = name.to_string();
         self.run(Access::WriteOne, move |tx| Box::pin(async move { st::save_cursor(tx, &name, value).await })).await
+    }
+
+    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
+        let name = name.to_string();
+        self.run(Access::Read, move |tx| Box::pin(async move { st::load_cursor(tx, &name).await })).await
+    }
+
+    async fn start_cursor(&self, name: &str) -> StoreResult<i64> {
+        let name = name.to_string();
+        self.run(Access::Write, move |tx| Box::pin(async move { st::start_cursor(tx, &name).await })).await
+    }
+
+    async fn enqueue_outbox(&self, cursor: &str, up_to: i64, rows: Vec<NewOutboxRow>) -> StoreResult<u64> {
+        let cursor = cursor.to_string();
+        self.run(Access::Write, move |tx| {
+            Box::pin(async move {
+                let mut inserted = 0;
+                for row in &rows {
+                    inserted += u64::from(st::insert_outbox(tx, row).await?);
+                }
+                st::advance_cursor(tx, &cursor, up_to).await?;
+                Ok(inserted)
+            })
+        })
+        .await
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRecord>> {
+        let (limit, owner, now, lease_until) =
+            (ops::check_limit(limit)?, owner.to_string(), trunc(now), trunc(lease_until));
+        self.run(Access::WriteOne, move |tx| {
+            Box::pin(async move { st::claim_outbox(tx, &owner, now, lease_until, limit).await })
+        })
+        .await
+    }
+
+    async fn record_outbox(
+        &self,
+        id: i64,
+        owner: &str,
+        outcome: OutboxOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<OutboxRecord> {
+        let (owner, now) = (owner.to_string(), trunc(now));
+        self.run(Access::Write, move |tx| {
+            Box::pin(async move { st::record_outbox(tx, id, &owner, &outcome, now).await })
+        })
+        .await
+    }
+
+    async fn get_outbox(&self, id: i64) -> StoreResult<OutboxRecord> {
+        self.run(Access::Read, move |tx| Box::pin(async move { st::get_outbox(tx, id).await })).await
+    }
+
+    async fn list_outbox(&self, filter: &OutboxFilter, cursor: Option<&str>) -> StoreResult<OutboxPage> {
+        let limit = ops::check_limit(filter.limit)?;
+        let before = cursor
+            .map(|c| {
+                c.parse::<i64>().ok().filter(|id| *id > 0).ok_or(StoreError::Invalid {
+                    field: "cursor",
+                    message: "not a cursor returned by a previous page".into(),
+                })
+            })
+            .transpose()?;
+        let stmt = query::list_outbox(filter, before, limit + 1);
+        let mut rows: Vec<OutboxRecord> = self
+            .run(Access::Read, move |tx| {
+                Box::pin(async move { tx.fetch(stmt).await?.iter().map(|r| outbox_from_row(&**r)).collect() })
+            })
+            .await?;
+        let next_cursor = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        Ok(OutboxPage { rows, next_cursor })
+    }
+
+    async fn redeliver_outbox(&self, id: i64, now: DateTime<Utc>) -> StoreResult<OutboxRecord> {
+        let now = trunc(now);
+        self.run(Access::Write, move |tx| Box::pin(async move { st::redeliver_outbox(tx, id, now).await })).await
+    }
+
+    async fn count_outbox(&self, status: OutboxStatus) -> StoreResult<u64> {
+        self.run(Access::Read, move |tx| {
+            Box::pin(async move { Ok(tx.fetch_one(query::count_outbox(status)).await?.int("n")? as u64) })
+        })
+        .await
     }
 }
 

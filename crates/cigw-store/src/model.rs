@@ -615,7 +615,7 @@ pub struct PruneReport {
     pub idempotency_keys: u64,
     /// Expired delivery ids.
     pub deliveries: u64,
-    /// Delivered or abandoned outbox rows past the outbox retention.
+    /// Delivered or dead-lettered outbox rows past the outbox retention.
     pub outbox: u64,
     /// Chain firings whose upstream run was pruned.
     pub chain_firings: u64,
@@ -623,6 +623,141 @@ pub struct PruneReport {
     pub schedule_firings: u64,
     /// Hook deliveries past `retention.deliveries`.
     pub hook_deliveries: u64,
+}
+
+/// Where an outbox row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up (attempts used up, or the receiver answered 410 Gone): dead-lettered until redelivered.
+    Dead,
+}
+
+impl OutboxStatus {
+    /// Every status.
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Delivered, Self::Dead];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A notification to deliver about one run event (table `outbox`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutboxRow {
+    /// The `[notifications.<name>]` it goes to.
+    pub notification: String,
+    /// The run event it reports; with `notification`, unique (a repeat is ignored).
+    pub event_id: i64,
+    /// The run of that event (deliveries of one run and notification keep event order).
+    pub run_id: String,
+    /// The document to POST (secrets already masked).
+    pub payload: Value,
+    /// When it was enqueued; also its first attempt time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One stored outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    /// Id (increasing in insertion order).
+    pub id: i64,
+    /// The notification.
+    pub notification: String,
+    /// The run event it reports.
+    pub event_id: i64,
+    /// The run.
+    pub run_id: String,
+    /// The document to POST.
+    pub payload: Value,
+    /// Where it stands.
+    pub status: OutboxStatus,
+    /// Attempts made since it was enqueued or last redelivered (a claim counts one).
+    pub attempts: u32,
+    /// When the next attempt is due (meaningful while pending).
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why the latest failed attempt failed.
+    pub last_error: Option<String>,
+    /// The HTTP status of the latest attempt that got an answer.
+    pub last_status: Option<u16>,
+    /// When the latest attempt ended.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The worker holding it.
+    pub lease_owner: Option<String>,
+    /// Until when.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Enqueue time.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered or dead-lettered.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxOutcome {
+    /// The receiver answered 2xx.
+    Delivered {
+        /// Its status.
+        status: u16,
+    },
+    /// Try again at `at`.
+    Retry {
+        /// Next attempt.
+        at: DateTime<Utc>,
+        /// The receiver's status, when it answered.
+        status: Option<u16>,
+        /// Why (no secret, no URL).
+        error: String,
+    },
+    /// Give up: the row is dead-lettered.
+    Dead {
+        /// The receiver's status, when it answered.
+        status: Option<u16>,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Which outbox rows to list (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxFilter {
+    /// Only this notification.
+    pub notification: Option<String>,
+    /// Only this status.
+    pub status: Option<OutboxStatus>,
+    /// Only this run.
+    pub run_id: Option<String>,
+    /// Page size (1..=1000).
+    pub limit: u32,
+}
+
+impl Default for OutboxFilter {
+    fn default() -> Self {
+        Self { notification: None, status: None, run_id: None, limit: 50 }
+    }
+}
+
+/// One page of outbox rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxPage {
+    /// Newest first.
+    pub rows: Vec<OutboxRecord>,
+    /// Pass it back for the next (older) page; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// Which database a store uses.
@@ -674,6 +809,10 @@ pub enum HotQuery {
     CountRunsByState,
     /// [`crate::Store::count_unconfirmed_runs`].
     CountUnconfirmed,
+    /// [`crate::Store::claim_outbox`].
+    ClaimOutbox,
+    /// [`crate::Store::count_outbox`] of pending rows.
+    CountOutboxPending,
 }
 
 /// What a web session lets its holder do.

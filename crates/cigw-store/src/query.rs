@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::columns::TERMINAL_SQL;
-use crate::model::{EventFilter, RunFilter};
+use crate::model::{EventFilter, OutboxFilter, OutboxStatus, RunFilter};
 use crate::sql::Stmt;
 
 /// Appends `WHERE` before the first condition and `AND` before the others.
@@ -94,6 +94,26 @@ pub(crate) fn count_unconfirmed() -> Stmt {
     Stmt::new(format!("SELECT COUNT(*) AS n FROM runs WHERE state NOT IN {TERMINAL_SQL} AND unconfirmed"))
 }
 
+/// `list_outbox`: rows matching `filter`, newest first, before the cursor id. With a status the
+/// `(status, id)` index serves it; with a run the `(run_id, ...)` one; otherwise the primary key.
+pub(crate) fn list_outbox(filter: &OutboxFilter, before: Option<i64>, limit: i64) -> Stmt {
+    let mut stmt = Stmt::new("SELECT * FROM outbox");
+    let mut c = Conditions::new(&mut stmt);
+    c.equals("notification", filter.notification.as_deref());
+    c.equals("status", filter.status.map(|s| s.as_str()));
+    c.equals("run_id", filter.run_id.as_deref());
+    if let Some(id) = before {
+        c.next().push("id < ").push_bind(id);
+    }
+    stmt.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+    stmt
+}
+
+/// `count_outbox`: rows in one status, from the `(status, id)` index.
+pub(crate) fn count_outbox(status: OutboxStatus) -> Stmt {
+    Stmt::new("SELECT COUNT(*) AS n FROM outbox WHERE status = $1").bind(status.as_str())
+}
+
 /// `find_token_by_hash`.
 pub(crate) fn token_by_hash(hash: &str) -> Stmt {
     Stmt::new("SELECT * FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL").bind(hash)
@@ -115,5 +135,7 @@ pub(crate) fn hot_query(tx: &dyn crate::sql::Tx, query: &crate::model::HotQuery)
         HotQuery::TokenByHash => token_by_hash("0"),
         HotQuery::CountRunsByState => count_runs_by_state(),
         HotQuery::CountUnconfirmed => count_unconfirmed(),
+        HotQuery::ClaimOutbox => crate::statements::outbox_claim_stmt(tx, "explain", Utc::now(), Utc::now(), 1),
+        HotQuery::CountOutboxPending => count_outbox(OutboxStatus::Pending),
     })
 }

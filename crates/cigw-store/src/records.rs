@@ -206,3 +206,25 @@ pub(crate) fn key_from_row(row: &dyn Row) -> StoreResult<StoredKey> {
         expires_at: row.time("expires_at")?,
     })
 }
+
+pub(crate) fn outbox_from_row(row: &dyn Row) -> StoreResult<OutboxRecord> {
+    let status = row.text("status")?;
+    Ok(OutboxRecord {
+        id: row.int("id")?,
+        notification: row.text("notification")?,
+        event_id: row.int("event_id")?,
+        run_id: row.text("run_id")?,
+        payload: row.json("payload")?,
+        status: OutboxStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt { message: format!("outbox.status `{status}`") })?,
+        attempts: count(row.int("attempts")?),
+        next_attempt_at: row.time("next_attempt_at")?,
+        last_error: row.opt_text("last_error")?,
+        last_status: row.opt_int("last_status")?.and_then(|s| u16::try_from(s).ok()),
+        last_attempt_at: row.opt_time("last_attempt_at")?,
+        lease_owner: row.opt_text("lease_owner")?,
+        lease_until: row.opt_time("lease_until")?,
+        created_at: row.time("created_at")?,
+        finished_at: row.opt_time("finished_at")?,
+    })
+}

@@ -141,7 +141,7 @@ pub(crate) async fn renew_lease(
     Ok(tx.execute(Stmt::new(RENEW_LEASE).bind(run_id).bind(owner).bind(now).bind(until)).await? == 1)
 }
 
-/// Release every run lease held by `owner` (and any outbox lease: the table keeps the column).
+/// Release every run and outbox lease held by `owner`.
 pub(crate) async fn release_leases(tx: &mut dyn Tx, owner: &str) -> StoreResult<u64> {
     let mut released = 0;
     for table in ["runs", "outbox"] {
@@ -210,7 +210,7 @@ pub(crate) async fn prune(
         .await?;
     let outbox = tx
         .execute(
-            Stmt::new("DELETE FROM outbox WHERE status IN ('delivered', 'abandoned') AND finished_at < $1")
+            Stmt::new("DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND finished_at < $1")
                 .bind(now - retention.outbox),
         )
         .await?;
@@ -658,4 +658,176 @@ pub(crate) async fn save_cursor(tx: &mut dyn Tx, name: &str, value: i64) -> Stor
     .bind(value);
     tx.execute(stmt).await?;
     Ok(())
+}
+
+/// The value of a named cursor, if it was ever saved.
+pub(crate) async fn load_cursor(tx: &mut dyn Tx, name: &str) -> StoreResult<Option<i64>> {
+    tx.fetch_optional(Stmt::new("SELECT value FROM cursors WHERE name = $1").bind(name))
+        .await?
+        .map(|r| r.int("value"))
+        .transpose()
+}
+
+/// Move a named cursor forward to `value`; never back (two replicas may consume the same events
+/// and save their positions in any order).
+pub(crate) async fn advance_cursor(tx: &mut dyn Tx, name: &str, value: i64) -> StoreResult<()> {
+    let stmt = Stmt::new(
+        "INSERT INTO cursors (name, value) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE cursors.value < excluded.value",
+    )
+    .bind(name)
+    .bind(value);
+    tx.execute(stmt).await?;
+    Ok(())
+}
+
+/// A named cursor, created at the newest event when it does not exist yet.
+pub(crate) async fn start_cursor(tx: &mut dyn Tx, name: &str) -> StoreResult<i64> {
+    if let Some(value) = load_cursor(tx, name).await? {
+        return Ok(value);
+    }
+    let head = last_event_id(tx).await?;
+    let stmt = Stmt::new("INSERT INTO cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(head);
+    tx.execute(stmt).await?;
+    // Another replica may have created it first: its value counts.
+    Ok(load_cursor(tx, name).await?.unwrap_or(head))
+}
+
+// ---- notification outbox ----
+
+/// Insert an outbox row unless (notification, event id) is there already; whether it was new.
+pub(crate) async fn insert_outbox(tx: &mut dyn Tx, row: &NewOutboxRow) -> StoreResult<bool> {
+    let stmt = Stmt::new(
+        "INSERT INTO outbox (notification, event_id, run_id, payload, status, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)
+         ON CONFLICT (notification, event_id) DO NOTHING",
+    )
+    .bind(&row.notification)
+    .bind(row.event_id)
+    .bind(&row.run_id)
+    .bind(row.payload.clone())
+    .bind(trunc(row.created_at));
+    Ok(tx.execute(stmt).await? == 1)
+}
+
+/// Takes up to `$4` pending rows due at `$2` whose lease is free, each only when no earlier
+/// event of its run is still pending for the same notification (so a run's events go out in
+/// order), leasing them to `$1` until `$3` and counting an attempt.
+const OUTBOX_CLAIM: &str = "UPDATE outbox SET lease_owner = $1, lease_until = $3, attempts = attempts + 1
+     WHERE id IN (
+        SELECT o.id FROM outbox o
+        WHERE o.status = 'pending' AND o.next_attempt_at <= $2
+          AND (o.lease_owner IS NULL OR o.lease_until IS NULL OR o.lease_until <= $2)
+          AND NOT EXISTS (
+              SELECT 1 FROM outbox e
+              WHERE e.run_id = o.run_id AND e.notification = o.notification
+                AND e.event_id < o.event_id AND e.status = 'pending')
+        ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})
+     RETURNING *";
+
+/// The outbox claiming statement on this backend.
+pub(crate) fn outbox_claim_stmt(
+    tx: &dyn Tx,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Stmt {
+    let lock = match tx.backend() {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    Stmt::new(OUTBOX_CLAIM.replace("{lock}", lock)).bind(owner).bind(now).bind(lease_until).bind(limit)
+}
+
+/// Claim due outbox rows, oldest due first.
+pub(crate) async fn claim_outbox(
+    tx: &mut dyn Tx,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<Vec<OutboxRecord>> {
+    let rows = tx.fetch(outbox_claim_stmt(tx, owner, now, lease_until, limit)).await?;
+    let mut claimed = rows.iter().map(|r| outbox_from_row(&**r)).collect::<StoreResult<Vec<_>>>()?;
+    claimed.sort_by_key(|r| (r.next_attempt_at, r.id));
+    Ok(claimed)
+}
+
+/// Record an attempt's outcome on a row `owner` still holds and release it; `Conflict` when it
+/// does not (its lease ended and another worker took it, or it was redelivered meanwhile).
+pub(crate) async fn record_outbox(
+    tx: &mut dyn Tx,
+    id: i64,
+    owner: &str,
+    outcome: &OutboxOutcome,
+    now: DateTime<Utc>,
+) -> StoreResult<OutboxRecord> {
+    let held = "WHERE id = $1 AND lease_owner = $2 AND status = 'pending' RETURNING *";
+    let release = "lease_owner = NULL, lease_until = NULL, last_attempt_at = $3";
+    let stmt = match outcome {
+        OutboxOutcome::Delivered { status } => Stmt::new(format!(
+            "UPDATE outbox SET status = 'delivered', finished_at = $3, last_status = $4, {release} {held}"
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .bind(i64::from(*status)),
+        OutboxOutcome::Retry { at, status, error } => Stmt::new(format!(
+            "UPDATE outbox SET next_attempt_at = $4, last_status = COALESCE($5, last_status), last_error = $6, \
+             {release} {held}"
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .bind(trunc(*at))
+        .bind(status.map(i64::from))
+        .bind(error.as_str()),
+        OutboxOutcome::Dead { status, error } => Stmt::new(format!(
+            "UPDATE outbox SET status = 'dead', finished_at = $3, last_status = COALESCE($4, last_status), \
+             last_error = $5, {release} {held}"
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .bind(status.map(i64::from))
+        .bind(error.as_str()),
+    };
+    match tx.fetch_optional(stmt).await? {
+        Some(row) => outbox_from_row(&*row),
+        None => {
+            get_outbox(tx, id).await?;
+            Err(StoreError::Conflict { what: format!("delivery {id} is not leased by {owner}") })
+        }
+    }
+}
+
+/// One outbox row; `NotFound` when there is none.
+pub(crate) async fn get_outbox(tx: &mut dyn Tx, id: i64) -> StoreResult<OutboxRecord> {
+    tx.fetch_optional(Stmt::new("SELECT * FROM outbox WHERE id = $1").bind(id))
+        .await?
+        .map(|r| outbox_from_row(&*r))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound { what: format!("delivery {id}") })
+}
+
+/// Make a delivered or dead-lettered row pending again, due at `now`, with its attempts
+/// counted afresh; a pending row is a `Conflict`.
+pub(crate) async fn redeliver_outbox(tx: &mut dyn Tx, id: i64, now: DateTime<Utc>) -> StoreResult<OutboxRecord> {
+    let stmt = Stmt::new(
+        "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, finished_at = NULL,
+            lease_owner = NULL, lease_until = NULL
+         WHERE id = $1 AND status IN ('delivered', 'dead') RETURNING *",
+    )
+    .bind(id)
+    .bind(now);
+    match tx.fetch_optional(stmt).await? {
+        Some(row) => outbox_from_row(&*row),
+        None => {
+            let row = get_outbox(tx, id).await?;
+            Err(StoreError::Conflict { what: format!("delivery {id} is {} already", row.status.as_str()) })
+        }
+    }
 }

@@ -270,4 +270,54 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Store a named cursor.
     async fn save_cursor(&self, name: &str, value: i64) -> StoreResult<()>;
+
+    /// The value of a named cursor, if it was ever saved.
+    async fn load_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
+
+    /// A named cursor for a consumer of run events: its saved value, or, the first time, the
+    /// newest event id (saved, so every later event is consumed). Replicas starting together
+    /// agree on one value.
+    async fn start_cursor(&self, name: &str) -> StoreResult<i64>;
+
+    // ---- notification outbox ----
+
+    /// Insert `rows` (a row whose (notification, event id) is stored already is skipped) and move
+    /// the cursor `cursor` forward to `up_to`, in one transaction: an event is either consumed
+    /// with its rows or not at all. Returns how many rows were new.
+    async fn enqueue_outbox(&self, cursor: &str, up_to: i64, rows: Vec<NewOutboxRow>) -> StoreResult<u64>;
+
+    /// Claim up to `limit` pending rows due at `now` with a free lease, leasing them to `owner`
+    /// until `lease_until` and counting an attempt. A row is left out while an earlier event of
+    /// its run is still pending for the same notification, so each run's events are delivered
+    /// (or dead-lettered) in order. On PostgreSQL rows other claimers hold are skipped.
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRecord>>;
+
+    /// Record what an attempt came to and release the lease; `Conflict` when `owner` no longer
+    /// holds the row (then nothing changes).
+    async fn record_outbox(
+        &self,
+        id: i64,
+        owner: &str,
+        outcome: OutboxOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<OutboxRecord>;
+
+    /// One outbox row.
+    async fn get_outbox(&self, id: i64) -> StoreResult<OutboxRecord>;
+
+    /// Outbox rows matching `filter`, newest first; `cursor` is a `next_cursor` from a previous page.
+    async fn list_outbox(&self, filter: &OutboxFilter, cursor: Option<&str>) -> StoreResult<OutboxPage>;
+
+    /// Send a delivered or dead-lettered row again: pending, due at `now`, attempts counted
+    /// afresh. A pending row is a `Conflict`.
+    async fn redeliver_outbox(&self, id: i64, now: DateTime<Utc>) -> StoreResult<OutboxRecord>;
+
+    /// How many rows are in `status` (pending: the outbox depth).
+    async fn count_outbox(&self, status: OutboxStatus) -> StoreResult<u64>;
 }

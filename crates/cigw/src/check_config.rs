@@ -98,6 +98,20 @@ pub(crate) async fn check(file: Option<&Path>, online: bool) -> (String, bool) {
             h.targets().join(", "),
         );
     }
+    let _ = writeln!(out, "notifications ({}):", settings.notifications.len());
+    for (name, n) in &settings.notifications {
+        let all = |v: Vec<String>| if v.is_empty() { "all".to_string() } else { v.join(", ") };
+        let _ = writeln!(
+            out,
+            "  {name}: → {} (targets: {}, states: {}, providers: {}), {} secret(s), gives up after {} attempts",
+            n.url.split(['?', '#']).next().unwrap_or_default(),
+            all(n.filter.targets.clone()),
+            all(n.filter.states.iter().map(|s| s.to_string()).collect()),
+            all(n.filter.providers.iter().map(|p| p.to_string()).collect()),
+            n.keys.len(),
+            n.delivery.max_attempts
+        );
+    }
     for w in problems.warnings() {
         let _ = writeln!(out, "warning: {w}");
     }

@@ -70,6 +70,8 @@ enum Command {
     Hook(commands::hooks::HookArgs),
     /// Create, list and revoke API tokens.
     Token(commands::token::TokenArgs),
+    /// Outbound notification deliveries: list them, redeliver a dead-lettered one.
+    Notifications(commands::notifications::NotificationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
             Command::Hooks(args) => commands::hooks::list(args).await,
             Command::Hook(args) => commands::hooks::run(args).await,
             Command::Token(args) => commands::token::run(args).await,
+            Command::Notifications(args) => commands::notifications::run(args).await,
         }
     })
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cigw_core::config::load_raw_from_str;
+use cigw_sim::receiver::{NotificationReceiver, SANDBOX_NOTIFICATION_SECRET};
 use cigw_sim::sandbox::SandboxProviders;
 use tokio::net::TcpListener;
 
@@ -45,6 +46,9 @@ pub(crate) async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let providers = SandboxProviders::start(args.speed, args.run_for).await.context("starting the simulators")?;
     providers.send_circleci_webhooks_to(format!("http://{addr}/callbacks/circleci/sandbox"));
+    let receiver = NotificationReceiver::start(&[SANDBOX_NOTIFICATION_SECRET])
+        .await
+        .context("starting the notification receiver")?;
 
     // A token the user chose (flag or environment) is theirs: it is never echoed.
     let (admin_token, shown) = match args.admin_token {
@@ -62,15 +66,18 @@ pub(crate) async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let mut overrides: Vec<(String, String)> = providers.base_url_overrides();
     overrides.push(("database.url".into(), database.clone()));
     overrides.push(("server.listen".into(), listen.clone()));
+    overrides.push(("server.public_url".into(), format!("http://{listen}")));
     overrides.push(("auth.admin_token".into(), admin_token.clone()));
+    overrides.push(("notifications.sandbox-receiver.url".into(), format!("{}/events", receiver.url())));
     let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let raw = load_raw_from_str(SANDBOX_TOML, &overrides).context("loading the sandbox configuration")?;
     let state = prepare(raw, true).await?;
     let targets: Vec<String> = state.catalog.targets.keys().cloned().collect();
 
-    println!("{}", banner(&listen, &database, &shown, &targets, args.speed));
+    println!("{}", banner(&listen, &database, &shown, &targets, args.speed, &receiver.url()));
     cigw_gateway::serve::serve(listener, state, cigw_gateway::serve::shutdown_signal()).await?;
     drop(providers);
+    drop(receiver);
     Ok(())
 }
 
@@ -86,7 +93,7 @@ enum AdminToken {
 /// signing line: it protects nothing but simulated builds.
 const SANDBOX_GITHUB_SECRET: &str = "sandbox-github-secret";
 
-fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], speed: f64) -> String {
+fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], speed: f64, receiver: &str) -> String {
     let base = format!("http://{listen}");
     let (shown, token) = match admin {
         AdminToken::Generated(token) => (token.clone(), token.clone()),
@@ -102,6 +109,7 @@ fn banner(listen: &str, database: &str, admin: &AdminToken, targets: &[String], 
   Database    {database}
   Targets     {targets}
   Admin token {shown}
+  Notices     {receiver}/events   (signed CDEvents of every run, as the sandbox receiver got them)
 
 Try it:
   export CIGW_URL={base} CIGW_TOKEN={token}

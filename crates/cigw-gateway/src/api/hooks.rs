@@ -85,7 +85,7 @@ pub async fn list_hooks(State(state): State<AppState>, principal: Principal) -> 
 
 /// One remembered delivery.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryView {
+pub struct HookDeliveryView {
     /// The delivery id (the sender's, or `cigw-…` when it gave none).
     pub delivery_id: String,
     /// When it arrived.
@@ -103,7 +103,7 @@ pub struct DeliveryView {
     pub replayable: bool,
 }
 
-impl From<&HookDeliveryRecord> for DeliveryView {
+impl From<&HookDeliveryRecord> for HookDeliveryView {
     fn from(d: &HookDeliveryRecord) -> Self {
         Self {
             delivery_id: d.delivery_id.clone(),
@@ -119,15 +119,15 @@ impl From<&HookDeliveryRecord> for DeliveryView {
 
 /// A hook's remembered deliveries, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryList {
+pub struct HookDeliveryList {
     /// Newest first.
-    pub deliveries: Vec<DeliveryView>,
+    pub deliveries: Vec<HookDeliveryView>,
 }
 
 /// `?limit=`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct DeliveriesQuery {
+pub struct HookDeliveriesQuery {
     /// At most this many (1 to 1000, default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
@@ -139,19 +139,19 @@ fn hook_named<'a>(state: &'a AppState, name: &str) -> Result<&'a Hook, ApiError>
 
 /// List a hook's remembered deliveries (scope `admin`).
 #[utoipa::path(get, path = "/v1/hooks/{name}/deliveries", tag = "hooks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Hook name"), DeliveriesQuery),
-    responses((status = 200, body = DeliveryList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("name" = String, Path, description = "Hook name"), HookDeliveriesQuery),
+    responses((status = 200, body = HookDeliveryList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
-    Query(query): Query<DeliveriesQuery>,
-) -> Result<Json<DeliveryList>, ApiError> {
+    Query(query): Query<HookDeliveriesQuery>,
+) -> Result<Json<HookDeliveryList>, ApiError> {
     principal.require_admin()?;
     let hook = hook_named(&state, &name)?;
     let limit = query.limit.unwrap_or(50);
     let listed = state.store.list_hook_deliveries(&hook.name, state.now(), limit).await?;
-    Ok(Json(DeliveryList { deliveries: listed.iter().map(DeliveryView::from).collect() }))
+    Ok(Json(HookDeliveryList { deliveries: listed.iter().map(HookDeliveryView::from).collect() }))
 }
 
 /// A dry run: headers and body of a delivery as the sender would send them.

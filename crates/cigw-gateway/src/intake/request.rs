@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 /// Most targets one trigger may fan out to.
-pub const MAX_TARGETS: usize = 50;
+pub const MAX_TARGETS: usize = 100;
 /// Most labels on one trigger.
 pub const MAX_LABELS: usize = 64;
 /// Longest label key, in characters.

@@ -14,6 +14,9 @@ use cigw_store::*;
 use futures::StreamExt;
 use serde_json::json;
 
+mod outbox;
+pub use outbox::*;
+
 /// What a suite test gets: a migrated, empty store, and the settings to open another handle
 /// on the same database (a second replica or process).
 pub struct Ctx {
@@ -950,7 +953,7 @@ pub async fn secrets_stay_out_of_errors_and_debug(ctx: Ctx) {
 // ---- query plans, gauges and secrets at rest ----
 
 /// Run one statement on a connection of its own (seeding, ANALYZE), outside the store.
-async fn raw_exec(ctx: &Ctx, sql: &str) {
+pub(crate) async fn raw_exec(ctx: &Ctx, sql: &str) {
     use sqlx::Connection;
     match ctx.backend() {
         Backend::Sqlite => {
@@ -1067,7 +1070,7 @@ async fn stored_parameters(ctx: &Ctx, run_id: &str) -> String {
 }
 
 /// Plans of the frequent queries, printed for the failure message.
-async fn plan(ctx: &Ctx, q: HotQuery) -> String {
+pub(crate) async fn plan(ctx: &Ctx, q: HotQuery) -> String {
     let lines = cigw_store::testing::explain(&ctx.settings, &q).await.unwrap();
     eprintln!("{q:?}:\n  {}", lines.join("\n  "));
     lines.join("\n")
@@ -1075,14 +1078,14 @@ async fn plan(ctx: &Ctx, q: HotQuery) -> String {
 
 /// Whether `plan` reads `table` whole (a SQLite `SCAN table` without an index, a PostgreSQL
 /// `Seq Scan on table`).
-fn scans_table(plan: &str, table: &str) -> bool {
+pub(crate) fn scans_table(plan: &str, table: &str) -> bool {
     plan.lines().any(|l| {
         let l = l.trim();
         l == format!("SCAN {table}") || l.starts_with(&format!("SCAN {table} ")) && !l.contains(" USING ")
     }) || plan.contains(&format!("Seq Scan on {table} "))
 }
 
-fn uses_index(plan: &str, index: &str) -> bool {
+pub(crate) fn uses_index(plan: &str, index: &str) -> bool {
     plan.contains(&format!("INDEX {index} "))
         || plan.contains(&format!("INDEX {index}\n"))
         || plan.ends_with(&format!("INDEX {index}"))

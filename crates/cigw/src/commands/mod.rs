@@ -2,6 +2,7 @@
 
 pub(crate) mod actions;
 pub(crate) mod hooks;
+pub(crate) mod notifications;
 pub(crate) mod progress;
 pub(crate) mod runs;
 pub(crate) mod schedules;

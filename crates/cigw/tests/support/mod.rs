@@ -13,8 +13,9 @@ pub const ADMIN_TOKEN: &str = "cigw_e2e-admin-token-0123456789abcdefghijklmnopqr
 
 /// The sandbox targets, with fast timings, plus what a test adds.
 const SANDBOX_TOML: &str = include_str!("../../../../config/sandbox.toml");
-/// The line that starts the sandbox's schedules, which end-to-end tests leave out.
-const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------------------------- Schedules";
+/// The line that starts the sandbox's notifications and schedules (the last sections), which
+/// end-to-end tests leave out: the sandbox's notification receiver is not running here.
+const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------------------------- Notifications";
 
 /// A running gateway process with its simulators.
 pub struct Gateway {
