@@ -58,6 +58,7 @@ pub(crate) fn trigger(n: usize) -> NewTrigger {
         }),
         chain_firing: None,
         schedule_slot: None,
+        hook_delivery: None,
     }
 }
 

@@ -1,6 +1,5 @@
 //! The configured accounts and targets, built through the adapters' factories (schedules and
-//! chains are checked against them here too).
-//! notifications are checked against them here too).
+//! hooks, chains and notifications are checked against them here too).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,6 +77,9 @@ impl Catalog {
             chain.check(&catalog, problems);
         }
         crate::chain::check_cycles(&settings.chains, problems);
+        for hook in settings.hooks.values() {
+            hook.check(&catalog, problems);
+        }
         for notification in settings.notifications.values() {
             notification.check(&catalog, problems);
         }

@@ -508,8 +508,10 @@ pub struct Settings {
     pub providers: BTreeMap<ProviderKind, BTreeMap<String, serde_json::Value>>,
     /// `[targets.<name>]`.
     pub targets: BTreeMap<String, TargetSettings>,
-    /// `[hooks.<name>]`, parsed by the gateway.
-    pub hooks: BTreeMap<String, serde_json::Value>,
+    /// `[hooks.<name>]` (targets are checked against the catalog by [`Catalog::build`]).
+    ///
+    /// [`Catalog::build`]: crate::catalog::Catalog::build
+    pub hooks: BTreeMap<String, crate::hook::Hook>,
     /// `[chains.<name>]` (targets and cycles are checked against the catalog by [`Catalog::build`]).
     ///
     /// [`Catalog::build`]: crate::catalog::Catalog::build
@@ -658,7 +660,7 @@ impl Settings {
             },
             providers,
             targets,
-            hooks: named_tables(raw, "hooks", problems),
+            hooks: crate::hook::parse_all(&named_tables(raw, "hooks", problems), problems),
             chains: crate::chain::parse_all(&named_tables(raw, "chains", problems), problems),
             notifications,
             schedules: crate::schedule::parse_all(&named_tables(raw, "schedules", problems), problems),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod follow;
 pub mod git_ref;
+pub mod hook;
 pub mod notification;
 pub mod params;
 pub mod provider;

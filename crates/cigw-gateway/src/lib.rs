@@ -11,6 +11,7 @@ pub mod chains;
 pub mod engine;
 pub mod error;
 pub mod event_feed;
+pub mod hooks;
 pub mod instrumented;
 pub mod intake;
 mod links;

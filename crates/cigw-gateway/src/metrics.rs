@@ -7,6 +7,7 @@
 //! | name | type | labels |
 //! |---|---|---|
 //! | `cigw_intake_total` | counter | `source`, `outcome` |
+//! | `cigw_hook_requests_total` | counter | `hook`, `outcome` |
 //! | `cigw_provider_calls_total` | counter | `provider`, `operation`, `outcome` |
 //! | `cigw_provider_call_duration_seconds` | histogram | `provider`, `operation` |
 //! | `cigw_provider_retries_total` | counter | `provider`, `operation`, `reason` |
@@ -41,6 +42,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub mod names {
     /// Trigger requests by `source` (`api`, `hook:<name>`, …) and `outcome`.
     pub const INTAKE: &str = "cigw_intake_total";
+    /// Hook deliveries (`POST /hooks/{name}`) and replays by `hook` and `outcome`.
+    pub const HOOK_REQUESTS: &str = "cigw_hook_requests_total";
     /// Provider calls by `provider`, `operation` and `outcome` (`ok` or the error code).
     pub const PROVIDER_CALLS: &str = "cigw_provider_calls_total";
     /// Latency of provider calls, retries included.
@@ -144,6 +147,7 @@ async fn refresh_run_gauges(store: &dyn Store) {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(names::INTAKE, "Trigger requests by source and outcome");
+    describe_counter!(names::HOOK_REQUESTS, "Hook deliveries by hook and outcome");
     describe_counter!(names::PROVIDER_CALLS, "Provider API calls by provider, operation and outcome");
     describe_histogram!(names::PROVIDER_CALL_DURATION, metrics::Unit::Seconds, "Provider call latency");
     describe_counter!(names::PROVIDER_RETRIES, "Retries inside provider calls by the error that caused them");
@@ -169,6 +173,14 @@ fn describe() {
 /// Count one trigger request.
 pub fn record_intake(source: &str, outcome: &'static str) {
     counter!(names::INTAKE, "source" => source.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// Count one hook delivery (or replay): `hook` is a configured name or `(unknown)`, `outcome`
+/// one of `triggered`, `not_matched`, `ping`, `duplicate`, `template_error`, `rejected`,
+/// `unauthorized`, `forbidden`, `too_large`, `unsupported_media_type`, `bad_request`,
+/// `unknown_hook`, `replayed`, `error`.
+pub fn record_hook_request(hook: &str, outcome: &'static str) {
+    counter!(names::HOOK_REQUESTS, "hook" => hook.to_string(), "outcome" => outcome).increment(1);
 }
 
 /// A run reached its provider (`Started`, accepted without an id, or nothing to run).

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{chains, events, health, notifications, runs, schedules, targets, tokens, triggers};
+use crate::api::{chains, events, health, hooks, notifications, runs, schedules, targets, tokens, triggers};
 use crate::error::{ErrorBody, FieldProblem};
 use crate::intake::request;
 
@@ -37,6 +37,10 @@ use crate::intake::request;
         schedules::list_schedules,
         chains::trigger_tree,
         chains::list_joins,
+        hooks::list_hooks,
+        hooks::list_deliveries,
+        hooks::test_hook,
+        hooks::replay_delivery,
         notifications::list_deliveries,
         notifications::get_delivery,
         notifications::redeliver,
@@ -54,6 +58,7 @@ use crate::intake::request;
         (name = "targets", description = "Configured targets"),
         (name = "schedules", description = "Configured schedules and their slots"),
         (name = "chains", description = "Trigger trees made by chains, and open fan-in joins"),
+        (name = "hooks", description = "Inbound webhooks: listing, dry runs, remembered deliveries and replays"),
         (name = "notifications", description = "Outbound notification deliveries (scope `admin`)"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
         (name = "health", description = "Liveness and readiness"),

@@ -30,7 +30,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, chains, events, health, notifications, runs, schedules, targets,
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, chains, events, health, hooks, notifications, runs, schedules,
+    targets,
     tokens, triggers,
 };
 use crate::auth::AuthState;
@@ -68,6 +69,11 @@ pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
         .route("/v1/events", get(events::stream_events))
         .route("/v1/targets", get(targets::list_targets))
         .route("/v1/schedules", get(schedules::list_schedules))
+        .route("/v1/hooks", get(hooks::list_hooks))
+        .route("/v1/hooks/{name}/test", post(hooks::test_hook))
+        .route("/v1/hooks/{name}/deliveries", get(hooks::list_deliveries))
+        .route("/v1/hooks/{name}/deliveries/{delivery_id}/replay", post(hooks::replay_delivery))
+        .route("/hooks/{name}", post(crate::hooks::receive))
         .route("/v1/notifications/deliveries", get(notifications::list_deliveries))
         .route("/v1/notifications/deliveries/{id}", get(notifications::get_delivery))
         .route("/v1/notifications/deliveries/{id}/redeliver", post(notifications::redeliver))

@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The open `/v1/events` streams of this process, per token (capped by `[server]`).
     pub event_streams: Arc<StreamSlots>,
+    /// A time the clock is pinned to (tests and simulations of signed timestamps), else none.
+    pinned_clock: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 /// Counts open event streams in total and per token, so their number stays under
@@ -147,12 +149,19 @@ impl AppState {
             streams: StreamSettings::default(),
             metrics: Metrics::global(),
             event_streams: Arc::default(),
+            pinned_clock: Arc::default(),
         }
+    }
+
+    /// Pin the gateway's clock to `at` (`None` lets it follow the system clock again), for
+    /// every clone of this state. For tests that replay signed deliveries with fixed timestamps.
+    pub fn pin_clock(&self, at: Option<DateTime<Utc>>) {
+        *self.pinned_clock.lock() = at;
     }
 
     /// The gateway's clock.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        self.pinned_clock.lock().unwrap_or_else(Utc::now)
     }
 
     /// A configured target by name.

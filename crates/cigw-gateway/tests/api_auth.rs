@@ -311,7 +311,7 @@ async fn the_openapi_document_states_the_constraints_the_server_checks() {
     assert_eq!(token["rate_limit_per_minute"]["maximum"], 100_000);
     let trigger = &schemas["TriggerRequest"]["properties"];
     assert_eq!(trigger["targets"]["minItems"], 1);
-    assert_eq!(trigger["targets"]["maxItems"], 50);
+    assert_eq!(trigger["targets"]["maxItems"], 100);
     assert_eq!(trigger["parameters"]["maxProperties"], 100);
     assert_eq!(trigger["parameters"]["propertyNames"]["maxLength"], 128);
     assert_eq!(trigger["labels"]["maxProperties"], 64);

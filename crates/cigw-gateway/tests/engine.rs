@@ -103,6 +103,7 @@ impl World {
             idempotency: None,
             chain_firing: None,
             schedule_slot: None,
+            hook_delivery: None,
         };
         match self.store().create_trigger(trigger).await.unwrap() {
             CreateOutcome::Created(t) => t.runs.into_iter().next().unwrap(),

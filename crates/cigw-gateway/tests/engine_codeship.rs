@@ -81,6 +81,7 @@ async fn an_already_built_sha_on_basic_is_the_next_attempt_of_its_build() {
                 idempotency: None,
                 chain_firing: None,
                 schedule_slot: None,
+                hook_delivery: None,
             };
             match store.create_trigger(trigger).await.unwrap() {
                 CreateOutcome::Created(t) => t.runs.into_iter().next().unwrap(),

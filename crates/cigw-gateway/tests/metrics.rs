@@ -314,6 +314,7 @@ async fn the_run_gauges_count_every_run_without_reading_pages_of_runs() {
         idempotency: None,
         chain_firing: None,
         schedule_slot: None,
+        hook_delivery: None,
     };
     assert!(matches!(store.create_trigger(trigger).await.unwrap(), cigw_store::CreateOutcome::Created(_)));
     let lease = now + chrono::Duration::seconds(600);

@@ -24,6 +24,10 @@ const CODEFRESH_KEY: &str = "5f0c0ffee0123456789abcd0.sim-codefresh-key";
 const CODESHIP_PASSWORD: &str = "codeship-password";
 /// The value of the secret parameter `SENTRY_TOKEN` of `web-e2e`.
 const SECRET_PARAMETER: &str = "sentry-secret-7f3a9c41d2";
+/// The sandbox's `github` hook secret (config/sandbox.toml).
+const HOOK_SECRET: &str = "sandbox-github-secret";
+/// A signature no secret made.
+const FORGED_SIGNATURE: &str = "sha256=0badc0de0badc0de0badc0de0badc0de0badc0de0badc0de0badc0de0badc0d";
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -171,6 +175,41 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
     assert_eq!(receiver.refused(), 0);
     let notified = serde_json::to_string(&receiver.received()).unwrap();
     assert!(!notified.contains(SECRET_PARAMETER), "notifications mask secret parameters");
+    // The sandbox's signed GitHub hook: a good delivery, a forged one and a dry run with the
+    // signature checked, none of which may log the secret or a signature.
+    let push = json!({"ref": "refs/heads/main", "after": "4f2c9a7e1b3d5f6a8c0e2b4d6f8a1c3e5b7d9f0a", "pusher": {"name": "ada"}})
+        .to_string();
+    let signature = format!(
+        "sha256={}",
+        hex::encode(cigw_core::signature::hmac_sha256(HOOK_SECRET.as_bytes(), &[push.as_bytes()]))
+    );
+    for (sig, want) in [(signature.as_str(), 202), (FORGED_SIGNATURE, 401)] {
+        let response = http
+            .post(format!("{base}/hooks/github"))
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", format!("d-{want}"))
+            .header("X-Hub-Signature-256", sig)
+            .body(push.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), want);
+        let text = response.text().await.unwrap();
+        assert!(!text.contains(HOOK_SECRET) && !text.contains(&signature), "{text}");
+    }
+    let dry: Value = http
+        .post(format!("{base}/v1/hooks/github/test"))
+        .bearer_auth(&admin)
+        .json(&json!({"headers": {"X-GitHub-Event": "push", "X-Hub-Signature-256": FORGED_SIGNATURE},
+                      "body": {"ref": "refs/heads/x"}, "verify": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dry["signature"]["valid"], false, "{dry}");
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), server).await.expect("stopped").unwrap().unwrap();
@@ -197,6 +236,9 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
         ("secret parameter", SECRET_PARAMETER),
         ("notification secret", SANDBOX_NOTIFICATION_SECRET),
         ("notification secret (base64)", SANDBOX_NOTIFICATION_SECRET.trim_start_matches("whsec_")),
+        ("GitHub hook secret", HOOK_SECRET),
+        ("GitHub hook signature", signature.as_str()),
+        ("forged hook signature", FORGED_SIGNATURE),
     ] {
         assert!(!logs.contains(secret), "the {what} appears in the logs");
     }

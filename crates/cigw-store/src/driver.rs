@@ -343,6 +343,40 @@ impl<D: Driver> Store for D {
         self.run(Access::WriteOne, move |tx| Box::pin(async move { st::delete_session(tx, &hash).await })).await
     }
 
+    async fn record_hook_delivery(&self, delivery: NewHookDelivery) -> StoreResult<Option<HookDeliveryRecord>> {
+        self.run(Access::Write, move |tx| Box::pin(async move { ops::record_hook_delivery(tx, &delivery).await })).await
+    }
+
+    async fn get_hook_delivery(
+        &self,
+        hook: &str,
+        delivery_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<HookDeliveryRecord>> {
+        let (hook, delivery_id) = (hook.to_string(), delivery_id.to_string());
+        self.run(Access::Read, move |tx| {
+            Box::pin(async move {
+                Ok(st::find_hook_delivery(tx, &hook, &delivery_id).await?.filter(|d| d.expires_at > now))
+            })
+        })
+        .await
+    }
+
+    async fn list_hook_deliveries(
+        &self,
+        hook: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<HookDeliveryRecord>> {
+        let (limit, hook) = (ops::check_limit(limit)?, hook.to_string());
+        self.run(Access::Read, move |tx| Box::pin(async move { st::list_hook_deliveries(tx, &hook, now, limit).await }))
+            .await
+    }
+
+    async fn hook_delivery_stats(&self, now: DateTime<Utc>) -> StoreResult<Vec<HookDeliveryStats>> {
+        self.run(Access::Read, move |tx| Box::pin(async move { st::hook_delivery_stats(tx, now).await })).await
+    }
+
     async fn latest_schedule_firings(&self) -> StoreResult<Vec<ScheduleFiringRecord>> {
         self.run(Access::Read, |tx| Box::pin(async move { st::latest_schedule_firings(tx).await })).await
     }

@@ -128,6 +128,9 @@ pub struct NewTrigger {
     pub chain_firing: Option<ChainFiring>,
     /// The schedule slot this trigger fires; recorded in the same transaction, once per slot.
     pub schedule_slot: Option<ScheduleSlot>,
+    /// The hook delivery this trigger answers; recorded with its trigger id in the same
+    /// transaction, once per (hook, delivery id) while it is remembered.
+    pub hook_delivery: Option<NewHookDelivery>,
 }
 
 /// One run to create.
@@ -316,6 +319,75 @@ pub struct ScheduleSlot {
     pub slot: DateTime<Utc>,
 }
 
+/// A verified inbound hook delivery to remember (and, for the newest ones, keep for replay).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewHookDelivery {
+    /// The hook's name.
+    pub hook: String,
+    /// The sender's delivery id (or one the gateway made up when the sender gives none).
+    pub delivery_id: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// When its id stops counting as seen (`retention.deliveries` after arrival).
+    pub expires_at: DateTime<Utc>,
+    /// Its headers, secret-bearing ones removed (a JSON object of lower-cased names).
+    pub headers: Value,
+    /// Its body as received (JSON text).
+    pub body: String,
+    /// What came of it: `triggered`, `not_matched`, `ping`, `template_error`, `rejected`.
+    pub outcome: String,
+    /// The rule that matched, if one did.
+    pub rule: Option<String>,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+    /// The JSON it was answered with (for a trigger, intake adds `trigger_id` and `runs`).
+    pub response: Value,
+    /// How many of the hook's newest deliveries keep their headers and body.
+    pub keep: u32,
+}
+
+/// A hook delivery as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookDeliveryRecord {
+    /// The hook's name.
+    pub hook: String,
+    /// The delivery id.
+    pub delivery_id: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// When its id stops counting as seen.
+    pub expires_at: DateTime<Utc>,
+    /// Its headers, while kept (and when read one by one).
+    pub headers: Option<Value>,
+    /// Its body, while kept (and when read one by one).
+    pub body: Option<String>,
+    /// Whether headers and body are still kept (it can be replayed).
+    pub kept: bool,
+    /// What came of it.
+    pub outcome: String,
+    /// The rule that matched, if one did.
+    pub rule: Option<String>,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+    /// The JSON it was answered with.
+    pub response: Value,
+    /// The trigger it started, if any.
+    pub trigger_id: Option<String>,
+}
+
+/// How many deliveries a hook has remembered and when the latest arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookDeliveryStats {
+    /// The hook's name.
+    pub hook: String,
+    /// Remembered (unexpired) deliveries.
+    pub deliveries: u64,
+    /// Of those, how many started a trigger.
+    pub triggered: u64,
+    /// When the latest arrived.
+    pub last_received_at: Option<DateTime<Utc>>,
+}
+
 /// What `create_trigger` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
@@ -346,6 +418,8 @@ pub enum CreateOutcome {
     /// The join of a join firing is no longer open and complete (a member failed meanwhile, or
     /// it expired): nothing stored.
     JoinNotReady,
+    /// This hook delivery already started a trigger and is still remembered: nothing stored.
+    DeliveryAlreadyHandled(Box<HookDeliveryRecord>),
 }
 
 /// A stored trigger with its runs.
@@ -690,6 +764,8 @@ pub struct PruneReport {
     pub schedule_firings: u64,
     /// Fired or expired joins closed before the runs retention.
     pub chain_joins: u64,
+    /// Hook deliveries past `retention.deliveries`.
+    pub hook_deliveries: u64,
 }
 
 /// Where an outbox row stands.

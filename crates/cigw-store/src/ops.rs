@@ -138,6 +138,15 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     {
         return Ok(CreateOutcome::SlotAlreadyFired { trigger_id });
     }
+    if let Some(d) = &t.hook_delivery
+        && let Some(seen) = st::lock_hook_delivery(tx, &d.hook, &d.delivery_id).await?
+    {
+        if seen.trigger_id.is_some() && seen.expires_at > now {
+            return Ok(CreateOutcome::DeliveryAlreadyHandled(Box::new(seen)));
+        }
+        // Expired, or it started nothing: this delivery is handled anew.
+        st::delete_hook_delivery(tx, &d.hook, &d.delivery_id).await?;
+    }
     st::insert_trigger(tx, t).await?;
     let mut runs = Vec::with_capacity(t.runs.len());
     for n in &t.runs {
@@ -172,6 +181,9 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     if let Some(slot) = &t.schedule_slot {
         st::insert_schedule_firing(tx, slot, now, &t.id).await?;
     }
+    if let Some(d) = &t.hook_delivery {
+        st::insert_hook_delivery(tx, d, Some(&t.id)).await?;
+    }
     tx.notify_wakeup().await?;
     Ok(CreateOutcome::Created(TriggerRecord {
         id: t.id.clone(),
@@ -182,6 +194,23 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
         created_at: now,
         runs,
     }))
+}
+
+/// Remember a delivery that started no trigger, unless the same delivery already started one
+/// (then that record, and nothing is written).
+pub(crate) async fn record_hook_delivery(
+    tx: &mut dyn Tx,
+    d: &NewHookDelivery,
+) -> StoreResult<Option<HookDeliveryRecord>> {
+    let now = crate::columns::trunc(d.received_at);
+    if let Some(seen) = st::lock_hook_delivery(tx, &d.hook, &d.delivery_id).await? {
+        if seen.trigger_id.is_some() && seen.expires_at > now {
+            return Ok(Some(seen));
+        }
+        st::delete_hook_delivery(tx, &d.hook, &d.delivery_id).await?;
+    }
+    st::insert_hook_delivery(tx, d, None).await?;
+    Ok(None)
 }
 
 pub(crate) async fn create_rerun(

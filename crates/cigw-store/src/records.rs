@@ -166,6 +166,26 @@ pub(crate) fn schedule_firing_from_row(row: &dyn Row) -> StoreResult<ScheduleFir
     })
 }
 
+pub(crate) fn hook_delivery_from_row(row: &dyn Row) -> StoreResult<HookDeliveryRecord> {
+    let parse = |col: &str, text: String| {
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt { message: format!("hook_deliveries.{col}: {e}") })
+    };
+    Ok(HookDeliveryRecord {
+        hook: row.text("hook")?,
+        delivery_id: row.text("delivery_id")?,
+        received_at: row.time("received_at")?,
+        expires_at: row.time("expires_at")?,
+        headers: row.opt_text("headers")?.map(|t| parse("headers", t)).transpose()?,
+        body: row.opt_text("body")?,
+        kept: row.int("kept")? != 0,
+        outcome: row.text("outcome")?,
+        rule: row.opt_text("rule")?,
+        status: u16::try_from(row.int("status")?).unwrap_or(500),
+        response: parse("response", row.text("response")?)?,
+        trigger_id: row.opt_text("trigger_id")?,
+    })
+}
+
 pub(crate) fn trigger_from_row(row: &dyn Row, runs: Vec<RunRecord>) -> StoreResult<TriggerRecord> {
     Ok(TriggerRecord {
         id: row.text("id")?,

@@ -18,6 +18,7 @@ const KEY_LOCK_SPACE: i32 = 0x6369_6701;
 const CHAIN_LOCK_SPACE: i32 = 0x6369_6702;
 const SCHEDULE_LOCK_SPACE: i32 = 0x6369_6703;
 const JOIN_LOCK_SPACE: i32 = 0x6369_6704;
+const HOOK_LOCK_SPACE: i32 = 0x6369_6705;
 
 /// `INSERT INTO runs (...) VALUES ($1, ...)`.
 static INSERT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -230,6 +231,7 @@ pub(crate) async fn prune(
             .bind(now - retention.runs),
         )
         .await?;
+    let hook_deliveries = tx.execute(Stmt::new("DELETE FROM hook_deliveries WHERE expires_at <= $1").bind(now)).await?;
     Ok(PruneReport {
         runs,
         events,
@@ -240,6 +242,7 @@ pub(crate) async fn prune(
         chain_firings,
         schedule_firings,
         chain_joins,
+        hook_deliveries,
     })
 }
 
@@ -519,6 +522,116 @@ pub(crate) async fn find_session(
 pub(crate) async fn delete_session(tx: &mut dyn Tx, hash: &str) -> StoreResult<()> {
     tx.execute(Stmt::new("DELETE FROM ui_sessions WHERE hash = $1").bind(hash)).await?;
     Ok(())
+}
+
+// ---- hook deliveries ----
+
+/// The columns of a delivery read one by one (headers and body included).
+const HOOK_DELIVERY_FULL: &str = "hook, delivery_id, received_at, expires_at, headers, body, \
+     CAST(CASE WHEN body IS NULL THEN 0 ELSE 1 END AS BIGINT) AS kept, outcome, rule, status, response, trigger_id";
+/// The columns of a delivery in a listing (no headers, no body).
+const HOOK_DELIVERY_LISTED: &str = "hook, delivery_id, received_at, expires_at, NULL AS headers, NULL AS body, \
+     CAST(CASE WHEN body IS NULL THEN 0 ELSE 1 END AS BIGINT) AS kept, outcome, rule, status, response, trigger_id";
+
+/// A remembered delivery (expired or not); two intakes of the same delivery take turns.
+pub(crate) async fn lock_hook_delivery(
+    tx: &mut dyn Tx,
+    hook: &str,
+    delivery_id: &str,
+) -> StoreResult<Option<HookDeliveryRecord>> {
+    take_turns(tx, HOOK_LOCK_SPACE, hook, delivery_id).await?;
+    find_hook_delivery(tx, hook, delivery_id).await
+}
+
+/// A remembered delivery (expired or not).
+pub(crate) async fn find_hook_delivery(
+    tx: &mut dyn Tx,
+    hook: &str,
+    delivery_id: &str,
+) -> StoreResult<Option<HookDeliveryRecord>> {
+    let sql = format!("SELECT {HOOK_DELIVERY_FULL} FROM hook_deliveries WHERE hook = $1 AND delivery_id = $2");
+    tx.fetch_optional(Stmt::new(sql).bind(hook).bind(delivery_id))
+        .await?
+        .map(|r| hook_delivery_from_row(&*r))
+        .transpose()
+}
+
+/// Forget a delivery.
+pub(crate) async fn delete_hook_delivery(tx: &mut dyn Tx, hook: &str, delivery_id: &str) -> StoreResult<()> {
+    let stmt =
+        Stmt::new("DELETE FROM hook_deliveries WHERE hook = $1 AND delivery_id = $2").bind(hook).bind(delivery_id);
+    tx.execute(stmt).await?;
+    Ok(())
+}
+
+/// Store a delivery with the trigger it started, then drop the headers and bodies of the
+/// hook's deliveries older than its newest `keep`.
+pub(crate) async fn insert_hook_delivery(
+    tx: &mut dyn Tx,
+    d: &NewHookDelivery,
+    trigger_id: Option<&str>,
+) -> StoreResult<()> {
+    let stmt = Stmt::new(
+        "INSERT INTO hook_deliveries (hook, delivery_id, received_at, expires_at, headers, body, outcome, rule,
+            status, response, trigger_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&d.hook)
+    .bind(&d.delivery_id)
+    .bind(trunc(d.received_at))
+    .bind(trunc(d.expires_at))
+    .bind(d.headers.to_string())
+    .bind(&d.body)
+    .bind(&d.outcome)
+    .bind(d.rule.clone())
+    .bind(i64::from(d.status))
+    .bind(d.response.to_string())
+    .bind(trigger_id.map(str::to_string));
+    tx.execute(stmt).await?;
+    let trim = Stmt::new(
+        "UPDATE hook_deliveries SET headers = NULL, body = NULL
+         WHERE hook = $1 AND body IS NOT NULL AND delivery_id NOT IN (
+            SELECT delivery_id FROM hook_deliveries WHERE hook = $1 AND body IS NOT NULL
+            ORDER BY received_at DESC, delivery_id DESC LIMIT $2)",
+    )
+    .bind(&d.hook)
+    .bind(i64::from(d.keep));
+    tx.execute(trim).await?;
+    Ok(())
+}
+
+/// The newest `limit` remembered deliveries of a hook (without headers and bodies).
+pub(crate) async fn list_hook_deliveries(
+    tx: &mut dyn Tx,
+    hook: &str,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<Vec<HookDeliveryRecord>> {
+    let sql = format!(
+        "SELECT {HOOK_DELIVERY_LISTED} FROM hook_deliveries WHERE hook = $1 AND expires_at > $2
+         ORDER BY received_at DESC, delivery_id DESC LIMIT $3"
+    );
+    let rows = tx.fetch(Stmt::new(sql).bind(hook).bind(now).bind(limit)).await?;
+    rows.iter().map(|r| hook_delivery_from_row(&**r)).collect()
+}
+
+/// Per hook: remembered deliveries, how many triggered, and the latest arrival.
+pub(crate) async fn hook_delivery_stats(tx: &mut dyn Tx, now: DateTime<Utc>) -> StoreResult<Vec<HookDeliveryStats>> {
+    let stmt = Stmt::new(
+        "SELECT hook, COUNT(*) AS n, COUNT(trigger_id) AS triggered, MAX(received_at) AS last_received_at
+         FROM hook_deliveries WHERE expires_at > $1 GROUP BY hook ORDER BY hook",
+    )
+    .bind(now);
+    let rows = tx.fetch(stmt).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(HookDeliveryStats {
+                hook: r.text("hook")?,
+                deliveries: r.int("n")? as u64,
+                triggered: r.int("triggered")? as u64,
+                last_received_at: r.opt_time("last_received_at")?,
+            })
+        })
+        .collect()
 }
 
 // ---- deliveries and cursors ----

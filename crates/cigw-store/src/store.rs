@@ -245,6 +245,32 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         expires_at: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
+    /// Remember a verified hook delivery that started no trigger (one that did is stored by
+    /// [`Store::create_trigger`] with its trigger). When the same (hook, delivery id) already
+    /// started a trigger and is still remembered, nothing is written and that record is
+    /// returned; any other earlier record of it is replaced. Headers and bodies are kept for the
+    /// hook's newest `keep` deliveries only.
+    async fn record_hook_delivery(&self, delivery: NewHookDelivery) -> StoreResult<Option<HookDeliveryRecord>>;
+
+    /// A remembered delivery with its headers and body (while kept); expired ones are not found.
+    async fn get_hook_delivery(
+        &self,
+        hook: &str,
+        delivery_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<HookDeliveryRecord>>;
+
+    /// The newest `limit` remembered deliveries of a hook, without headers and bodies.
+    async fn list_hook_deliveries(
+        &self,
+        hook: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<HookDeliveryRecord>>;
+
+    /// Per hook with remembered deliveries: how many, how many triggered, the latest arrival.
+    async fn hook_delivery_stats(&self, now: DateTime<Utc>) -> StoreResult<Vec<HookDeliveryStats>>;
+
     /// The latest fired slot of every schedule that ever fired, by schedule name.
     async fn latest_schedule_firings(&self) -> StoreResult<Vec<ScheduleFiringRecord>>;
 

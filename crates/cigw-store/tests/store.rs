@@ -145,6 +145,7 @@ both_backends!(
     chain_firings_record_links_and_trees,
     joins_keep_the_latest_result_and_fire_once,
     half_complete_joins_expire_with_events,
+    hook_deliveries_dedupe_keep_and_prune,
 );
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,

@@ -87,6 +87,17 @@ pub(crate) async fn check(file: Option<&Path>, online: bool) -> (String, bool) {
             s.missed.as_str()
         );
     }
+    let _ = writeln!(out, "hooks ({}):", settings.hooks.len());
+    for (name, h) in &settings.hooks {
+        let _ = writeln!(
+            out,
+            "  {name}: POST /hooks/{name}, scheme {}, {} secret(s), rules {} → {}",
+            h.scheme.as_str(),
+            h.keys().len(),
+            h.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+            h.targets().join(", "),
+        );
+    }
     let _ = writeln!(out, "chains ({}):", settings.chains.len());
     for (name, c) in &settings.chains {
         let when = match &c.upstream {

@@ -64,6 +64,10 @@ enum Command {
     Targets(commands::targets::TargetsArgs),
     /// List the configured schedules with their next and last slots.
     Schedules(commands::schedules::SchedulesArgs),
+    /// List the configured hooks (inbound webhooks) with their delivery counts.
+    Hooks(commands::hooks::HooksArgs),
+    /// Dry-run a payload through a hook, replay a remembered delivery, list deliveries.
+    Hook(commands::hooks::HookArgs),
     /// Create, list and revoke API tokens.
     Token(commands::token::TokenArgs),
     /// Outbound notification deliveries: list them, redeliver a dead-lettered one.
@@ -102,6 +106,8 @@ fn main() -> ExitCode {
             Command::Watch(args) => commands::watch::run(args).await,
             Command::Targets(args) => commands::targets::run(args).await,
             Command::Schedules(args) => commands::schedules::run(args).await,
+            Command::Hooks(args) => commands::hooks::list(args).await,
+            Command::Hook(args) => commands::hooks::run(args).await,
             Command::Token(args) => commands::token::run(args).await,
             Command::Notifications(args) => commands::notifications::run(args).await,
         }

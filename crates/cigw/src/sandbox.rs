@@ -90,6 +90,10 @@ enum AdminToken {
     Given,
 }
 
+/// The secret of the sandbox's `github` hook (config/sandbox.toml), printed in the banner's
+/// signing line: it protects nothing but simulated builds.
+const SANDBOX_GITHUB_SECRET: &str = "sandbox-github-secret";
+
 fn banner(
     listen: &str,
     database: &str,
@@ -128,7 +132,15 @@ Try it:
   cigw status <trigger id>                      # draws the tree of triggers chains made
   curl -s $CIGW_URL/v1/joins -H "Authorization: Bearer $CIGW_TOKEN"
 
+Send a signed GitHub push to the hook `github` (it builds api-build on the pushed branch):
+  body='{{"ref":"refs/heads/main","after":"4f2c9a7e1b3d5f6a8c0e2b4d6f8a1c3e5b7d9f0a","pusher":{{"name":"you"}}}}'
+  curl -s -X POST $CIGW_URL/hooks/github -H 'Content-Type: application/json' \
+       -H 'X-GitHub-Event: push' -H "X-GitHub-Delivery: $(date +%s%N)" \
+       -H "X-Hub-Signature-256: sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac {secret} | sed 's/^.* //')" \
+       -d "$body"
+
 Press Ctrl-C to stop."#,
+        secret = SANDBOX_GITHUB_SECRET,
         targets = targets.join(", "),
         chains = if chains.is_empty() { "none".to_string() } else { chains.join(", ") },
     )

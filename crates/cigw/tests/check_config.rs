@@ -255,3 +255,64 @@ then.parameters = { missing = "{{ upstream.sha }}" }
         "{ok_out}"
     );
 }
+
+#[test]
+fn hooks_are_listed_and_bad_ones_refused_with_their_key_paths() {
+    let out = cigw().args(["check-config", "--config", &repo_file("config/sandbox.toml")]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("  github: POST /hooks/github, scheme github, 1 secret(s), rules push-to-branch → api-build\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sandbox-github-secret"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hooks.toml");
+    let sandbox = std::fs::read_to_string(repo_file("config/sandbox.toml")).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            r#"{sandbox}
+[hooks.open]
+scheme = "none"
+[[hooks.open.rules]]
+targets = ["api-build"]
+
+[hooks.broken]
+scheme = "gitlab"
+secrets = ["env:CIGW_SURELY_UNSET_GITLAB_SECRET"]
+[[hooks.broken.rules]]
+name = "mr"
+all = [{{ pointer = "/object_attributes/action", equals = "open" }}]
+targets = ["api-build", "no-such-target"]
+ref = {{ branch = "{{{{ body.object_attributes.source_branch " }}
+"#
+        ),
+    )
+    .unwrap();
+    let out = cigw().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for line in [
+        "warning: hooks.open.scheme: `none`",
+        "error: hooks.broken.secrets[0]: environment variable `CIGW_SURELY_UNSET_GITLAB_SECRET` is not set",
+        "error: hooks.broken.rules[0].ref.branch: ",
+    ] {
+        assert!(stdout.lines().any(|l| l.starts_with(line)), "{line}: {stdout}");
+    }
+    // With the secret and the template fixed, the unknown target is reported at its path.
+    let fixed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("env:CIGW_SURELY_UNSET_GITLAB_SECRET", "a-literal")
+        .replace("source_branch \"", "source_branch }}\"");
+    std::fs::write(&path, fixed).unwrap();
+    let out = cigw().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("error: hooks.broken.rules[0].targets[1]: unknown target `no-such-target`")),
+        "{stdout}"
+    );
+}

@@ -13,6 +13,7 @@ use crate::state::AppState;
 pub mod chains;
 pub mod events;
 pub mod health;
+pub mod hooks;
 pub mod notifications;
 pub mod runs;
 pub mod schedules;

@@ -12,7 +12,10 @@ use std::fmt::Display;
 
 use cigw_core::RunState;
 use cigw_core::params::MASK;
-use cigw_store::{ChainFiring, CreateOutcome, IdempotencyKey, NewRun, NewTrigger, ScheduleSlot, StoreError};
+use cigw_store::{
+    ChainFiring, CreateOutcome, HookDeliveryRecord, IdempotencyKey, NewHookDelivery, NewRun, NewTrigger, ScheduleSlot,
+    StoreError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -133,7 +136,7 @@ pub async fn intake(
     idempotency_key: Option<String>,
 ) -> Result<Intake, IntakeError> {
     let source = submission.source.clone();
-    let (outcome, accepted) = take_in(state, submission, requester, idempotency_key, None, None).await?;
+    let (outcome, accepted) = take_in(state, submission, requester, idempotency_key, Tie::None).await?;
     match outcome {
         CreateOutcome::Created(_) => Ok(Intake::Created(accepted)),
         CreateOutcome::Replayed { response, .. } => Ok(Intake::Replayed(response)),
@@ -142,7 +145,16 @@ pub async fn intake(
             Err(internal(format!("{source} intake got a firing outcome for trigger {trigger_id}")))
         }
         CreateOutcome::JoinNotReady => Err(internal(format!("{source} intake got a join outcome"))),
+        CreateOutcome::DeliveryAlreadyHandled(record) => {
+            Err(internal(format!("{source} intake got a hook delivery outcome for {}", record.delivery_id)))
+        }
     }
+}
+
+/// Check `request` for `requester` as intake would (scopes, targets, ref, parameters, labels),
+/// storing nothing: the dry runs of hooks use it to say whether a request would be accepted.
+pub fn validate(state: &AppState, requester: &Principal, request: &TriggerRequest) -> Result<(), IntakeError> {
+    check::plan(state, requester, request).map(|_| ())
 }
 
 /// What intake did with a schedule slot.
@@ -166,7 +178,7 @@ pub async fn intake_slot(
     slot: ScheduleSlot,
 ) -> Result<SlotIntake, IntakeError> {
     let source = submission.source.clone();
-    match take_in(state, submission, requester, None, Some(slot), None).await? {
+    match take_in(state, submission, requester, None, Tie::Slot(slot)).await? {
         (CreateOutcome::Created(_), accepted) => Ok(SlotIntake::Created(accepted)),
         (CreateOutcome::SlotAlreadyFired { trigger_id }, _) => Ok(SlotIntake::AlreadyFired { trigger_id }),
         (other, _) => Err(internal(format!("{source} intake without a key got {other:?}"))),
@@ -197,12 +209,64 @@ pub async fn intake_chain(
     firing: ChainFiring,
 ) -> Result<ChainIntake, IntakeError> {
     let source = submission.source.clone();
-    match take_in(state, submission, requester, None, None, Some(firing)).await? {
+    match take_in(state, submission, requester, None, Tie::Chain(firing)).await? {
         (CreateOutcome::Created(_), accepted) => Ok(ChainIntake::Created(accepted)),
         (CreateOutcome::ChainAlreadyFired { trigger_id }, _) => Ok(ChainIntake::AlreadyFired { trigger_id }),
         (CreateOutcome::JoinNotReady, _) => Ok(ChainIntake::JoinNotReady),
         (other, _) => Err(internal(format!("{source} intake without a key got {other:?}"))),
     }
+}
+
+/// What intake did with a hook delivery.
+#[derive(Debug)]
+pub enum HookIntake {
+    /// The trigger, its runs and the delivery were stored and the engine woken; this is the
+    /// delivery's answer (its response with `trigger_id` and `runs` added).
+    Created(Value),
+    /// The delivery had started a trigger already (here or on another replica) and is still
+    /// remembered: nothing stored; this is its record, with the first answer.
+    AlreadyHandled(Box<HookDeliveryRecord>),
+}
+
+/// Take in `submission` for a hook delivery: like [`intake`], and the delivery (its response
+/// completed with the trigger's answer) is stored with the trigger in the same transaction, so
+/// a crash can neither lose its dedupe nor double its trigger.
+pub async fn intake_hook(
+    state: &AppState,
+    submission: Submission,
+    requester: &Principal,
+    delivery: NewHookDelivery,
+) -> Result<HookIntake, IntakeError> {
+    let source = submission.source.clone();
+    let base = delivery.response.clone();
+    match take_in(state, submission, requester, None, Tie::Delivery(Box::new(delivery))).await? {
+        (CreateOutcome::Created(_), accepted) => Ok(HookIntake::Created(
+            hook_response(&base, &accepted).ok_or_else(|| internal("a hook response is not an object"))?,
+        )),
+        (CreateOutcome::DeliveryAlreadyHandled(record), _) => Ok(HookIntake::AlreadyHandled(record)),
+        (other, _) => Err(internal(format!("{source} intake without a key got {other:?}"))),
+    }
+}
+
+/// What a trigger is stored together with, in its transaction.
+#[derive(Debug)]
+enum Tie {
+    /// Nothing.
+    None,
+    /// A schedule slot's firing.
+    Slot(ScheduleSlot),
+    /// A hook delivery (its response gets the trigger's answer).
+    Delivery(Box<NewHookDelivery>),
+    /// A chain firing (with its place in the trigger tree).
+    Chain(ChainFiring),
+}
+
+/// A hook delivery's answer: its `base` response object with the trigger's answer merged in.
+fn hook_response(base: &Value, accepted: &TriggerAccepted) -> Option<Value> {
+    let mut response = base.clone();
+    let Value::Object(extra) = serde_json::to_value(accepted).ok()? else { return None };
+    response.as_object_mut()?.extend(extra);
+    Some(response)
 }
 
 /// Check, plan and store; wakes the engine when something was stored.
@@ -211,8 +275,7 @@ async fn take_in(
     submission: Submission,
     requester: &Principal,
     idempotency_key: Option<String>,
-    schedule_slot: Option<ScheduleSlot>,
-    chain_firing: Option<ChainFiring>,
+    tie: Tie,
 ) -> Result<(CreateOutcome, TriggerAccepted), IntakeError> {
     let Submission { source, request: req, body: raw } = submission;
     let planned = check::plan(state, requester, &req)?;
@@ -231,7 +294,10 @@ async fn take_in(
             account: p.target.spec.account.clone(),
             git_ref: p.git_ref,
             parameters: p.parameters,
-            chain_parent: chain_firing.as_ref().map(|f| f.upstream_run_id.clone()),
+            chain_parent: match &tie {
+                Tie::Chain(f) => Some(f.upstream_run_id.clone()),
+                _ => None,
+            },
             rerun_of: None,
             rerun_failed_only: false,
             // A debounced run waits its debounce (at least the dispatch delay), so a newer run
@@ -263,6 +329,19 @@ async fn take_in(
         Some(t) => is_secret(t, name),
         None => req.targets.iter().any(|t| is_secret(t, name)),
     });
+    let hook_delivery = match &tie {
+        Tie::Delivery(d) => Some(NewHookDelivery {
+            response: hook_response(&d.response, &accepted)
+                .ok_or_else(|| internal("a hook response is not an object"))?,
+            ..(**d).clone()
+        }),
+        _ => None,
+    };
+    let (schedule_slot, chain_firing) = match tie {
+        Tie::Slot(slot) => (Some(slot), None),
+        Tie::Chain(firing) => (None, Some(firing)),
+        Tie::None | Tie::Delivery(_) => (None, None),
+    };
     let idempotency = idempotency_key.map(|key| IdempotencyKey {
         scope: requester.token_id.clone(),
         key,
@@ -283,6 +362,7 @@ async fn take_in(
             idempotency,
             chain_firing,
             schedule_slot,
+            hook_delivery,
         })
         .await?;
     if matches!(outcome, CreateOutcome::Created(_)) {

@@ -80,7 +80,7 @@ impl<'de> Deserialize<'de> for ParamMap {
 #[serde(deny_unknown_fields)]
 pub struct TriggerRequest {
     /// Target names (1 to 50, no duplicates).
-    #[schema(min_items = 1, max_items = 50)]
+    #[schema(min_items = 1, max_items = 100)]
     pub targets: Vec<String>,
     /// What to build: `branch` or `tag` (neither → each target's default branch), optionally `sha`.
     #[serde(rename = "ref", default)]

@@ -81,6 +81,7 @@ pub fn new_trigger(targets: &[&str], at: DateTime<Utc>) -> NewTrigger {
         idempotency: None,
         chain_firing: None,
         schedule_slot: None,
+        hook_delivery: None,
     }
 }
 
@@ -913,6 +914,7 @@ pub async fn prune_by_retention(ctx: Ctx) {
             chain_firings: 1,
             schedule_firings: 0,
             chain_joins: 0,
+            hook_deliveries: 0,
         }
     );
     assert!(matches!(s.get_trigger(&old.id).await, Err(StoreError::NotFound { .. })));
@@ -1459,4 +1461,90 @@ pub async fn schedule_slots_fire_once_across_replicas(ctx: Ctx) {
     assert_eq!(report.schedule_firings, 3, "nightly's slots 60, 120 and 180: {report:?}");
     assert_eq!(s.latest_schedule_firings().await.unwrap(), latest);
     assert_eq!(s.prune(t(3 * 86_400), &retention).await.unwrap().schedule_firings, 0);
+}
+
+fn delivery(hook: &str, id: &str, secs: i64, keep: u32) -> NewHookDelivery {
+    NewHookDelivery {
+        hook: hook.into(),
+        delivery_id: id.into(),
+        received_at: t(secs),
+        expires_at: t(secs + 3600),
+        headers: json!({"x-github-event": "push"}),
+        body: format!(r#"{{"n": {secs}, "nul": "\u0000"}}"#),
+        outcome: "not_matched".into(),
+        rule: None,
+        status: 200,
+        response: json!({"matched": false, "reason": "`/ref` is \"\\u0000\""}),
+        keep,
+    }
+}
+
+pub async fn hook_deliveries_dedupe_keep_and_prune(ctx: Ctx) {
+    let s = &ctx.store;
+    // A delivery that started nothing is remembered and may be handled again (it is replaced).
+    assert_eq!(s.record_hook_delivery(delivery("gh", "d1", 0, 2)).await.unwrap(), None);
+    assert_eq!(s.record_hook_delivery(delivery("gh", "d1", 1, 2)).await.unwrap(), None);
+    let seen = s.get_hook_delivery("gh", "d1", t(2)).await.unwrap().unwrap();
+    assert_eq!((seen.received_at, seen.kept, seen.trigger_id.as_deref()), (t(1), true, None));
+    assert_eq!(seen.body.as_deref(), Some(r#"{"n": 1, "nul": "\u0000"}"#));
+    assert_eq!(seen.headers, Some(json!({"x-github-event": "push"})));
+
+    // A delivery that starts a trigger is stored in the trigger's transaction …
+    let with_trigger = |id: &str, secs: i64| {
+        let mut trigger = new_trigger(&["a"], t(secs));
+        trigger.source = "hook:gh".into();
+        let mut d = delivery("gh", id, secs, 2);
+        d.outcome = "triggered".into();
+        d.status = 202;
+        d.response = json!({"matched": true, "trigger_id": trigger.id});
+        trigger.hook_delivery = Some(d);
+        trigger
+    };
+    let first = create(s, with_trigger("d1", 10)).await;
+    // … and a repeat (here, on another replica at the same moment too) stores nothing.
+    let other = ctx.another().await;
+    let (a, b) = tokio::join!(s.create_trigger(with_trigger("d1", 11)), other.create_trigger(with_trigger("d1", 11)));
+    for outcome in [a.unwrap(), b.unwrap()] {
+        let CreateOutcome::DeliveryAlreadyHandled(record) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(record.trigger_id.as_deref(), Some(first.id.as_str()));
+        assert_eq!(record.response, json!({"matched": true, "trigger_id": first.id}));
+        assert_eq!(record.status, 202);
+    }
+    let Some(record) = s.record_hook_delivery(delivery("gh", "d1", 12, 2)).await.unwrap() else {
+        panic!("a triggered delivery is not replaced")
+    };
+    assert_eq!(record.outcome, "triggered");
+    let (a, b) = tokio::join!(s.create_trigger(with_trigger("d2", 20)), other.create_trigger(with_trigger("d2", 20)));
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, CreateOutcome::Created(_))).count(), 1, "{outcomes:?}");
+    assert_eq!(s.list_runs(&RunFilter { limit: 100, ..RunFilter::default() }, None).await.unwrap().runs.len(), 2);
+
+    // Only the newest `keep` (2) keep headers and body; all stay remembered.
+    assert_eq!(s.record_hook_delivery(delivery("gh", "d3", 30, 2)).await.unwrap(), None);
+    assert_eq!(s.record_hook_delivery(delivery("other", "d1", 31, 2)).await.unwrap(), None);
+    let listed = s.list_hook_deliveries("gh", t(40), 10).await.unwrap();
+    let shown: Vec<(&str, bool)> = listed.iter().map(|d| (d.delivery_id.as_str(), d.kept)).collect();
+    assert_eq!(shown, [("d3", true), ("d2", true), ("d1", false)]);
+    assert!(listed.iter().all(|d| d.body.is_none() && d.headers.is_none()), "listings carry no bodies");
+    let old = s.get_hook_delivery("gh", "d1", t(40)).await.unwrap().unwrap();
+    assert_eq!((old.body, old.headers, old.trigger_id), (None, None, Some(first.id.clone())));
+
+    let stats = s.hook_delivery_stats(t(40)).await.unwrap();
+    assert_eq!(
+        stats,
+        [
+            HookDeliveryStats { hook: "gh".into(), deliveries: 3, triggered: 2, last_received_at: Some(t(30)) },
+            HookDeliveryStats { hook: "other".into(), deliveries: 1, triggered: 0, last_received_at: Some(t(31)) },
+        ]
+    );
+
+    // Past their expiry they are forgotten: not found, and the id may start a trigger again.
+    assert_eq!(s.get_hook_delivery("gh", "d1", t(10 + 3600)).await.unwrap(), None);
+    assert!(matches!(s.create_trigger(with_trigger("d1", 10 + 3600)).await.unwrap(), CreateOutcome::Created(_)));
+    let report = s.prune(t(40 + 3600), &RetentionSettings::default()).await.unwrap();
+    assert_eq!(report.hook_deliveries, 3, "d2, d3 and other/d1: {report:?}");
+    let left: Vec<String> =
+        s.list_hook_deliveries("gh", t(40), 10).await.unwrap().into_iter().map(|d| d.delivery_id).collect();
+    assert_eq!(left, ["d1"]);
+    assert!(s.list_hook_deliveries("gh", t(0), 0).await.is_err(), "a zero limit is refused");
 }

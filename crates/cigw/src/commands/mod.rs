@@ -1,6 +1,7 @@
 //! The client subcommands: each talks to a gateway over the HTTP API through [`crate::client`].
 
 pub(crate) mod actions;
+pub(crate) mod hooks;
 pub(crate) mod notifications;
 pub(crate) mod progress;
 pub(crate) mod runs;
