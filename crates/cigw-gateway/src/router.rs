@@ -31,8 +31,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{
     IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID, chains, events, health, hooks, notifications, runs, schedules,
-    targets,
-    tokens, triggers,
+    targets, tokens, triggers,
 };
 use crate::auth::AuthState;
 use crate::error::ApiError;
