@@ -37,6 +37,12 @@ impl EventFeed {
         Ok(EventFeed { name: name.to_string(), position })
     }
 
+    /// The feed `name` at `position`, without touching the store (tests, and one-off reads
+    /// from a known point).
+    pub fn at(name: &str, position: i64) -> EventFeed {
+        EventFeed { name: name.to_string(), position }
+    }
+
     /// The cursor's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -82,6 +88,10 @@ impl EventFeed {
     {
         let mut appended = state.events_appended.subscribe();
         while !*shutdown.borrow() {
+            // Another replica may have consumed further: start from the stored cursor then.
+            if let Ok(Some(stored)) = state.store.load_cursor(&self.name).await {
+                self.position = self.position.max(stored);
+            }
             match self.step(&state, &mut consume).await {
                 Ok(n) if n as u32 >= PAGE => continue,
                 Ok(_) => {

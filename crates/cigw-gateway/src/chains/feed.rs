@@ -1,89 +1,87 @@
-//! The durable consumer of run events that drives chains: read the events after the cursor
-//! `chains`, handle each, then save the cursor past the handled ones. A store failure stops the
-//! page at that event, so it is read again; nothing is skipped, and handling is idempotent, so
+//! The durable consumer of run events that drives chains: an [`EventFeed`] on the cursor
+//! `chains` whose pages are handled event by event, the cursor saved past the handled ones. A
+//! store failure stops the page at that event, so it is read again; handling is idempotent, so
 //! re-reading (after a crash, or on a second replica sharing the cursor) fires nothing twice.
 
 use std::time::Duration;
 
-use cigw_store::{EventFilter, StoreError};
+use cigw_store::{EventRecord, StoreError};
 use tokio::sync::watch;
 
+use crate::event_feed::EventFeed;
 use crate::state::AppState;
 
 /// The cursor's name in the store.
 pub const CURSOR: &str = "chains";
-/// Events read per page.
-const PAGE: u32 = 200;
-/// Longest wait between two reads without a wake-up (events appended by other replicas).
+/// Longest wait between two reads without a wake-up (events appended by other replicas), and
+/// between two looks for expired joins.
 const IDLE: Duration = Duration::from_secs(1);
 
-/// Where a consumer starts: the saved cursor, else (first start) the end of the log, so
-/// enabling chains on a gateway with history does not fire chains for old runs.
-pub async fn start_cursor(state: &AppState) -> Result<i64, StoreError> {
-    if let Some(at) = state.store.load_cursor(CURSOR).await? {
-        return Ok(at);
-    }
-    let at = state.store.last_event_id().await?;
-    state.store.save_cursor(CURSOR, at).await?;
-    Ok(at)
-}
-
-/// Handle the next page of events after `after`; returns the new cursor (saved) and how many
-/// events were read. Stops before an event whose handling hit a store failure.
-pub async fn step(state: &AppState, after: i64) -> Result<(i64, usize), StoreError> {
-    let events = state.store.events_after(after, &EventFilter::default(), PAGE).await?;
-    let mut cursor = after;
+/// Handle `page`, saving the cursor past every event handled (all of them unless one hit a
+/// store failure, which is then returned).
+async fn consume(state: &AppState, cursor: &str, page: &[EventRecord]) -> Result<(), StoreError> {
+    let mut handled = None;
     let mut failure = None;
-    for event in &events {
+    for event in page {
         match super::handle_event(state, event).await {
-            Ok(_) => cursor = event.id,
+            Ok(_) => handled = Some(event.id),
             Err(e) => {
                 failure = Some(e);
                 break;
             }
         }
     }
-    if cursor > after {
-        state.store.save_cursor(CURSOR, cursor).await?;
+    if let Some(at) = handled {
+        state.store.save_cursor(cursor, at).await?;
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok((cursor, events.len())),
-    }
+    failure.map_or(Ok(()), Err)
 }
 
-/// Run the chain consumer until `shutdown` turns true (nothing when no chain is configured).
+/// Handle the next page of events after `after`; returns the new cursor (saved) and how many
+/// events were read.
+pub async fn step(state: &AppState, after: i64) -> Result<(i64, usize), StoreError> {
+    let mut feed = EventFeed::at(CURSOR, after);
+    let read = feed
+        .step(state, &mut |name: String, page: Vec<EventRecord>| async move { consume(state, &name, &page).await })
+        .await?;
+    Ok((feed.position(), read))
+}
+
+/// Run the chain consumer, and the expiry of half-complete joins, until `shutdown` turns true
+/// (nothing when no chain is configured).
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     if state.settings.chains.is_empty() {
         return;
     }
-    let mut appended = state.events_appended.subscribe();
-    let mut cursor = None;
-    while !*shutdown.borrow() {
-        let mut busy = false;
-        let result = async {
-            // Re-read the stored cursor each round: another replica may have moved it on.
-            let after = match cursor {
-                None => start_cursor(&state).await?,
-                Some(mine) => state.store.load_cursor(CURSOR).await?.unwrap_or(mine).max(mine),
-            };
-            let (next, read) = step(&state, after).await?;
-            cursor = Some(next);
-            busy = read as u32 == PAGE;
-            super::expire_due_joins(&state).await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "chains: reading run events failed; retrying");
-        }
-        if busy {
-            continue;
+    // First start: at the end of the log, so enabling chains on a gateway with history does not
+    // fire chains for old runs.
+    let feed = loop {
+        match EventFeed::start(&state, CURSOR).await {
+            Ok(feed) => break feed,
+            Err(e) => tracing::warn!(error = %e, "chains: reading the cursor failed; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(IDLE) => {}
-            _ = appended.changed() => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.changed() => return,
         }
-    }
+    };
+    let follow = {
+        let state = state.clone();
+        feed.follow(state.clone(), IDLE, shutdown.clone(), move |name: String, page: Vec<EventRecord>| {
+            let state = state.clone();
+            async move { consume(&state, &name, &page).await }
+        })
+    };
+    let expire = async {
+        while !*shutdown.borrow() {
+            if let Err(e) = super::expire_due_joins(&state).await {
+                tracing::warn!(error = %e, "chains: expiring joins failed; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    };
+    tokio::join!(follow, expire);
 }
