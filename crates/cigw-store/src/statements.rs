@@ -109,6 +109,15 @@ pub(crate) async fn claim(
     Ok(runs)
 }
 
+/// The row lock a claim takes: PostgreSQL skips rows another claimer holds; SQLite's single
+/// writer needs none.
+fn skip_locked(tx: &dyn Tx) -> &'static str {
+    match tx.backend() {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    }
+}
+
 /// The claiming statement of `claim` on this backend.
 pub(crate) fn claim_stmt(
     tx: &dyn Tx,
@@ -118,10 +127,7 @@ pub(crate) fn claim_stmt(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Stmt {
-    let lock = match tx.backend() {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    let lock = skip_locked(tx);
     Stmt::new(claim.sql(lock)).bind(owner).bind(now).bind(lease_until).bind(limit)
 }
 
@@ -834,10 +840,7 @@ pub(crate) fn outbox_claim_stmt(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Stmt {
-    let lock = match tx.backend() {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    let lock = skip_locked(tx);
     Stmt::new(OUTBOX_CLAIM.replace("{lock}", lock)).bind(owner).bind(now).bind(lease_until).bind(limit)
 }
 

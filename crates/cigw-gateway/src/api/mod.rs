@@ -81,6 +81,15 @@ where
     }
 }
 
+/// The `limit` query parameter of paged lists: 1 to 1000, or a 400 saying so.
+pub(crate) fn limit_param(value: &str) -> Result<u32, ApiError> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| ApiError::bad_field("limit", format!("expected an integer from 1 to 1000, got `{value}`")))
+}
+
 /// The `state` query parameter of run and event filters: a run state by name, or a 400 listing
 /// the names.
 pub(crate) fn state_param(value: &str) -> Result<RunState, ApiError> {

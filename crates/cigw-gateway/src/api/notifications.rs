@@ -129,11 +129,7 @@ fn parse_filter(pairs: Vec<(String, String)>) -> Result<(OutboxFilter, Option<St
                     ApiError::bad_field("status", format!("expected pending, delivered or dead, got `{value}`"))
                 })?);
             }
-            "limit" => {
-                filter.limit = value.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-                    ApiError::bad_field("limit", format!("expected an integer from 1 to 1000, got `{value}`"))
-                })?;
-            }
+            "limit" => filter.limit = super::limit_param(&value)?,
             "cursor" => cursor = Some(value),
             other => {
                 return Err(ApiError::bad_field(
