@@ -40,6 +40,28 @@ where
     }
 }
 
+/// Keep `addr` from being handed to another process while its server is down: a socket bound to
+/// it but not listening. Connections to it are still refused, and the kernel gives no port in use
+/// by a bound socket to a bind of port 0. Without it, a test running beside this one got the port
+/// and answered 404, which ended runs as if the provider had said "no such pipeline".
+fn hold_port(addr: std::net::SocketAddr) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    // The server's closed connections linger in TIME_WAIT on this port; reuse lets us bind anyway.
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    // The stopped server lets go of its listener a moment after being told to.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match socket.bind(addr) {
+            Ok(()) => return socket,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("holding {addr}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("holding {addr} while its server is down: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_long_provider_outage_queues_triggers_and_delivers_each_once_after_it() {
     // Builds last about 15 s (about 300 s simulated at 20×), so the ones started just before the
@@ -61,6 +83,7 @@ async fn a_minute_long_provider_outage_queues_triggers_and_delivers_each_once_af
     gw.providers.circleci_server.stop();
     gw.providers.codefresh_server.stop();
     let down_at = Instant::now();
+    let held = [hold_port(circleci_addr), hold_port(codefresh_addr)];
     tokio::time::sleep(Duration::from_millis(300)).await;
     for addr in [circleci_addr, codefresh_addr] {
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "{addr} still accepts connections");
@@ -93,6 +116,7 @@ async fn a_minute_long_provider_outage_queues_triggers_and_delivers_each_once_af
     }
 
     // Back, on the same ports.
+    drop(held);
     let circleci = gw.providers.circleci.clone();
     let codefresh = gw.providers.codefresh.clone();
     let (h, cc, cf) = (&harness, circleci_addr.to_string(), codefresh_addr.to_string());
