@@ -212,7 +212,9 @@ impl SharedPacer {
             let wait = match state.not_before.filter(|at| *at > now) {
                 Some(at) => at - now,
                 None => {
-                    let wait = self.book(lane, &mut state.booked).await;
+                    // Bounded by the work budget too: a booking abandoned at its end only
+                    // wastes the slots it may have taken.
+                    let wait = until_budget_end(self.book(lane, &mut state.booked)).await?;
                     if let Some(at) = state.booked.pop_front() {
                         return Ok(at);
                     }

@@ -182,3 +182,35 @@ async fn without_a_shared_budget_three_replicas_go_over_it() {
     assert!(outcome.busiest_window > 2 * BUDGET, "each replica spends the whole budget alone: {outcome:?}");
     assert!(outcome.refused > 0, "Codeship refused calls over its limit: {outcome:?}");
 }
+
+#[tokio::test]
+async fn a_replica_that_cannot_reach_its_database_holds_its_calls_back() {
+    use sqlx::Connection;
+    let (harness, server) = simulator().await;
+    let db = PgDatabase::create().await;
+    let state = replica(&server.url(), &db.settings).await;
+    let account = state.catalog.accounts[&(ProviderKind::Codeship, "main".to_string())].clone();
+    account.check_online().await.expect("a call while the database answers");
+    let sent = harness.recorder().requests().len();
+
+    // The database goes away: no connection of the replica works, no new one is accepted.
+    let mut admin = sqlx::PgConnection::connect(&db.admin).await.unwrap();
+    let name = &db.name;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(2);
+    let held = cigw_core::retry::within_budget(end, account.check_online()).await;
+    assert!(matches!(held, Err(Error::RateLimited { .. })), "the call waited for its budget and gave up: {held:?}");
+    assert!(Instant::now() < end + Duration::from_secs(1), "within its work budget");
+    assert_eq!(harness.recorder().requests().len(), sent, "nothing was sent without the shared budget");
+
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), account.check_online())
+        .await
+        .expect("calls go on once the database is back")
+        .unwrap();
+    assert!(harness.recorder().requests().len() > sent);
+}

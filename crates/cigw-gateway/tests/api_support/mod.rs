@@ -361,8 +361,10 @@ impl App {
 /// `postgres://postgres@127.0.0.1:5432/test`; never skipped), dropped with this value.
 pub struct PgDatabase {
     pub settings: DatabaseSettings,
-    admin: String,
-    name: String,
+    /// The server's admin URL (`CIGW_TEST_DATABASE_URL`).
+    pub admin: String,
+    /// The database's name.
+    pub name: String,
 }
 
 impl PgDatabase {
