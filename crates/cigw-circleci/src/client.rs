@@ -2,10 +2,14 @@
 //! retries) with CircleCI's token and its `next_page_token` pagination, shared by every target
 //! of the account.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use cigw_core::shared_budget::{BudgetKey, SharedBudget};
 use cigw_core::transport::{Answer, Credential, Pacing, Request, Transport};
-use cigw_core::{CallKind, Result};
+use cigw_core::{CallKind, ProviderKind, Result};
 use reqwest::header::HeaderName;
+use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 
 use crate::config::{AccountConfig, AuthScheme};
@@ -37,6 +41,14 @@ impl Client {
     /// The resolved configuration.
     pub fn config(&self) -> &AccountConfig {
         &self.config
+    }
+
+    /// Draw the rate limit from `budget`, shared by every replica using this token on this server
+    /// (see [`Transport::share_budget`]).
+    pub fn share_budget(&self, budget: Arc<dyn SharedBudget>, account: &str) {
+        let identity = format!("{}\0{}", self.config.transport.base_url, self.config.token.expose_secret());
+        let key = BudgetKey::new(ProviderKind::Circleci, identity.as_bytes());
+        self.transport.share_budget(budget, key, account);
     }
 
     /// Send `request` with the account's token, retried by the rule for `kind`.

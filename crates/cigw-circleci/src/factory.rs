@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::follow::FollowOnly;
 use cigw_core::provider::{CallbackEvent, ProviderAccount, ProviderFactory, built_account};
+use cigw_core::shared_budget::SharedBudget;
 use cigw_core::transport::Request;
 use cigw_core::{CiTarget, Error, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
@@ -119,6 +120,10 @@ impl ProviderAccount for CircleciAccount {
     async fn check_online(&self) -> Result<()> {
         let _: (serde_json::Value, _) = self.client.get("get current user", Request::get(&["me"])).await?;
         Ok(())
+    }
+
+    fn share_budget(&self, budget: Arc<dyn SharedBudget>) {
+        self.client.share_budget(budget, &format!("circleci.{}", self.name));
     }
 
     fn verify_callback(&self, headers: &[(String, String)], body: &[u8]) -> Result<Option<CallbackEvent>> {

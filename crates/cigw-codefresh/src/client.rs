@@ -1,9 +1,13 @@
 //! The HTTP client of one Codefresh account: the shared transport (rate limiter, concurrency
 //! limit, retries) with Codefresh's API key, shared by every target of the account.
 
+use std::sync::Arc;
+
+use cigw_core::shared_budget::{BudgetKey, SharedBudget};
 use cigw_core::transport::{Answer, Credential, Pacing, Request, Transport};
-use cigw_core::{CallKind, Error, Result};
+use cigw_core::{CallKind, Error, ProviderKind, Result};
 use reqwest::header::AUTHORIZATION;
+use secrecy::ExposeSecret;
 
 use crate::config::AccountConfig;
 use crate::error::parse_error;
@@ -31,6 +35,14 @@ impl Client {
     /// The resolved configuration.
     pub fn config(&self) -> &AccountConfig {
         &self.config
+    }
+
+    /// Draw the rate limit from `budget`, shared by every replica using this API key on this
+    /// server (see [`Transport::share_budget`]).
+    pub fn share_budget(&self, budget: Arc<dyn SharedBudget>, account: &str) {
+        let identity = format!("{}\0{}", self.config.transport.base_url, self.config.api_key.expose_secret());
+        let key = BudgetKey::new(ProviderKind::Codefresh, identity.as_bytes());
+        self.transport.share_budget(budget, key, account);
     }
 
     /// Send `request` with the account's API key, retried by the rule for `kind`.

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::follow::FollowOnly;
 use cigw_core::provider::{ProviderAccount, ProviderFactory, built_account};
+use cigw_core::shared_budget::SharedBudget;
 use cigw_core::transport::Request;
 use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
@@ -111,5 +112,9 @@ impl ProviderAccount for CodefreshAccount {
     async fn check_online(&self) -> Result<()> {
         self.client.send(CallKind::Idempotent, "get user", Request::get(&["user"])).await?;
         Ok(())
+    }
+
+    fn share_budget(&self, budget: Arc<dyn SharedBudget>) {
+        self.client.share_budget(budget, &format!("codefresh.{}", self.name));
     }
 }

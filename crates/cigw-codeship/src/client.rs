@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cigw_core::shared_budget::{BudgetKey, SharedBudget};
 use cigw_core::transport::{Answer, Credential, Pacing, Request, Transport};
-use cigw_core::{CallKind, Error, Result};
-use secrecy::SecretString;
+use cigw_core::{CallKind, Error, ProviderKind, Result};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use crate::config::AccountConfig;
@@ -85,6 +86,16 @@ impl Client {
     /// The resolved configuration.
     pub fn config(&self) -> &AccountConfig {
         &self.config
+    }
+
+    /// Draw the rate limit from `budget`, shared by every replica and account of this API user
+    /// on this server: Codeship counts its 60 requests a minute per user (see
+    /// [`Transport::share_budget`]).
+    pub fn share_budget(&self, budget: Arc<dyn SharedBudget>, account: &str) {
+        let user = self.config.email.expose_secret().trim().to_lowercase();
+        let identity = format!("{}\0{user}", self.config.transport.base_url);
+        let key = BudgetKey::new(ProviderKind::Codeship, identity.as_bytes());
+        self.transport.share_budget(budget, key, account);
     }
 
     /// The client's current time.

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use cigw_core::config::Problems;
 use cigw_core::follow::FollowOnly;
 use cigw_core::provider::{ProviderAccount, ProviderFactory, built_account};
+use cigw_core::shared_budget::SharedBudget;
 use cigw_core::transport::Request;
 use cigw_core::{CallKind, CiTarget, ProviderKind, ProviderRunRef, Result, TargetSpec};
 
@@ -120,5 +121,9 @@ impl ProviderAccount for CodeshipAccount {
         self.client.resolve_organization().await?;
         let request = Request::get(&["projects"]).query("per_page", "1");
         self.client.send(CallKind::Idempotent, "codeship.list_projects", request).await.map(|_| ())
+    }
+
+    fn share_budget(&self, budget: Arc<dyn SharedBudget>) {
+        self.client.share_budget(budget, &format!("codeship.{}", self.name));
     }
 }

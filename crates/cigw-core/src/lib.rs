@@ -23,6 +23,7 @@ pub mod run;
 pub mod schedule;
 pub mod secret;
 pub mod send_mark;
+pub mod shared_budget;
 pub mod signature;
 pub mod state;
 pub mod target;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
+use crate::shared_budget::SharedBudget;
 use crate::{CiTarget, ProviderRunRef, Result, TargetSpec};
 
 /// The CI providers cigw can drive.
@@ -151,6 +152,11 @@ pub trait ProviderAccount: Send + Sync + fmt::Debug + 'static {
 
     /// Make one cheap authenticated call to check the credentials (`check-config --online`).
     async fn check_online(&self) -> Result<()>;
+
+    /// Draw the account's request budget (its `rate_limit`) from `budget`, shared by every
+    /// replica using the same credential, instead of from a limiter of this process. The gateway
+    /// calls it once at start on PostgreSQL; an adapter without a rate limiter ignores it.
+    fn share_budget(&self, budget: Arc<dyn SharedBudget>);
 
     /// Verify and parse a provider callback delivered to `/callbacks/<kind>/<account>`.
     ///

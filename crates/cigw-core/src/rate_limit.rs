@@ -65,9 +65,10 @@ impl RateLimit {
 /// the rest is kept for calls that start builds, so following many runs never starves dispatch.
 pub const READ_SHARE: f64 = 0.75;
 
-/// One account's request budget, shared by all its targets: every call takes a slot of the
-/// whole budget, and reads also take one of a smaller budget ([`READ_SHARE`]), so however many
-/// reads wait, a trigger finds a free slot within a few request spacings.
+/// One account's request budget in this process, shared by all its targets: every call takes a
+/// slot of the whole budget, and reads also take one of a smaller budget ([`READ_SHARE`]), so
+/// however many reads wait, a trigger finds a free slot within a few request spacings. Replicas
+/// on PostgreSQL share one budget per credential instead ([`crate::shared_budget`]).
 pub struct Budget {
     all: DefaultDirectRateLimiter,
     reads: DefaultDirectRateLimiter,

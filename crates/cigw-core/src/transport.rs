@@ -8,6 +8,7 @@
 //! pagination and anything else only its provider does.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -25,6 +26,7 @@ use url::Url;
 use crate::config::{Problems, join};
 use crate::rate_limit::{Budget, RateLimit};
 use crate::retry::{RetryPolicy, until_budget_end, with_retry};
+use crate::shared_budget::{BudgetKey, SharedBudget, SharedPacer};
 use crate::{CallKind, Error, Result};
 
 /// Sent as `User-Agent` on every request.
@@ -357,7 +359,11 @@ impl Answer {
 pub struct Transport {
     provider: &'static str,
     http: reqwest::Client,
+    /// This process's limiter, unless the budget is shared ([`Transport::share_budget`]).
     limiter: Option<Budget>,
+    pacing: Pacing,
+    /// The budget shared with every replica, once the gateway gave one.
+    shared: OnceLock<SharedPacer>,
     permits: Semaphore,
     config: TransportConfig,
 }
@@ -368,6 +374,7 @@ impl fmt::Debug for Transport {
             .field("provider", &self.provider)
             .field("base_url", &self.config.base_url.as_str())
             .field("rate_limit", &self.config.rate_limit)
+            .field("shared_budget", &self.shared.get().is_some())
             .field("concurrency", &self.config.concurrency)
             .field("retry", &self.config.retry)
             .finish()
@@ -390,7 +397,29 @@ impl Transport {
             Pacing::Bursty => Budget::bursty(&l),
             Pacing::Smooth => Budget::smooth(&l),
         });
-        Ok(Self { provider, http, limiter, permits: Semaphore::new(config.concurrency.max(1)), config: config.clone() })
+        Ok(Self {
+            provider,
+            http,
+            limiter,
+            pacing,
+            shared: OnceLock::new(),
+            permits: Semaphore::new(config.concurrency.max(1)),
+            config: config.clone(),
+        })
+    }
+
+    /// Draw the account's rate limit from `budget` at `key`, shared with every replica using the
+    /// same credential, instead of from this process's limiter (`account` names it in logs). An
+    /// account without a rate limit has nothing to share; the first call wins.
+    pub fn share_budget(&self, budget: Arc<dyn SharedBudget>, key: BudgetKey, account: &str) {
+        let Some(limit) = self.config.rate_limit else { return };
+        let burst = match self.pacing {
+            Pacing::Bursty => limit.requests.get(),
+            Pacing::Smooth => 1,
+        };
+        if self.shared.set(SharedPacer::new(budget, key, account, &limit, burst)).is_ok() {
+            tracing::debug!(provider = self.provider, account, "the request budget is shared with the other replicas");
+        }
     }
 
     /// The URL of `segments` under the base URL, each segment encoded on its own and the base
@@ -428,8 +457,9 @@ impl Transport {
         with_retry(&self.config.retry, kind, operation, attempt).await
     }
 
-    /// One attempt: wait for the rate limiter and a concurrency permit (both bounded by the work
-    /// budget), send, and return the 2xx answer or the error `parse_error` makes of the answer.
+    /// One attempt: wait for the rate limiter (the shared budget, when there is one) and a
+    /// concurrency permit (both bounded by the work budget), send, and return the 2xx answer or
+    /// the error `parse_error` makes of the answer.
     pub async fn send_once(
         &self,
         kind: CallKind,
@@ -437,7 +467,9 @@ impl Transport {
         request: &Request,
         parse_error: impl Fn(&Answer, CallKind) -> Error,
     ) -> Result<Answer> {
-        if let Some(limiter) = &self.limiter {
+        if let Some(shared) = self.shared.get() {
+            shared.admit(kind).await?;
+        } else if let Some(limiter) = &self.limiter {
             limiter.admit(kind).await?;
         }
         let _permit = until_budget_end(self.permits.acquire())

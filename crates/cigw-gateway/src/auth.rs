@@ -16,7 +16,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use cigw_core::config::Settings;
 use cigw_core::secret::SecretError;
-use cigw_store::TokenRecord;
+use cigw_store::{AuthChange, Store, TokenRecord};
+use futures::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
@@ -37,8 +38,8 @@ const TOKEN_RANDOM_BYTES: usize = 32;
 pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
 /// How often `last_used_at` is written for one token at most.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
-/// How long the CORS origin set is trusted before it is read again (other replicas may have
-/// changed tokens; this replica invalidates it at once on its own changes).
+/// How long the CORS origin set is trusted before it is read again. A backstop only: a token
+/// created or revoked on any replica drops it at once ([`AuthState::follow_changes`]).
 const ORIGIN_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// One scope a token may hold.
@@ -372,6 +373,41 @@ impl AuthState {
         // Bookkeeping only: a failed write must not fail the request.
         if let Err(e) = state.store.touch_token(&record.id, now).await {
             tracing::warn!(token = %record.name, error = %e, "could not record the token's last use");
+        }
+    }
+
+    /// Follow the store's token and session changes (every replica's, on PostgreSQL) for as long
+    /// as this state lives: drop what they make stale at once, and every cache when changes may
+    /// have been missed (listening started anew after a lost connection). Without a tokio
+    /// runtime the caches rely on their time limits alone.
+    pub fn follow_changes(self: &Arc<Self>, store: &Arc<dyn Store>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let mut changes = store.auth_changes();
+        let auth = Arc::downgrade(self);
+        // Its sender lives in this state: the follower ends with it.
+        let mut alive = self.revocations.subscribe();
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    change = changes.next() => match (change, auth.upgrade()) {
+                        (Some(change), Some(auth)) => auth.apply(&change),
+                        _ => return,
+                    },
+                    gone = alive.changed() => if gone.is_err() { return },
+                }
+            }
+        });
+    }
+
+    /// Drop what `change` makes stale.
+    fn apply(&self, change: &AuthChange) {
+        match change {
+            AuthChange::Token { id } => self.forget(id),
+            AuthChange::Session { .. } => self.recheck_streams(),
+            AuthChange::All => {
+                self.invalidate_origins();
+                self.recheck_streams();
+            }
         }
     }
 

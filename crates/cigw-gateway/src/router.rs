@@ -44,8 +44,10 @@ pub fn build_router(state: AppState) -> Router {
     build_router_with_auth(state, auth)
 }
 
-/// [`build_router`] with an explicit [`AuthState`].
+/// [`build_router`] with an explicit [`AuthState`], which follows the store's token and session
+/// changes from now on.
 pub fn build_router_with_auth(state: AppState, auth: Arc<AuthState>) -> Router {
+    auth.follow_changes(&state.store);
     let body_limit = state.settings.server.body_limit_bytes;
     let timeout = state.settings.server.request_timeout;
     let routes = Router::new()

@@ -137,8 +137,15 @@ impl Default for StreamSettings {
 
 impl AppState {
     /// State over a store, a catalog and settings. Installs the process-wide metrics recorder
-    /// on first use and wraps every target so provider calls are measured and traced.
+    /// on first use and wraps every target so provider calls are measured and traced. On a store
+    /// shared by replicas (PostgreSQL) every account draws its rate limit from the budget they
+    /// share.
     pub fn new(store: Arc<dyn Store>, catalog: Catalog, settings: Settings) -> Self {
+        if let Some(budget) = store.shared_budget() {
+            for account in catalog.accounts.values() {
+                account.share_budget(budget.clone());
+            }
+        }
         Self {
             store,
             catalog: Arc::new(InstrumentedTarget::wrap_catalog(catalog)),

@@ -415,6 +415,8 @@ impl ProviderAccount for FakeAccount {
         Ok(())
     }
 
+    fn share_budget(&self, _budget: Arc<dyn cigw_core::shared_budget::SharedBudget>) {}
+
     fn follow_target(&self, _target_name: &str, _run: &ProviderRunRef) -> Option<Arc<dyn CiTarget>> {
         Some(self.0.clone())
     }

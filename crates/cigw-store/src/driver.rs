@@ -2,9 +2,12 @@
 //! database ([`Access`]) and runs shared code ([`crate::ops`], [`crate::statements`],
 //! [`crate::query`]) on the [`Tx`] the backend hands it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cigw_core::config::RetentionSettings;
+use cigw_core::shared_budget::SharedBudget;
 use cigw_core::{ProviderRunRef, RunState, RunStatus};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -42,6 +45,10 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// See [`Store::wakeups`].
     fn wakeups(&self) -> BoxStream<'static, ()>;
+    /// See [`Store::auth_changes`].
+    fn auth_changes(&self) -> BoxStream<'static, AuthChange>;
+    /// See [`Store::shared_budget`].
+    fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>>;
     /// Run `job` on one of the backend's connections as `access` says; a write answers only
     /// once committed.
     async fn run<T, F>(&self, access: Access, job: F) -> StoreResult<T>
@@ -69,6 +76,14 @@ impl<D: Driver> Store for D {
 
     fn wakeups(&self) -> BoxStream<'static, ()> {
         Driver::wakeups(self)
+    }
+
+    fn auth_changes(&self) -> BoxStream<'static, AuthChange> {
+        Driver::auth_changes(self)
+    }
+
+    fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {
+        Driver::shared_budget(self)
     }
 
     async fn prune(&self, now: DateTime<Utc>, retention: &RetentionSettings) -> StoreResult<PruneReport> {
@@ -304,7 +319,8 @@ impl<D: Driver> Store for D {
         if token.name.is_empty() {
             return Err(StoreError::Invalid { field: "name", message: "must not be empty".into() });
         }
-        self.run(Access::WriteOne, move |tx| Box::pin(async move { st::create_token(tx, &token).await })).await
+        // With its NOTIFY, in one transaction.
+        self.run(Access::Write, move |tx| Box::pin(async move { st::create_token(tx, &token).await })).await
     }
 
     async fn find_token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
@@ -321,7 +337,7 @@ impl<D: Driver> Store for D {
 
     async fn revoke_token(&self, token_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let token_id = token_id.to_string();
-        self.run(Access::WriteOne, move |tx| Box::pin(async move { st::revoke_token(tx, &token_id, now).await })).await
+        self.run(Access::Write, move |tx| Box::pin(async move { st::revoke_token(tx, &token_id, now).await })).await
     }
 
     async fn touch_token(&self, token_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
@@ -340,7 +356,7 @@ impl<D: Driver> Store for D {
 
     async fn delete_session(&self, hash: &str) -> StoreResult<()> {
         let hash = hash.to_string();
-        self.run(Access::WriteOne, move |tx| Box::pin(async move { st::delete_session(tx, &hash).await })).await
+        self.run(Access::Write, move |tx| Box::pin(async move { st::delete_session(tx, &hash).await })).await
     }
 
     async fn record_hook_delivery(&self, delivery: NewHookDelivery) -> StoreResult<Option<HookDeliveryRecord>> {

@@ -1001,3 +1001,42 @@ pub struct NewSession {
 
 /// A stored, unexpired session.
 pub type SessionRecord = NewSession;
+
+/// A change to API tokens or web sessions that caches of them must follow
+/// ([`crate::Store::auth_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthChange {
+    /// Anything may have changed: listening (re)started, so changes may have been missed. Drop
+    /// every cache.
+    All,
+    /// A token was created or revoked (the allowed origins may have changed with it).
+    Token {
+        /// The token id.
+        id: String,
+    },
+    /// A web session ended (signed out).
+    Session {
+        /// SHA-256 (hex) of the session secret, as stored.
+        hash: String,
+    },
+}
+
+impl AuthChange {
+    /// The NOTIFY payload: `token:<id>` or `session:<hash>` (`All` is never sent).
+    pub fn payload(&self) -> String {
+        match self {
+            AuthChange::All => "all".into(),
+            AuthChange::Token { id } => format!("token:{id}"),
+            AuthChange::Session { hash } => format!("session:{hash}"),
+        }
+    }
+
+    /// The change a payload names; an unknown one (a newer replica's) counts as `All`.
+    pub fn from_payload(payload: &str) -> Self {
+        match payload.split_once(':') {
+            Some(("token", id)) => AuthChange::Token { id: id.to_string() },
+            Some(("session", hash)) => AuthChange::Session { hash: hash.to_string() },
+            _ => AuthChange::All,
+        }
+    }
+}

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::StoreResult;
-use crate::model::Backend;
+use crate::model::{AuthChange, Backend};
 
 /// A value bound to a statement. The backend decides its column type: SQLite stores times as
 /// microseconds and JSON as text; PostgreSQL as `timestamptz` (truncated to the microsecond) and
@@ -188,6 +188,9 @@ pub(crate) trait Tx: Send {
     /// Wake the dispatchers and trackers once this transaction commits (PostgreSQL NOTIFY,
     /// delivered by the server on commit; SQLite: the store's own broadcast after the commit).
     async fn notify_wakeup(&mut self) -> StoreResult<()>;
+    /// Tell every replica's token and session caches about `change` once this transaction
+    /// commits (PostgreSQL NOTIFY; SQLite: the store's own broadcast after the commit).
+    async fn notify_auth(&mut self, change: &AuthChange) -> StoreResult<()>;
 }
 
 impl dyn Tx + '_ {

@@ -470,7 +470,10 @@ pub(crate) async fn create_token(tx: &mut dyn Tx, token: &NewToken) -> StoreResu
         .await
         .map_err(|e| unique_to_conflict(e, || format!("a token named `{}` already exists", token.name)))?;
     let row = rows.first().ok_or(StoreError::NotFound { what: "row".into() })?;
-    token_from_row(&**row)
+    let record = token_from_row(&**row)?;
+    // Its allowed origins join the CORS set of every replica.
+    tx.notify_auth(&AuthChange::Token { id: record.id.clone() }).await?;
+    Ok(record)
 }
 
 /// Live tokens, by name.
@@ -487,7 +490,7 @@ pub(crate) async fn revoke_token(tx: &mut dyn Tx, token_id: &str, now: DateTime<
     if tx.execute(stmt).await? == 0 {
         return Err(StoreError::NotFound { what: format!("token {token_id}") });
     }
-    Ok(())
+    tx.notify_auth(&AuthChange::Token { id: token_id.to_string() }).await
 }
 
 /// Record a successful use of a token.
@@ -526,7 +529,9 @@ pub(crate) async fn find_session(
 
 /// Forget a session (sign-out); a missing one is not an error.
 pub(crate) async fn delete_session(tx: &mut dyn Tx, hash: &str) -> StoreResult<()> {
-    tx.execute(Stmt::new("DELETE FROM ui_sessions WHERE hash = $1").bind(hash)).await?;
+    if tx.execute(Stmt::new("DELETE FROM ui_sessions WHERE hash = $1").bind(hash)).await? > 0 {
+        tx.notify_auth(&AuthChange::Session { hash: hash.to_string() }).await?;
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cigw_core::config::RetentionSettings;
+use cigw_core::shared_budget::SharedBudget;
 use cigw_core::{ProviderRunRef, RunState, RunStatus};
 use futures::stream::BoxStream;
 
@@ -34,6 +35,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// committed, by any replica on PostgreSQL (LISTEN/NOTIFY), by this process on SQLite. Items
     /// may be coalesced or spurious; keep a periodic sweep as well.
     fn wakeups(&self) -> BoxStream<'static, ()>;
+
+    /// Changes to tokens and web sessions that caches of them must follow at once: created or
+    /// revoked tokens and ended sessions, by any replica on PostgreSQL (LISTEN/NOTIFY, sent in
+    /// the transaction that made the change), by this process on SQLite. The first item is
+    /// [`AuthChange::All`] once listening has started, and again after a lost connection
+    /// (changes may have been missed meanwhile).
+    fn auth_changes(&self) -> BoxStream<'static, AuthChange>;
+
+    /// The provider request budgets every replica shares (PostgreSQL); `None` on SQLite, whose
+    /// single process keeps a limiter per account.
+    fn shared_budget(&self) -> Option<std::sync::Arc<dyn SharedBudget>>;
 
     /// Remove what the retention settings no longer keep.
     async fn prune(&self, now: DateTime<Utc>, retention: &RetentionSettings) -> StoreResult<PruneReport>;

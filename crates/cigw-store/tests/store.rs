@@ -132,6 +132,7 @@ both_backends!(
     schedule_slots_fire_once_across_replicas,
     prune_by_retention,
     wakeups_follow_commits,
+    auth_changes_follow_commits,
     secrets_stay_out_of_errors_and_debug,
     frequent_queries_use_indexes,
     run_gauges_are_exact_without_scanning,
@@ -147,6 +148,67 @@ both_backends!(
     half_complete_joins_expire_with_events,
     hook_deliveries_dedupe_keep_and_prune,
 );
+
+/// The provider budgets replicas share: PostgreSQL books slots one spacing apart under the row's
+/// lock, never past `ahead`, never twice; SQLite has none (one process keeps its own limiters).
+mod shared_budget {
+    use std::time::Duration;
+
+    use cigw_core::ProviderKind;
+    use cigw_core::shared_budget::BudgetKey;
+
+    const SPACING: Duration = Duration::from_millis(100);
+
+    #[tokio::test]
+    async fn sqlite_has_no_shared_budget() {
+        assert!(super::TestDb::sqlite().await.store.shared_budget().is_none());
+    }
+
+    #[tokio::test]
+    async fn postgres_books_slots_in_order_within_reach() {
+        let db = super::TestDb::postgres().await;
+        let budget = db.store.shared_budget().expect("PostgreSQL shares budgets");
+        let key = BudgetKey::new(ProviderKind::Codeship, b"qa@example.com");
+        let first = budget.book(&key, SPACING, Duration::from_millis(250), 5).await.unwrap();
+        assert_eq!(first.slots, 3, "0, 100 and 200 ms are within 250 ms: {first:?}");
+        assert!(first.backlog < SPACING, "{first:?}");
+        let refused = budget.book(&key, SPACING, Duration::from_millis(150), 5).await.unwrap();
+        assert_eq!(refused.slots, 0, "the next free slot is ~300 ms away: {refused:?}");
+        assert!(refused.backlog > Duration::from_millis(150), "{refused:?}");
+        let later = budget.book(&key, SPACING, Duration::from_secs(1), 2).await.unwrap();
+        assert_eq!(later.slots, 2, "{later:?}");
+        assert!(later.backlog >= refused.backlog.saturating_sub(Duration::from_millis(50)), "{later:?}");
+        let other = BudgetKey::new(ProviderKind::Codeship, b"ops@example.com");
+        let fresh = budget.book(&other, SPACING, Duration::ZERO, 1).await.unwrap();
+        assert_eq!((fresh.slots, fresh.backlog < SPACING), (1, true), "another credential's budget is its own");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_replicas_never_book_one_slot_twice() {
+        let db = super::TestDb::postgres().await;
+        let key = BudgetKey::new(ProviderKind::Circleci, b"token");
+        let start = std::time::Instant::now();
+        let mut bookings = Vec::new();
+        for _ in 0..4 {
+            let replica = db.ctx().another().await.shared_budget().unwrap();
+            for _ in 0..10 {
+                let (replica, key) = (replica.clone(), key.clone());
+                bookings
+                    .push(tokio::spawn(async move { replica.book(&key, SPACING, Duration::from_secs(3600), 1).await }));
+            }
+        }
+        for booking in bookings {
+            assert_eq!(booking.await.unwrap().unwrap().slots, 1);
+        }
+        // 40 slots one spacing apart, from a moment after `start`: the next free one lies 4 s
+        // after it. One slot booked twice would bring it 100 ms closer.
+        let next = db.store.shared_budget().unwrap().book(&key, SPACING, Duration::ZERO, 1).await.unwrap();
+        let next_free = start.elapsed() + next.backlog;
+        assert_eq!(next.slots, 0);
+        assert!(next_free >= SPACING * 40 - Duration::from_millis(20), "{next_free:?}");
+        assert!(next_free < SPACING * 40 + Duration::from_secs(1), "{next_free:?}");
+    }
+}
 
 /// `kill -9` of a process writing triggers leaves every trigger whole (trigger row, all its runs,
 /// their events and its idempotency key) or absent.

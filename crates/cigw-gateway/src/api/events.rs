@@ -247,8 +247,8 @@ struct TokenWatch {
 
 impl TokenWatch {
     /// Resolves when the token expires (`token_expired`) or is found revoked (`token_revoked`):
-    /// checked at once when this process revokes a token, and every `server.stream_token_check`
-    /// for revocations by other replicas.
+    /// checked at once when any replica revokes a token or ends a session (on PostgreSQL; on
+    /// SQLite, this process), and every `server.stream_token_check` as a backstop.
     async fn invalidated(&self, state: &AppState) -> &'static str {
         let mut revocations = self.revocations.clone();
         let mut signal_alive = true;

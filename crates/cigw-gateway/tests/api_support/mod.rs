@@ -174,7 +174,7 @@ pub struct App {
     pub state: AppState,
     pub harness: Harness,
     pub fake: Arc<FakeTarget>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl App {
@@ -193,13 +193,24 @@ impl App {
         adjust: impl FnOnce(&mut Settings),
         extend: impl FnOnce(&mut Catalog, &Arc<FakeTarget>),
     ) -> App {
-        cigw_core::telemetry::init_for_tests();
         let dir = tempfile::tempdir().unwrap();
         let db = DatabaseSettings {
             url: format!("sqlite://{}", dir.path().join("api.db").display()),
             ..DatabaseSettings::default()
         };
-        let store = cigw_store::open(&db).await.unwrap();
+        let mut app = Self::on_database(&db, adjust, extend).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// An app on the database `db` (migrated here), e.g. one replica of several on PostgreSQL.
+    pub async fn on_database(
+        db: &DatabaseSettings,
+        adjust: impl FnOnce(&mut Settings),
+        extend: impl FnOnce(&mut Catalog, &Arc<FakeTarget>),
+    ) -> App {
+        cigw_core::telemetry::init_for_tests();
+        let store = cigw_store::open(db).await.unwrap();
         store.migrate().await.unwrap();
         let harness = Harness::new();
         let (mut catalog, fake) = catalog(&harness);
@@ -210,7 +221,7 @@ impl App {
         adjust(&mut settings);
         let state = AppState::new(store, catalog, settings);
         let router = cigw_gateway::build_router(state.clone());
-        App { router, state, harness, fake, _dir: dir }
+        App { router, state, harness, fake, _dir: None }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -343,6 +354,50 @@ impl App {
             .await
             .unwrap()
             .run
+    }
+}
+
+/// A fresh PostgreSQL database on `CIGW_TEST_DATABASE_URL` (by default
+/// `postgres://postgres@127.0.0.1:5432/test`; never skipped), dropped with this value.
+pub struct PgDatabase {
+    pub settings: DatabaseSettings,
+    /// The server's admin URL (`CIGW_TEST_DATABASE_URL`).
+    pub admin: String,
+    /// The database's name.
+    pub name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let admin = std::env::var("CIGW_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at CIGW_TEST_DATABASE_URL is needed (never skipped): {e}"));
+        let name = format!("cigw_gw_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        let settings = DatabaseSettings { url: format!("{base}/{name}"), ..DatabaseSettings::default() };
+        PgDatabase { settings, admin, name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Outside the test's runtime, which may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
     }
 }
 

@@ -1,15 +1,18 @@
 //! The PostgreSQL backend: a connection pool, `FOR UPDATE SKIP LOCKED` claims, LISTEN/NOTIFY
-//! wake-ups, and event ids assigned under a transaction-level advisory lock so they follow
-//! commit order.
+//! wake-ups and token/session changes, event ids readable in commit order, and the provider
+//! request budgets the replicas share.
 
+mod budget;
 mod rows;
 mod tx;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cigw_core::config::{DatabaseSettings, redact_url};
+use cigw_core::shared_budget::SharedBudget;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -17,6 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
+use crate::model::AuthChange;
 use crate::sql::Tx;
 use tx::PgTx;
 
@@ -24,6 +28,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// The NOTIFY channel the intake signals on.
 const WAKEUP_CHANNEL: &str = "cigw_wakeup";
+/// The NOTIFY channel of token and session changes ([`AuthChange`] payloads).
+const AUTH_CHANNEL: &str = "cigw_auth";
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -47,8 +53,9 @@ impl PgStore {
                 message: format!("not a PostgreSQL URL: {}", redact_url(&e.to_string())),
             })?
             .options([("statement_timeout", timeout_ms.as_str())]);
+        // The two listeners (wake-ups, token changes) hold a connection each.
         let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections.max(2))
+            .max_connections(settings.max_connections.max(3))
             .acquire_timeout(settings.statement_timeout.max(Duration::from_secs(1)))
             .connect_with(connect)
             .await?;
@@ -56,21 +63,49 @@ impl PgStore {
     }
 }
 
-async fn listen(pool: &PgPool) -> PgListener {
+/// A listener on `channel`, retried every second until the server answers.
+async fn listen(pool: &PgPool, channel: &str) -> PgListener {
     loop {
         let attempt = async {
             let mut l = PgListener::connect_with(pool).await?;
-            l.listen(WAKEUP_CHANNEL).await?;
+            l.listen(channel).await?;
             Ok::<_, sqlx::Error>(l)
         };
         match attempt.await {
             Ok(l) => return l,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for wake-ups; retrying");
+                tracing::warn!(channel, error = %e, "cannot LISTEN; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
+}
+
+/// The notifications on `channel` from every replica: `None` once listening has started, and
+/// again whenever it started anew after a lost connection (notifications sent meanwhile are
+/// lost, so a consumer must catch up); `Some(payload)` for each notification.
+fn notifications(pool: PgPool, channel: &'static str) -> BoxStream<'static, Option<String>> {
+    futures::stream::unfold((pool, None::<PgListener>), move |(pool, listener)| async move {
+        match listener {
+            None => {
+                let l = listen(&pool, channel).await;
+                Some((None, (pool, Some(l))))
+            }
+            Some(mut l) => match l.try_recv().await {
+                Ok(Some(n)) => Some((Some(n.payload().to_string()), (pool, Some(l)))),
+                // The connection was lost and has been made (and LISTENed) again.
+                Ok(None) => {
+                    tracing::warn!(channel, "the LISTEN connection was lost and made again");
+                    Some((None, (pool, Some(l))))
+                }
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "the listener failed; listening again");
+                    Some((None, (pool, None)))
+                }
+            },
+        }
+    })
+    .boxed()
 }
 
 #[async_trait]
@@ -84,25 +119,19 @@ impl Driver for PgStore {
     }
 
     fn wakeups(&self) -> BoxStream<'static, ()> {
-        let pool = self.pool.clone();
-        // The first item says "listening now"; later ones are notifications. After a lost
-        // connection the stream re-listens and yields once, since notifications may be missed.
-        futures::stream::unfold((pool, None::<PgListener>), |(pool, listener)| async move {
-            match listener {
-                None => {
-                    let l = listen(&pool).await;
-                    Some(((), (pool, Some(l))))
-                }
-                Some(mut l) => match l.recv().await {
-                    Ok(_) => Some(((), (pool, Some(l)))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "wake-up listener failed; re-listening");
-                        Some(((), (pool, None)))
-                    }
-                },
-            }
-        })
-        .boxed()
+        // The first item says "listening now"; after a lost connection the stream yields once
+        // more, since notifications may have been missed.
+        notifications(self.pool.clone(), WAKEUP_CHANNEL).map(|_| ()).boxed()
+    }
+
+    fn auth_changes(&self) -> BoxStream<'static, AuthChange> {
+        notifications(self.pool.clone(), AUTH_CHANNEL)
+            .map(|payload| payload.map_or(AuthChange::All, |p| AuthChange::from_payload(&p)))
+            .boxed()
+    }
+
+    fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {
+        Some(Arc::new(budget::PgBudget::new(self.pool.clone())))
     }
 
     async fn run<T, F>(&self, access: Access, job: F) -> StoreResult<T>

@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgConnection;
 
-use super::WAKEUP_CHANNEL;
 use super::rows::query;
+use super::{AUTH_CHANNEL, WAKEUP_CHANNEL};
 use crate::error::StoreResult;
-use crate::model::Backend;
+use crate::model::{AuthChange, Backend};
 use crate::sql::{Rows, Stmt, Tx};
 
 /// One PostgreSQL connection.
@@ -41,6 +41,16 @@ impl Tx for PgTx<'_> {
     async fn notify_wakeup(&mut self) -> StoreResult<()> {
         // Delivered to listeners only when (and if) this transaction commits.
         sqlx::query("SELECT pg_notify($1, '')").bind(WAKEUP_CHANNEL).execute(&mut *self.conn).await?;
+        Ok(())
+    }
+
+    async fn notify_auth(&mut self, change: &AuthChange) -> StoreResult<()> {
+        // Delivered on commit, like the wake-up.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(AUTH_CHANNEL)
+            .bind(change.payload())
+            .execute(&mut *self.conn)
+            .await?;
         Ok(())
     }
 }

@@ -5,10 +5,12 @@ mod rows;
 mod tx;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cigw_core::config::{DatabaseSettings, Durability};
+use cigw_core::shared_budget::SharedBudget;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -20,8 +22,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
+use crate::model::AuthChange;
 use crate::sql::Tx;
-use tx::SqliteTx;
+use tx::{Signals, SqliteTx};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -39,6 +42,7 @@ pub struct SqliteStore {
     read: SqlitePool,
     jobs: mpsc::Sender<Job>,
     wake: broadcast::Sender<()>,
+    auth: broadcast::Sender<AuthChange>,
     group_commit: bool,
 }
 
@@ -74,43 +78,45 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel(1024);
         tokio::spawn(run_writer(writer, rx, if group_commit { MAX_BATCH } else { 1 }));
         let (wake, _) = broadcast::channel(16);
-        Ok(Self { url, read, jobs, wake, group_commit })
+        let (auth, _) = broadcast::channel(64);
+        Ok(Self { url, read, jobs, wake, auth, group_commit })
     }
 
-    /// Run `f` inside the writer's transaction; answers after the commit, and wakes this
-    /// process's dispatchers and trackers then if `f` asked for it.
+    /// Run `f` inside the writer's transaction; answers after the commit, and then wakes this
+    /// process's dispatchers and trackers and tells its token caches what `f` asked for.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut dyn Tx) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<(StoreResult<T>, bool)>();
+        let (tx, rx) = oneshot::channel::<(StoreResult<T>, Signals)>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
                 let mut writer = SqliteTx::new(conn);
                 let result = f(&mut writer).await;
-                let woke = writer.woke();
+                let signals = writer.into_signals();
                 let ok = result.is_ok();
                 let finish: Finish = Box::new(move |commit_error| {
                     let answer = match commit_error {
                         Some(reason) if ok => Err(StoreError::Unavailable { source: reason.into() }),
                         _ => result,
                     };
-                    let _ = tx.send((answer, woke));
+                    let _ = tx.send((answer, signals));
                 });
                 (ok, finish)
             })
         });
         self.jobs.send(job).await.map_err(|_| writer_gone())?;
-        let (answer, woke) = rx.await.map_err(|_| writer_gone())?;
-        if woke && answer.is_ok() {
-            self.wake_up();
+        let (answer, signals) = rx.await.map_err(|_| writer_gone())?;
+        if answer.is_ok() {
+            if signals.wake {
+                let _ = self.wake.send(());
+            }
+            for change in signals.auth {
+                let _ = self.auth.send(change);
+            }
         }
         answer
-    }
-
-    fn wake_up(&self) {
-        let _ = self.wake.send(());
     }
 }
 
@@ -179,6 +185,19 @@ impl Driver for SqliteStore {
         // Like PostgreSQL's, the first item says "listening now".
         let notes = tokio_stream::wrappers::BroadcastStream::new(self.wake.subscribe()).map(|_| ());
         futures::stream::once(futures::future::ready(())).chain(notes).boxed()
+    }
+
+    fn auth_changes(&self) -> BoxStream<'static, AuthChange> {
+        // Only this process writes the file (an admin command's changes reach it through the
+        // caches' time limits); a lagging receiver missed changes: everything.
+        let notes = tokio_stream::wrappers::BroadcastStream::new(self.auth.subscribe())
+            .map(|change| change.unwrap_or(AuthChange::All));
+        futures::stream::once(futures::future::ready(AuthChange::All)).chain(notes).boxed()
+    }
+
+    fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {
+        // One process: the accounts keep their in-process limiters.
+        None
     }
 
     async fn run<T, F>(&self, access: Access, job: F) -> StoreResult<T>

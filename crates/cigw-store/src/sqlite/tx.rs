@@ -5,24 +5,33 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::rows::query;
 use crate::error::StoreResult;
-use crate::model::Backend;
+use crate::model::{AuthChange, Backend};
 use crate::sql::{Rows, Stmt, Tx};
 
-/// One SQLite connection; remembers whether a wake-up was asked for, which the writer sends
+/// What a write asked to announce once committed.
+#[derive(Debug, Default)]
+pub(super) struct Signals {
+    /// Wake the dispatchers and trackers.
+    pub(super) wake: bool,
+    /// Changes for the token and session caches.
+    pub(super) auth: Vec<AuthChange>,
+}
+
+/// One SQLite connection; remembers what the job asked to announce, which the writer sends
 /// after its commit.
 pub(super) struct SqliteTx<'c> {
     conn: &'c mut SqliteConnection,
-    woke: bool,
+    signals: Signals,
 }
 
 impl<'c> SqliteTx<'c> {
     pub(super) fn new(conn: &'c mut SqliteConnection) -> Self {
-        Self { conn, woke: false }
+        Self { conn, signals: Signals::default() }
     }
 
-    /// Whether the job asked to wake the dispatchers and trackers.
-    pub(super) fn woke(&self) -> bool {
-        self.woke
+    /// What the job asked to announce.
+    pub(super) fn into_signals(self) -> Signals {
+        self.signals
     }
 }
 
@@ -44,7 +53,12 @@ impl Tx for SqliteTx<'_> {
     }
 
     async fn notify_wakeup(&mut self) -> StoreResult<()> {
-        self.woke = true;
+        self.signals.wake = true;
+        Ok(())
+    }
+
+    async fn notify_auth(&mut self, change: &AuthChange) -> StoreResult<()> {
+        self.signals.auth.push(change.clone());
         Ok(())
     }
 }

@@ -947,6 +947,64 @@ pub async fn wakeups_follow_commits(ctx: Ctx) {
     assert_eq!(next(&mut wakes).await.expect("a wake-up after poll_now"), Some(()));
 }
 
+async fn next_change(changes: &mut futures::stream::BoxStream<'static, AuthChange>) -> AuthChange {
+    let next = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+    next.expect("an announcement in time").expect("the stream goes on")
+}
+
+/// Token and session changes are announced once committed, to this handle and (PostgreSQL) to
+/// every other replica's; refused changes announce nothing.
+pub async fn auth_changes_follow_commits(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut here = s.auth_changes();
+    assert_eq!(next_change(&mut here).await, AuthChange::All, "listening now: catch up");
+    let other = ctx.another().await;
+    let mut there = other.auth_changes();
+    assert_eq!(next_change(&mut there).await, AuthChange::All);
+    let replicas = ctx.backend() == Backend::Postgres;
+
+    let token = NewToken {
+        id: "t1".into(),
+        name: "ci".into(),
+        hash: "h1".into(),
+        scopes: vec!["read".into()],
+        expires_at: None,
+        allowed_origins: vec!["https://qa.example".into()],
+        rate_limit_per_minute: None,
+        created_at: t(0),
+    };
+    s.create_token(token.clone()).await.unwrap();
+    let created = AuthChange::Token { id: "t1".into() };
+    assert_eq!(next_change(&mut here).await, created);
+    assert!(s.create_token(token).await.is_err());
+    s.revoke_token("t1", t(1)).await.unwrap();
+    assert_eq!(next_change(&mut here).await, created, "revoked");
+    assert!(s.revoke_token("t1", t(2)).await.is_err());
+    if replicas {
+        assert_eq!(next_change(&mut there).await, created, "another replica hears of the new token");
+        assert_eq!(next_change(&mut there).await, created, "and of its revocation");
+    }
+
+    let session = NewSession {
+        hash: "sess-hash".into(),
+        kind: SessionKind::Ui,
+        token_hash: Some("h1".into()),
+        run_id: None,
+        created_at: t(0),
+        expires_at: t(100),
+    };
+    s.create_session(session).await.unwrap();
+    s.delete_session("sess-hash").await.unwrap();
+    s.delete_session("sess-hash").await.unwrap();
+    let ended = AuthChange::Session { hash: "sess-hash".into() };
+    assert_eq!(next_change(&mut here).await, ended);
+    if replicas {
+        assert_eq!(next_change(&mut there).await, ended);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(300), here.next()).await;
+    assert!(more.is_err(), "nothing else was announced: {more:?}");
+}
+
 pub async fn secrets_stay_out_of_errors_and_debug(ctx: Ctx) {
     let s = &ctx.store;
     let trig = create(s, new_trigger(&["a"], t(0))).await;
