@@ -64,6 +64,35 @@ fn over_grace(since: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> bool
     (now - since).to_std().is_ok_and(|elapsed| elapsed >= grace)
 }
 
+/// The state while some of `workflows` (newest per name, setup workflows that succeeded left
+/// out) is still going: running, queued or on hold. The workflows alone decide it: a pipeline
+/// that has workflows was created without errors, so a status read needs no pipeline read then.
+/// `None` when every workflow has finished, or there are none.
+pub fn still_going(workflows: &[&Workflow]) -> Option<Aggregate> {
+    let any = |f: fn(&WorkflowStatus) -> bool| workflows.iter().any(|w| f(&w.status));
+    if any(|s| {
+        matches!(
+            s,
+            WorkflowStatus::Running | WorkflowStatus::Failing | WorkflowStatus::Queued | WorkflowStatus::Unknown(_)
+        )
+    }) {
+        for w in workflows.iter().filter(|w| matches!(w.status, WorkflowStatus::Unknown(_))) {
+            tracing::warn!(workflow = %w.id, status = %w.status, "unknown CircleCI workflow status, taken as running");
+        }
+        return Some(Aggregate::plain(RunState::Running));
+    }
+    if any(|s| *s == WorkflowStatus::OnHold) {
+        return Some(Aggregate::with(RunState::Blocked, "waiting for approval"));
+    }
+    None
+}
+
+/// The workflows a pipeline's state depends on: all but setup workflows that succeeded (those
+/// only say that continuation workflows may follow).
+pub fn deciding<'w>(workflows: &[&'w Workflow]) -> Vec<&'w Workflow> {
+    workflows.iter().copied().filter(|w| !(w.is_setup() && w.status == WorkflowStatus::Success)).collect()
+}
+
 /// The run state of a pipeline and its (newest-per-name) workflows, observed at `provider_now` (the
 /// provider's clock, so it compares with `created_at` without skew).
 pub fn run_state(
@@ -77,13 +106,9 @@ pub fn run_state(
         let message = if messages.is_empty() { "pipeline errored".to_string() } else { messages.join("; ") };
         return Aggregate::with(RunState::Failed, message);
     }
-    // A successful setup workflow (dynamic config) only says that continuation workflows may
-    // follow; it decides nothing while they exist or are still expected.
-    let (setup, rest): (Vec<&Workflow>, Vec<&Workflow>) = workflows.iter().partition(|w| w.is_setup());
-    let mut considered = rest;
-    considered.extend(setup.iter().filter(|w| w.status != WorkflowStatus::Success));
+    let considered = deciding(workflows);
     if considered.is_empty() {
-        if let Some(done) = setup.iter().filter_map(|w| w.stopped_at).max() {
+        if let Some(done) = workflows.iter().filter(|w| w.is_setup()).filter_map(|w| w.stopped_at).max() {
             return if over_grace(done, provider_now, setup_grace) {
                 Aggregate::with(RunState::Skipped, "the setup workflow continued no workflow")
             } else {
@@ -100,21 +125,10 @@ pub fn run_state(
             Aggregate::plain(RunState::Queued)
         };
     }
+    if let Some(going) = still_going(&considered) {
+        return going;
+    }
     let any = |f: fn(&WorkflowStatus) -> bool| considered.iter().any(|w| f(&w.status));
-    if any(|s| {
-        matches!(
-            s,
-            WorkflowStatus::Running | WorkflowStatus::Failing | WorkflowStatus::Queued | WorkflowStatus::Unknown(_)
-        )
-    }) {
-        for w in considered.iter().filter(|w| matches!(w.status, WorkflowStatus::Unknown(_))) {
-            tracing::warn!(workflow = %w.id, status = %w.status, "unknown CircleCI workflow status, taken as running");
-        }
-        return Aggregate::plain(RunState::Running);
-    }
-    if any(|s| *s == WorkflowStatus::OnHold) {
-        return Aggregate::with(RunState::Blocked, "waiting for approval");
-    }
     if any(|s| matches!(s, WorkflowStatus::Failed | WorkflowStatus::Error | WorkflowStatus::Unauthorized)) {
         return Aggregate::plain(RunState::Failed);
     }

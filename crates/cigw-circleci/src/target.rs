@@ -21,7 +21,7 @@ use crate::models::{
     Job, JobType, MessageResponse, Pipeline, PipelineCreation, RerunResponse, Workflow, WorkflowStatus,
 };
 use crate::slug::ProjectSlug;
-use crate::status::{newest_per_name, run_state, workflow_state};
+use crate::status::{deciding, newest_per_name, run_state, still_going, workflow_state};
 
 /// Key of `ProviderRunRef.extra` holding the workflow ids a rerun created.
 pub const EXTRA_WORKFLOW_IDS: &str = "workflow_ids";
@@ -134,19 +134,28 @@ pub(crate) async fn pipeline_status(
     setup_grace: Duration,
     url: impl Fn(Option<u64>) -> Option<String>,
 ) -> Result<RunStatus> {
-    let (pipeline, pipeline_date) = pipeline(client, &run.id).await?;
     let (workflows, list_date) = workflows(client, &run.id).await?;
-    let provider_now = list_date.or(pipeline_date).unwrap_or_else(Utc::now);
     let newest = newest_per_name(&workflows);
-    let mut agg = run_state(&pipeline, &newest, provider_now, setup_grace);
-    if run.attempt > 1 {
-        let expected = rerun_ids(run);
+    let rerun_listed = run.attempt <= 1 || {
         let listed: BTreeSet<&str> = workflows.iter().map(|w| w.id.as_str()).collect();
-        if expected.iter().any(|id| !listed.contains(id.as_str())) {
-            agg.state = RunState::Queued;
-            agg.message = Some("the rerun's workflows are not listed yet".into());
+        rerun_ids(run).iter().all(|id| listed.contains(id.as_str()))
+    };
+    // While workflows are going they alone decide the state: one call per poll for most of a
+    // run. The pipeline is read before workflows exist and once they have all finished.
+    let going = if rerun_listed { still_going(&deciding(&newest)) } else { None };
+    let (pipeline, agg, provider_now) = match going {
+        Some(agg) => (None, agg, list_date.unwrap_or_else(Utc::now)),
+        None => {
+            let (pipeline, pipeline_date) = pipeline(client, &run.id).await?;
+            let provider_now = list_date.or(pipeline_date).unwrap_or_else(Utc::now);
+            let mut agg = run_state(&pipeline, &newest, provider_now, setup_grace);
+            if !rerun_listed {
+                agg.state = RunState::Queued;
+                agg.message = Some("the rerun's workflows are not listed yet".into());
+            }
+            (Some(pipeline), agg, provider_now)
         }
-    }
+    };
     let steps: Vec<StepDetail> = newest
         .iter()
         .map(|w| StepDetail {
@@ -158,7 +167,9 @@ pub(crate) async fn pipeline_status(
             finished_at: w.stopped_at,
         })
         .collect();
-    let mut raw = format!("pipeline {}", pipeline.state);
+    // Workflows exist only in a created pipeline, so an unread pipeline is `created`.
+    let pipeline_state = pipeline.as_ref().map_or_else(|| "created".to_string(), |p| p.state.to_string());
+    let mut raw = format!("pipeline {pipeline_state}");
     if !newest.is_empty() {
         let parts: Vec<String> = newest.iter().map(|w| format!("{} {}", w.name, w.status)).collect();
         raw.push_str(&format!("; {}", parts.join(", ")));
@@ -169,10 +180,10 @@ pub(crate) async fn pipeline_status(
         state: agg.state,
         raw_status: raw,
         observed_at: Utc::now(),
-        created_at: Some(pipeline.created_at),
+        created_at: pipeline.as_ref().map(|p| p.created_at),
         started_at: newest.iter().map(|w| w.created_at).min(),
         finished_at,
-        url: url(pipeline.number.or(run.number)),
+        url: url(pipeline.as_ref().and_then(|p| p.number).or(run.number)),
         message: agg.message,
         steps,
     })
@@ -228,7 +239,8 @@ impl CiTarget for CircleciTarget {
             pin_sha: false,
             parameters: true,
             trigger_returns_id: true,
-            callbacks: true,
+            // Only an account that verifies CircleCI's webhooks hears from them.
+            callbacks: !self.client.config().webhook_secrets.is_empty(),
             echoes_run_id: self.run_id_parameter,
         }
     }

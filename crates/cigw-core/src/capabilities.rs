@@ -21,7 +21,7 @@ pub struct Capabilities {
     pub parameters: bool,
     /// The trigger call answers with the provider's run id.
     pub trigger_returns_id: bool,
-    /// The provider pushes completion callbacks.
+    /// The account receives the provider's completion callbacks (so polls only show progress).
     pub callbacks: bool,
     /// The provider's build records the gateway run id (a Codefresh annotation, a CircleCI
     /// `cigw_run_id` parameter), so a person can tell which build belongs to which run.

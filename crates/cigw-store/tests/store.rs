@@ -109,6 +109,7 @@ both_backends!(
     bad_input_and_missing_rows,
     idempotency_keys,
     concurrent_same_key_creates_once,
+    a_failing_write_undoes_only_itself,
     claim_dispatch_leases,
     concurrent_claimers_never_share,
     record_dispatch_outcomes,

@@ -105,7 +105,7 @@ pub struct CapabilitiesView {
     pub parameters: bool,
     /// The trigger call answers with the provider's run id.
     pub trigger_returns_id: bool,
-    /// The provider pushes completion callbacks.
+    /// The account receives the provider's completion callbacks (so polls only show progress).
     pub callbacks: bool,
 }
 

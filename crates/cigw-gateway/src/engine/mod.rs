@@ -27,6 +27,8 @@ use crate::state::AppState;
 const DISPATCH_BATCH: u32 = 32;
 /// Runs claimed for polling in one pass.
 const POLL_BATCH: u32 = 64;
+/// The first prune after start, unless `timings.prune_interval` is shorter.
+const FIRST_PRUNE_AFTER: Duration = Duration::from_secs(30);
 /// Runs one process handles at once.
 const MAX_IN_FLIGHT: usize = 128;
 
@@ -59,7 +61,8 @@ impl Engine {
         let mut wakeups = self.state.store.wakeups();
         let timings = &self.state.settings.timings;
         let idle = timings.sweep_interval.min(timings.poll_initial).max(Duration::from_millis(10));
-        let mut next_prune = tokio::time::Instant::now();
+        // Not at once: start-up (and the first `/readyz`) never waits behind a prune.
+        let mut next_prune = tokio::time::Instant::now() + timings.prune_interval.min(FIRST_PRUNE_AFTER);
         let mut in_flight: JoinSet<()> = JoinSet::new();
         while !*shutdown.borrow() {
             if tokio::time::Instant::now() >= next_prune {

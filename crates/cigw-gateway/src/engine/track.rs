@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::Engine;
 use super::matching::{CLOCK_SKEW, Waiting, assign};
-use super::schedule::next_poll;
+use super::schedule::Pace;
 use crate::instrumented::InstrumentedTarget;
 
 /// Most unconfirmed runs of one target one correlation pass matches.
@@ -264,7 +264,8 @@ impl Engine {
 
     fn next_poll_for(&self, run: &RunRecord, now: DateTime<Utc>) -> DateTime<Utc> {
         let t = &self.state.settings.timings;
-        next_poll(now, run.queued_at.unwrap_or(run.created_at), t.poll_initial, t.poll_max)
+        let callbacks = self.state.target(&run.target).is_some_and(|c| c.target.capabilities().callbacks);
+        Pace::new(t.poll_initial, t.poll_max, callbacks).next_poll(now, run.queued_at.unwrap_or(run.created_at))
     }
 
     /// Keep the run as it is, due again at `next` (or untracked), and release the lease.

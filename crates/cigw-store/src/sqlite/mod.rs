@@ -68,7 +68,10 @@ impl SqliteStore {
             .foreign_keys(true)
             // Zero the space a rewritten row leaves behind, so a dropped secret parameter value
             // (docs/storage.md) does not linger in the file; FAST adds no I/O.
-            .pragma("secure_delete", "FAST");
+            .pragma("secure_delete", "FAST")
+            // The savepoint journal of every write in a group commit stays in memory instead of
+            // a temporary file written page by page.
+            .pragma("temp_store", "MEMORY");
         let writer = SqliteConnection::connect_with(&connect).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))
@@ -129,6 +132,11 @@ fn exec<'c>(conn: &'c mut SqliteConnection, sql: &'static str) -> BoxFuture<'c, 
     Box::pin(async move { sqlx::query(sql).execute(conn).await.map(|_| ()) })
 }
 
+/// Whether a savepoint statement succeeded; a failure is logged.
+fn savepoint_ok(result: Result<(), sqlx::Error>) -> bool {
+    result.map_err(|e| tracing::warn!(error = %e, "SQLite writer savepoint failed")).is_ok()
+}
+
 async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
@@ -139,17 +147,40 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, max
             batch.clear();
             continue;
         }
-        for job in batch.drain(..) {
-            // A savepoint per write, so one failing write does not undo the others of the batch.
-            let savepoint = exec(&mut conn, "SAVEPOINT job").await;
+        // A write alone in its batch needs no savepoint: when it fails, the whole transaction
+        // is rolled back. Each statement is a round trip to sqlx's connection thread, so the
+        // two saved ones count when writes come one at a time.
+        let alone = batch.len() == 1;
+        let mut all_ok = true;
+        // Otherwise a savepoint per write, so one failing write does not undo the others; one
+        // write's RELEASE and the next one's SAVEPOINT go in one round trip.
+        let count = batch.len();
+        let mut open = !alone && savepoint_ok(exec(&mut conn, "SAVEPOINT job").await);
+        for (i, job) in batch.drain(..).enumerate() {
             let (ok, finish) = job(&mut conn).await;
-            if savepoint.is_ok() {
-                let undo = if ok { Ok(()) } else { exec(&mut conn, "ROLLBACK TO job").await };
-                if let Err(e) = undo.and(exec(&mut conn, "RELEASE job").await) {
-                    tracing::warn!(error = %e, "SQLite writer savepoint failed");
-                }
-            }
             finishes.push(finish);
+            let last = i + 1 == count;
+            if alone {
+                all_ok = ok;
+            } else if !open {
+                open = !last && savepoint_ok(exec(&mut conn, "SAVEPOINT job").await);
+            } else {
+                if !ok {
+                    savepoint_ok(exec(&mut conn, "ROLLBACK TO job").await);
+                }
+                let release = exec(&mut conn, if last { "RELEASE job" } else { "RELEASE job; SAVEPOINT job" }).await;
+                open = !last && (savepoint_ok(release) || savepoint_ok(exec(&mut conn, "SAVEPOINT job").await));
+            }
+        }
+        if !all_ok {
+            // The failed write's own error is its answer; nothing else was in the transaction.
+            if let Err(e) = exec(&mut conn, "ROLLBACK").await {
+                tracing::warn!(error = %e, "SQLite rollback failed");
+            }
+            for finish in finishes {
+                finish(None);
+            }
+            continue;
         }
         let commit = exec(&mut conn, "COMMIT").await;
         let failure = match commit {

@@ -269,6 +269,47 @@ pub async fn concurrent_same_key_creates_once(ctx: Ctx) {
     assert_eq!(page.runs.len(), 1);
 }
 
+/// A write that fails half-way (its second run repeats the first run's id) leaves nothing
+/// behind, alone or among concurrent writes that SQLite commits together, and takes none of them
+/// down with it.
+pub async fn a_failing_write_undoes_only_itself(ctx: Ctx) {
+    let half_written = |at| {
+        let mut trig = new_trigger(&["a", "b"], at);
+        trig.runs[1].id = trig.runs[0].id.clone();
+        trig
+    };
+    let alone = half_written(t(0));
+    assert!(ctx.store.create_trigger(alone.clone()).await.is_err(), "a repeated run id is refused");
+    assert!(ctx.store.get_trigger(&alone.id).await.is_err(), "nothing of the failed write is kept");
+    assert!(ctx.store.get_run(&alone.runs[0].id).await.is_err());
+
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = ctx.store.clone();
+        let trig = if i % 4 == 1 { half_written(t(i)) } else { new_trigger(&["a"], t(i)) };
+        tasks.push(tokio::spawn(async move { (trig.clone(), s.create_trigger(trig).await) }));
+    }
+    let (mut kept, mut refused) = (0, 0);
+    for task in tasks {
+        let (trig, outcome) = task.await.unwrap();
+        let stored = ctx.store.get_trigger(&trig.id).await;
+        if trig.runs.len() == 2 {
+            assert!(outcome.is_err(), "the half-written trigger is refused");
+            assert!(stored.is_err(), "and not kept");
+            assert!(ctx.store.get_run(&trig.runs[0].id).await.is_err(), "nor its first run");
+            refused += 1;
+        } else {
+            assert!(matches!(outcome, Ok(CreateOutcome::Created(_))), "{outcome:?}");
+            let stored = stored.expect("a good write beside a failing one is kept");
+            assert_eq!(stored.runs.len(), 1);
+            kept += 1;
+        }
+    }
+    assert_eq!((kept, refused), (30, 10));
+    let events = ctx.store.events_after(0, &EventFilter::default(), 1000).await.unwrap();
+    assert_eq!(events.len(), 30, "one `created` event per kept run, none of the refused ones");
+}
+
 pub async fn claim_dispatch_leases(ctx: Ctx) {
     let s = &ctx.store;
     let run = one_run(s).await;
