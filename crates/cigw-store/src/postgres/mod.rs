@@ -6,6 +6,7 @@ mod rows;
 mod tx;
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,10 +18,13 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
+use crate::migrations;
 use crate::sql::Tx;
 use tx::PgTx;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The embedded migrations, accepting newer ones a newer cigw applied (see [`crate::migrations`]).
+static MIGRATOR: LazyLock<sqlx::migrate::Migrator> =
+    LazyLock::new(|| migrations::tolerant(sqlx::migrate!("./migrations/postgres")));
 
 /// The NOTIFY channel the intake signals on.
 const WAKEUP_CHANNEL: &str = "cigw_wakeup";
@@ -80,7 +84,9 @@ impl Driver for PgStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Migration { source: Box::new(e) })
+        migrations::run(&MIGRATOR, &self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        migrations::report_unknown(&MIGRATOR, &mut *conn, &Driver::describe(self)).await
     }
 
     fn wakeups(&self) -> BoxStream<'static, ()> {
