@@ -579,11 +579,11 @@ fn the_kubernetes_manifests_agree_with_each_other_and_with_the_gateway() {
     assert_eq!(gateway["read_only"], true);
     assert_eq!(gateway["cap_drop"], serde_json::json!(["ALL"]));
 
-    // Sizing from cigw-bench (docs/deployment.md#sizing): RSS about 18 MB idle, a 100 MB budget
-    // with 10,000 runs in flight. The request holds idle with room to spare; the limit twice
-    // the budget at least.
+    // Sizing from cigw-bench (docs/deployment.md#sizing): RSS 32 MB measured with 10,000 runs in
+    // flight, against a budget of 100 MB. The request is at least twice the measured figure, the
+    // limit at least twice the budget.
     let resources = &container["resources"];
-    assert!(mebibytes(&resources["requests"]["memory"]) >= 2 * 18);
+    assert!(mebibytes(&resources["requests"]["memory"]) >= 2 * 32);
     assert!(mebibytes(&resources["limits"]["memory"]) >= 2 * 100);
     assert!(resources["requests"]["cpu"].is_string());
 
