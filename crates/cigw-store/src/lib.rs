@@ -16,6 +16,7 @@ use cigw_core::config::DatabaseSettings;
 mod columns;
 mod driver;
 pub mod error;
+mod migrations;
 pub mod model;
 mod ops;
 pub mod postgres;

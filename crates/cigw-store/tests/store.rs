@@ -148,6 +148,8 @@ both_backends!(
     joins_keep_the_latest_result_and_fire_once,
     half_complete_joins_expire_with_events,
     hook_deliveries_dedupe_keep_and_prune,
+    a_newer_additive_migration_leaves_this_version_working,
+    a_changed_known_migration_is_refused,
 );
 
 /// The provider budgets replicas share: PostgreSQL books slots one spacing apart under the row's

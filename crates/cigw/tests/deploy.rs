@@ -3,9 +3,11 @@
 //!   set, environment overrides (`CIGW__…`) apply to it, and a missing variable is reported;
 //! - the Dockerfile's `ENTRYPOINT` + `CMD` is a command line the binary accepts, and run with the
 //!   deploy configuration it serves and passes the image's health check script;
-//! - every YAML file under `deploy/` parses (python3 with PyYAML, which `scripts/test` installs;
-//!   the test fails, saying so, when it is missing), and compose and Kubernetes mount the configuration where `CMD`
-//!   reads it, pass every secret it names and probe the right endpoints.
+//! - every YAML file under `deploy/` parses, and compose and Kubernetes mount the configuration
+//!   where `CMD` reads it, pass every secret it names and probe the right endpoints;
+//! - every Kubernetes manifest is valid for Kubernetes 1.30 by the official JSON schemas vendored
+//!   in `deploy/k8s/schemas/` (strict: an unknown field fails), and the manifests agree with
+//!   each other and with the gateway (replicas, disruption budget, grace period, user, sizing).
 //!
 //! No network: the only server is the debug binary on 127.0.0.1 with a SQLite file.
 
@@ -14,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use yaml_rust2::Yaml;
 
 const ADMIN_TOKEN: &str = "cigw_deploy-test-admin-token-0123456789abcdefghijklmnop";
 
@@ -82,14 +85,21 @@ fn the_deploy_configuration_passes_check_config_with_env_overrides() {
     assert!(stdout.contains("listen: 127.0.0.1:18080\n"), "CIGW__SERVER__LISTEN applied:\n{stdout}");
     assert!(!stdout.contains("dummy-") && !stderr.contains("dummy-"), "a secret was printed:\n{stdout}\n{stderr}");
 
-    // The URL compose and Kubernetes give (its password comes from PGPASSWORD) is accepted too.
-    let out = cigw_with_secrets()
-        .args(["check-config", "--config"])
-        .arg(repo_file("deploy/cigw.toml"))
-        .env("CIGW__DATABASE__URL", "postgres://cigw@postgres:5432/cigw")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // The URLs compose and the Kubernetes Secret example give (their password comes from
+    // PGPASSWORD) are accepted too.
+    let compose = document(&deploy_yaml(), "compose.yaml")["services"]["cigw"]["environment"]["CIGW__DATABASE__URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for url in [compose, kubernetes_database_url()] {
+        let out = cigw_with_secrets()
+            .args(["check-config", "--config"])
+            .arg(repo_file("deploy/cigw.toml"))
+            .env("CIGW__DATABASE__URL", &url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stdout));
+    }
 
     // Without one of the variables it names, the configuration is refused at that key.
     let out = cigw_with_secrets()
@@ -244,19 +254,38 @@ fn the_image_command_serves_the_deploy_configuration_and_passes_the_health_check
     assert_eq!(down.status.code(), Some(1), "a stopped gateway is unhealthy: {down:?}");
 }
 
-/// Every YAML file under `deploy/`, parsed by python3 + PyYAML into JSON (one value per
-/// document).
+/// A YAML text as JSON values, one per document (empty documents dropped).
+fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
+    let docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
+    docs.iter().filter(|d| !d.is_null()).map(yaml_to_json).collect()
+}
+
+fn yaml_to_json(yaml: &Yaml) -> Result<Value, String> {
+    Ok(match yaml {
+        Yaml::Null => Value::Null,
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Real(_) => Value::from(yaml.as_f64().ok_or_else(|| format!("not a number: {yaml:?}"))?),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect::<Result<_, _>>()?),
+        Yaml::Hash(map) => {
+            let mut object = serde_json::Map::new();
+            for (key, value) in map {
+                let key = match key {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Integer(i) => i.to_string(),
+                    other => return Err(format!("a mapping key that is not a string: {other:?}")),
+                };
+                object.insert(key, yaml_to_json(value)?);
+            }
+            Value::Object(object)
+        }
+        Yaml::Alias(_) | Yaml::BadValue => return Err(format!("unsupported YAML node: {yaml:?}")),
+    })
+}
+
+/// Every YAML file under `deploy/` (path relative to it), parsed into JSON values.
 fn deploy_yaml() -> Vec<(String, Vec<Value>)> {
-    let probe = match Command::new("python3").args(["-c", "import yaml"]).output() {
-        Ok(out) => out,
-        Err(e) => panic!("python3 is needed to parse the YAML files under deploy/ (cannot run it: {e})"),
-    };
-    assert!(
-        probe.status.success(),
-        "PyYAML is needed to parse the YAML files under deploy/ (scripts/test installs it with \
-         `python3 -m pip install pyyaml`): {}",
-        String::from_utf8_lossy(&probe.stderr).trim().lines().last().unwrap_or("no message")
-    );
     let mut files = Vec::new();
     let mut dirs = vec![repo_file("deploy")];
     while let Some(dir) = dirs.pop() {
@@ -270,22 +299,14 @@ fn deploy_yaml() -> Vec<(String, Vec<Value>)> {
         }
     }
     files.sort();
-    assert!(files.len() >= 5, "compose.yaml and the k8s manifests: {files:?}");
-    const TO_JSON: &str = "import json, sys, yaml\n\
-                           with open(sys.argv[1]) as f:\n    json.dump(list(yaml.safe_load_all(f)), sys.stdout)";
+    assert!(files.len() >= 7, "compose.yaml and the k8s manifests: {files:?}");
     files
         .into_iter()
         .map(|path| {
-            let out = Command::new("python3").args(["-c", TO_JSON]).arg(&path).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{} does not parse:\n{}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let docs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
             let rel = path.strip_prefix(repo_file("deploy")).unwrap().display().to_string();
-            (rel, docs.into_iter().filter(|d| !d.is_null()).collect())
+            let docs = yaml_documents(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("deploy/{rel} does not parse: {e}"));
+            (rel, docs)
         })
         .collect()
 }
@@ -369,13 +390,9 @@ fn compose_and_kubernetes_mount_the_configuration_where_the_image_reads_it() {
         assert!(var["valueFrom"]["secretKeyRef"]["name"].is_string(), "{name} comes from a Secret: {var}");
     }
     let url = env.iter().find(|e| e["name"] == "CIGW__DATABASE__URL").expect("CIGW__DATABASE__URL");
-    assert!(url["value"].as_str().unwrap().starts_with("postgres://"), "replicas need PostgreSQL: {url}");
-
-    let kustomization = document(&files, "k8s/kustomization.yaml");
-    let resources = kustomization["resources"].to_string();
-    for file in ["configmap.yaml", "deployment.yaml", "service.yaml"] {
-        assert!(resources.contains(file), "kustomization lists {file}");
-    }
+    assert!(url["valueFrom"]["secretKeyRef"]["name"].is_string(), "the database URL comes from a Secret: {url}");
+    let example = kubernetes_database_url();
+    assert!(example.starts_with("postgres://"), "replicas need PostgreSQL: {example}");
 }
 
 #[test]
@@ -389,4 +406,217 @@ fn the_systemd_unit_runs_the_image_command_and_its_environment_file_names_every_
     for name in secret_vars() {
         assert!(env_example.contains(&format!("\n{name}=")), "cigw.env.example has {name}");
     }
+}
+
+/// The `database-url` of the Kubernetes Secret example: what the Deployment's
+/// `CIGW__DATABASE__URL` holds.
+fn kubernetes_database_url() -> String {
+    let files = deploy_yaml();
+    let url = &document(&files, "k8s/secret.example.yaml")["stringData"]["database-url"];
+    url.as_str().expect("secret.example.yaml has a database-url").to_string()
+}
+
+/// The vendored schemas: Kubernetes 1.30, strict (see deploy/k8s/schemas/README.md).
+const K8S_SCHEMAS: &str = "deploy/k8s/schemas/v1.30.0-local-strict";
+/// The `$id` of the definitions file the kind schemas refer to.
+const K8S_DEFINITIONS_ID: &str = "https://kubernetes.io/api/_definitions.json";
+
+/// The validator of a manifest's `apiVersion` and `kind`, from the file kubernetes-validate names
+/// `<kind>-<group>-<version>.json` (`apps/v1` → `apps-v1`, core `v1` → `v1`).
+fn k8s_validator(manifest: &Value) -> Result<jsonschema::Validator, String> {
+    let api_version = manifest["apiVersion"].as_str().ok_or("no apiVersion")?;
+    let kind = manifest["kind"].as_str().ok_or("no kind")?;
+    let group_version = match api_version.split_once('/') {
+        Some((group, version)) => format!("{}-{version}", group.split('.').next().unwrap_or(group)),
+        None => api_version.to_string(),
+    };
+    let file = format!("{K8S_SCHEMAS}/{}-{group_version}.json", kind.to_lowercase());
+    let text = std::fs::read_to_string(repo_file(&file))
+        .map_err(|e| format!("no vendored schema for {kind} {api_version} ({file}): {e}"))?;
+    let schema: Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+    let definitions: Value = serde_json::from_str(&read(&format!("{K8S_SCHEMAS}/_definitions.json"))).unwrap();
+    let definitions = jsonschema::Resource::from_contents(definitions).map_err(|e| e.to_string())?;
+    jsonschema::options()
+        .with_resource(K8S_DEFINITIONS_ID, definitions)
+        .build(&schema)
+        .map_err(|e| format!("{file}: {e}"))
+}
+
+/// What the vendored schemas find wrong with a manifest, one line each with its place.
+fn k8s_errors(manifest: &Value) -> Vec<String> {
+    match k8s_validator(manifest) {
+        Ok(validator) => validator.iter_errors(manifest).map(|e| format!("{}: {e}", e.instance_path)).collect(),
+        Err(e) => vec![e],
+    }
+}
+
+#[test]
+fn every_kubernetes_manifest_is_valid_for_kubernetes_1_30() {
+    let files = deploy_yaml();
+    let mut kinds = Vec::new();
+    for (file, docs) in files.iter().filter(|(f, _)| f.starts_with("k8s/") && f != "k8s/kustomization.yaml") {
+        for doc in docs {
+            let errors = k8s_errors(doc);
+            assert!(errors.is_empty(), "deploy/{file} is not valid for Kubernetes 1.30:\n{}", errors.join("\n"));
+            kinds.push(doc["kind"].as_str().unwrap().to_string());
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service"]);
+}
+
+#[test]
+fn the_schema_check_fails_on_a_wrong_field() {
+    let one = |text: &str| yaml_documents(text).unwrap().remove(0);
+    let deployment = read("deploy/k8s/deployment.yaml");
+    assert_eq!(k8s_errors(&one(&deployment)), Vec::<String>::new(), "the real Deployment is valid");
+
+    // One mistake at a time in the real Deployment, each found at its place.
+    for (from, to, expected) in [
+        ("  replicas: 3\n", "  replica: 3\n", "'replica' was unexpected"),
+        ("readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", "'readOnlyRootFileSystem' was unexpected"),
+        (
+            "failureThreshold: 60",
+            "failureThreshold: sixty",
+            "/spec/template/spec/containers/0/startupProbe/failureThreshold",
+        ),
+        (
+            "terminationGracePeriodSeconds: 30",
+            "terminationGracePeriodSeconds: 30s",
+            "/spec/template/spec/terminationGracePeriodSeconds",
+        ),
+        ("              - key: cigw.toml\n", "              - name: cigw.toml\n", "\"key\" is a required property"),
+    ] {
+        assert!(deployment.contains(from), "deployment.yaml has {from:?}");
+        let errors = k8s_errors(&one(&deployment.replacen(from, to, 1)));
+        assert!(errors.iter().any(|e| e.contains(expected)), "{from:?} -> {to:?}: want {expected:?} in {errors:?}");
+    }
+
+    // A manifest written wrong from scratch: a misspelt field deep in a PodDisruptionBudget, and
+    // a kind with no vendored schema.
+    let pdb = "apiVersion: policy/v1\n\
+               kind: PodDisruptionBudget\n\
+               metadata: {name: cigw}\n\
+               spec:\n  maxUnavailable: 1\n  selector:\n    matchLabel: {app: cigw}\n";
+    let errors = k8s_errors(&one(pdb));
+    assert!(
+        errors.iter().any(|e| e.starts_with("/spec/selector") && e.contains("'matchLabel' was unexpected")),
+        "{errors:?}"
+    );
+    let old = "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: cigw}\n";
+    let errors = k8s_errors(&one(old));
+    assert!(
+        errors.len() == 1 && errors[0].contains("no vendored schema for Deployment extensions/v1beta1"),
+        "{errors:?}"
+    );
+}
+
+/// Kubernetes' `Mi`/`Gi` quantity in MiB.
+fn mebibytes(quantity: &Value) -> u64 {
+    let q = quantity.as_str().unwrap_or_else(|| panic!("a quantity: {quantity}"));
+    match q.split_at(q.len() - 2) {
+        (n, "Mi") => n.parse().unwrap(),
+        (n, "Gi") => n.parse::<u64>().unwrap() * 1024,
+        _ => panic!("write memory in Mi or Gi: {q}"),
+    }
+}
+
+#[test]
+fn the_kubernetes_manifests_agree_with_each_other_and_with_the_gateway() {
+    let files = deploy_yaml();
+    let deployment = document(&files, "k8s/deployment.yaml");
+    let spec = &deployment["spec"];
+    let pod = &spec["template"]["spec"];
+    let container = &pod["containers"][0];
+    let selector = spec["selector"]["matchLabels"].as_object().unwrap();
+    for (label, value) in selector {
+        assert_eq!(&spec["template"]["metadata"]["labels"][label], value, "the pods carry the selector's {label}");
+    }
+
+    // Three replicas, replaced one at a time without losing capacity; the budget keeps two up.
+    assert_eq!(spec["replicas"], 3);
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    let pdb = document(&files, "k8s/pdb.yaml");
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"].as_object(), Some(selector));
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let service = document(&files, "k8s/service.yaml");
+    assert_eq!(service["spec"]["selector"].as_object(), Some(selector));
+    let target_port = &service["spec"]["ports"][0]["targetPort"];
+    assert!(container["ports"].as_array().unwrap().iter().any(|p| p["name"] == *target_port), "{target_port}");
+
+    // Probes: liveness and start-up on /healthz; readiness on /readyz, which needs a database
+    // write and waits for it up to READY_TIMEOUT: the probe waits longer, so it sees the 503.
+    assert_eq!(container["startupProbe"]["httpGet"]["path"], "/healthz");
+    let ready_timeout = cigw_gateway::api::health::READY_TIMEOUT.as_secs();
+    assert!(container["readinessProbe"]["timeoutSeconds"].as_u64().unwrap() > ready_timeout);
+
+    // The pod gets SIGTERM after its preStop sleep, then cigw drains within shutdown_grace:
+    // both must fit in the grace period, and compose and systemd give at least as much.
+    assert!(!read("deploy/cigw.toml").contains("shutdown_grace"), "deploy/cigw.toml keeps the default grace");
+    let drain = cigw_core::config::Settings::default().server.shutdown_grace.as_secs();
+    let pre_stop = &container["lifecycle"]["preStop"]["exec"]["command"];
+    assert_eq!(pre_stop[0], "sleep");
+    let pre_stop: u64 = pre_stop[1].as_str().unwrap().parse().unwrap();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(pre_stop + drain < grace, "preStop {pre_stop} s + shutdown_grace {drain} s < {grace} s");
+    let compose = document(&files, "compose.yaml");
+    let compose_grace = humantime::parse_duration(compose["services"]["cigw"]["stop_grace_period"].as_str().unwrap());
+    assert!(compose_grace.unwrap().as_secs() > drain);
+    assert!(read("deploy/systemd/cigw.service").contains(&format!("TimeoutStopSec={grace}s\n")));
+
+    // Non-root as the image's user, read-only root filesystem, no capabilities; compose too.
+    let user = instruction(&final_stage_instructions(), "USER");
+    let (uid, gid) = user.split_once(':').unwrap();
+    assert_eq!(pod["securityContext"]["runAsUser"].to_string(), uid);
+    assert_eq!(pod["securityContext"]["runAsGroup"].to_string(), gid);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let hardening = &container["securityContext"];
+    assert_eq!(hardening["readOnlyRootFilesystem"], true);
+    assert_eq!(hardening["allowPrivilegeEscalation"], false);
+    assert_eq!(hardening["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let gateway = &compose["services"]["cigw"];
+    assert_eq!(gateway["read_only"], true);
+    assert_eq!(gateway["cap_drop"], serde_json::json!(["ALL"]));
+
+    // Sizing from cigw-bench (docs/deployment.md#sizing): RSS 32 MB measured with 10,000 runs in
+    // flight, against a budget of 100 MB. The request is at least twice the measured figure, the
+    // limit at least twice the budget.
+    let resources = &container["resources"];
+    assert!(mebibytes(&resources["requests"]["memory"]) >= 2 * 32);
+    assert!(mebibytes(&resources["limits"]["memory"]) >= 2 * 100);
+    assert!(resources["requests"]["cpu"].is_string());
+
+    // Every secret the Deployment reads is a key of the Secret example, whose values are
+    // placeholders: no real secret is in the repository.
+    let secret = document(&files, "k8s/secret.example.yaml");
+    let keys = secret["stringData"].as_object().unwrap();
+    for var in container["env"].as_array().unwrap().iter().filter(|e| e["valueFrom"].is_object()) {
+        let reference = &var["valueFrom"]["secretKeyRef"];
+        assert_eq!(reference["name"], secret["metadata"]["name"], "{var}");
+        assert!(keys.contains_key(reference["key"].as_str().unwrap()), "secret.example.yaml has {var}");
+    }
+    for (key, value) in keys {
+        let value = value.as_str().unwrap();
+        if key == "database-url" {
+            let authority = value.split_once("://").unwrap().1.split('/').next().unwrap();
+            assert!(!authority.split('@').next().unwrap().contains(':'), "no password in the example URL: {value}");
+        } else {
+            assert_eq!(value, "REPLACE_ME", "{key} is a placeholder");
+        }
+    }
+
+    // The kustomization applies every manifest but the Secret example, which would overwrite the
+    // real Secret with placeholders.
+    let kustomization = document(&files, "k8s/kustomization.yaml");
+    let mut listed: Vec<&str> =
+        kustomization["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    listed.sort_unstable();
+    let mut manifests: Vec<&str> = files
+        .iter()
+        .filter_map(|(f, _)| f.strip_prefix("k8s/"))
+        .filter(|f| !f.contains('/') && *f != "kustomization.yaml" && *f != "secret.example.yaml")
+        .collect();
+    manifests.sort_unstable();
+    assert_eq!(listed, manifests);
 }

@@ -8,6 +8,7 @@ mod tx;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,10 +22,13 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
 use crate::model::AuthChange;
+use crate::migrations;
 use crate::sql::Tx;
 use tx::PgTx;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The embedded migrations, accepting newer ones a newer cigw applied (see [`crate::migrations`]).
+static MIGRATOR: LazyLock<sqlx::migrate::Migrator> =
+    LazyLock::new(|| migrations::tolerant(sqlx::migrate!("./migrations/postgres")));
 
 /// The NOTIFY channel the intake signals on.
 const WAKEUP_CHANNEL: &str = "cigw_wakeup";
@@ -115,7 +119,9 @@ impl Driver for PgStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Migration { source: Box::new(e) })
+        migrations::run(&MIGRATOR, &self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        migrations::report_unknown(&MIGRATOR, &mut *conn, &Driver::describe(self)).await
     }
 
     fn wakeups(&self) -> BoxStream<'static, ()> {

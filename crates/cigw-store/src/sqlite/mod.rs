@@ -6,6 +6,7 @@ mod tx;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,10 +24,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
 use crate::model::AuthChange;
+use crate::migrations;
 use crate::sql::Tx;
 use tx::{Signals, SqliteTx};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The embedded migrations, accepting newer ones a newer cigw applied (see [`crate::migrations`]).
+static MIGRATOR: LazyLock<sqlx::migrate::Migrator> =
+    LazyLock::new(|| migrations::tolerant(sqlx::migrate!("./migrations/sqlite")));
 
 /// How many queued writes one group commit takes at most.
 const MAX_BATCH: usize = 128;
@@ -209,7 +213,9 @@ impl Driver for SqliteStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         // Through the reader pool: a plain connection that waits (busy timeout) for the writer.
-        MIGRATOR.run(&self.read).await.map_err(|e| StoreError::Migration { source: Box::new(e) })
+        migrations::run(&MIGRATOR, &self.read).await?;
+        let mut conn = self.read.acquire().await?;
+        migrations::report_unknown(&MIGRATOR, &mut *conn, &Driver::describe(self)).await
     }
 
     fn wakeups(&self) -> BoxStream<'static, ()> {

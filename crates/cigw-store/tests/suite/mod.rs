@@ -20,6 +20,9 @@ use serde_json::json;
 mod outbox;
 pub use outbox::*;
 
+mod rolling_upgrade;
+pub use rolling_upgrade::*;
+
 /// What a suite test gets: a migrated, empty store, and the settings to open another handle
 /// on the same database (a second replica or process).
 pub struct Ctx {
@@ -1138,7 +1141,7 @@ async fn delivered_notification(ctx: &Ctx, secs: i64) {
 
 /// The optional text of the first row of a one-column query, read on a connection of its own
 /// (`None`: no row).
-async fn raw_optional_texts(ctx: &Ctx, sql: &str) -> Option<Option<String>> {
+pub(crate) async fn raw_optional_texts(ctx: &Ctx, sql: &str) -> Option<Option<String>> {
     use sqlx::Connection;
     match ctx.backend() {
         Backend::Sqlite => {
