@@ -19,6 +19,9 @@ pub(crate) struct Setup {
     pub(crate) timings: Vec<(&'static str, String)>,
     /// Extra CircleCI targets `fan-000`…, for the fan-out figure.
     pub(crate) fan_out: usize,
+    /// Whether each `fan-…` target has an account of its own (else they share `bench`, and its
+    /// limit of in-flight requests).
+    pub(crate) fan_out_accounts: bool,
     /// Whether the CircleCI account accepts the stand-in's signed webhooks.
     pub(crate) callbacks: bool,
 }
@@ -62,9 +65,17 @@ impl Setup {
         let project = cigw_sim::sandbox::CIRCLECI_PROJECT;
         let names = std::iter::once("api-build".to_string()).chain((0..self.fan_out).map(|i| format!("fan-{i:03}")));
         for name in names {
+            let account = if self.fan_out_accounts && name.starts_with("fan-") { name.as_str() } else { "bench" };
+            if account != "bench" {
+                let _ = writeln!(
+                    t,
+                    "\n[providers.circleci.{account}]\nbase_url = \"{}\"\ntoken = \"sim-circleci-token\"",
+                    self.base_url("circleci")
+                );
+            }
             let _ = writeln!(
                 t,
-                "\n[targets.{name}]\nprovider = \"circleci\"\naccount = \"bench\"\nproject_slug = \"{project}\"\n\
+                "\n[targets.{name}]\nprovider = \"circleci\"\naccount = \"{account}\"\nproject_slug = \"{project}\"\n\
                  [targets.{name}.parameters.cigw_run_id]\ntype = \"string\""
             );
         }
