@@ -65,10 +65,9 @@ fn over_grace(since: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> bool
 }
 
 /// The state while some of `workflows` (newest per name, setup workflows that succeeded left
-/// out) is still going: running, queued or on hold. The workflows alone decide it: a pipeline
-/// that has workflows was created without errors, so a status read needs no pipeline read then.
-/// `None` when every workflow has finished, or there are none.
-pub fn still_going(workflows: &[&Workflow]) -> Option<Aggregate> {
+/// out) is still going: running, queued or on hold. `None` when every workflow has finished, or
+/// there are none.
+fn still_going(workflows: &[&Workflow]) -> Option<Aggregate> {
     let any = |f: fn(&WorkflowStatus) -> bool| workflows.iter().any(|w| f(&w.status));
     if any(|s| {
         matches!(
@@ -125,7 +124,14 @@ pub fn run_state(
             Aggregate::plain(RunState::Queued)
         };
     }
-    if let Some(going) = still_going(&considered) {
+    workflows_state(&considered)
+}
+
+/// The state of a pipeline from its deciding workflows (see [`deciding`]; at least one). A
+/// pipeline that has workflows was created without errors, so they alone decide it, and a
+/// status read needs no pipeline read then.
+pub fn workflows_state(considered: &[&Workflow]) -> Aggregate {
+    if let Some(going) = still_going(considered) {
         return going;
     }
     let any = |f: fn(&WorkflowStatus) -> bool| considered.iter().any(|w| f(&w.status));

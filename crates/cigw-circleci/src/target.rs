@@ -21,7 +21,7 @@ use crate::models::{
     Job, JobType, MessageResponse, Pipeline, PipelineCreation, RerunResponse, Workflow, WorkflowStatus,
 };
 use crate::slug::ProjectSlug;
-use crate::status::{deciding, newest_per_name, run_state, still_going, workflow_state};
+use crate::status::{deciding, newest_per_name, run_state, workflow_state, workflows_state};
 
 /// Key of `ProviderRunRef.extra` holding the workflow ids a rerun created.
 pub const EXTRA_WORKFLOW_IDS: &str = "workflow_ids";
@@ -140,10 +140,12 @@ pub(crate) async fn pipeline_status(
         let listed: BTreeSet<&str> = workflows.iter().map(|w| w.id.as_str()).collect();
         rerun_ids(run).iter().all(|id| listed.contains(id.as_str()))
     };
-    // While workflows are going they alone decide the state: one call per poll for most of a
-    // run. The pipeline is read before workflows exist and once they have all finished.
-    let going = if rerun_listed { still_going(&deciding(&newest)) } else { None };
-    let (pipeline, agg, provider_now) = match going {
+    // Once workflows exist they alone decide the state: one call per poll. The pipeline is read
+    // only before (its errors, the setup grace), or when the run's link needs its number.
+    let deciding = deciding(&newest);
+    let link = url(run.number);
+    let decided = (rerun_listed && !deciding.is_empty() && link.is_some()).then(|| workflows_state(&deciding));
+    let (pipeline, agg, provider_now) = match decided {
         Some(agg) => (None, agg, list_date.unwrap_or_else(Utc::now)),
         None => {
             let (pipeline, pipeline_date) = pipeline(client, &run.id).await?;
@@ -183,7 +185,10 @@ pub(crate) async fn pipeline_status(
         created_at: pipeline.as_ref().map(|p| p.created_at),
         started_at: newest.iter().map(|w| w.created_at).min(),
         finished_at,
-        url: url(pipeline.as_ref().and_then(|p| p.number).or(run.number)),
+        url: match &pipeline {
+            Some(p) if p.number.is_some() => url(p.number),
+            _ => link,
+        },
         message: agg.message,
         steps,
     })

@@ -21,8 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
-use crate::model::AuthChange;
 use crate::migrations;
+use crate::model::AuthChange;
 use crate::sql::Tx;
 use tx::PgTx;
 

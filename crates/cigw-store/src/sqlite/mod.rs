@@ -23,8 +23,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
-use crate::model::AuthChange;
 use crate::migrations;
+use crate::model::AuthChange;
 use crate::sql::Tx;
 use tx::{Signals, SqliteTx};
 
