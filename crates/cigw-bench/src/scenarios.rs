@@ -375,15 +375,17 @@ pub(crate) async fn calls_per_run(ctx: &mut Ctx) -> anyhow::Result<()> {
             ids.extend(post_trigger(&ctx.http, &ctx.auth, &gw.url, BODY).await?.0);
         }
         wait_terminal(ctx, &gw.url, &ids, Duration::from_secs(120)).await?;
-        let Counts { total, triggers } = stand_in.counts(ctx).await?;
+        let Counts { total, triggers, by_kind } = stand_in.counts(ctx).await?;
         let per_run = (total - triggers) as f64 / RUNS as f64;
+        let by_kind: serde_json::Map<String, Value> =
+            by_kind.into_iter().map(|(k, n)| (k, json!((n as f64 / RUNS as f64 * 10.0).round() / 10.0))).collect();
         ctx.report.add(
             &format!("provider_calls_per_run_{}", if callbacks { "callbacks" } else { "polling" }),
             &format!(
                 "provider calls per run after the trigger, 10-min build, {}",
                 if callbacks { "with callbacks" } else { "polling only" }
             ),
-            json!({"calls": (per_run * 10.0).round() / 10.0}),
+            json!({"calls": (per_run * 10.0).round() / 10.0, "per_run_by_kind": by_kind}),
             Some(json!({"official Codefresh CLI (polls every 5 s)": 120})),
             Some(if callbacks { "<= 5" } else { "<= 15" }),
         );

@@ -22,12 +22,24 @@ pub(crate) struct Arrival {
 }
 
 /// Request counts so far.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Counts {
     /// Every request to any simulator.
     pub(crate) total: u64,
     /// Requests that start a build.
     pub(crate) triggers: u64,
+    /// Requests by method and path, ids written `{id}` (`GET /api/v2/pipeline/{id}/workflow`).
+    pub(crate) by_kind: std::collections::BTreeMap<String, u64>,
+}
+
+/// `GET /api/v2/pipeline/5b0c…/workflow` → `GET /api/v2/pipeline/{id}/workflow`.
+fn kind(r: &cigw_sim::harness::RecordedRequest) -> String {
+    let shape: Vec<&str> = r
+        .path
+        .split('/')
+        .map(|seg| if seg.len() >= 16 && seg.chars().any(|c| c.is_ascii_digit()) { "{id}" } else { seg })
+        .collect();
+    format!("{} {}", r.method, shape.join("/"))
 }
 
 /// Run the simulators at `speed` with builds lasting `run_for` (simulated), and the control API
@@ -71,7 +83,11 @@ async fn arrivals(State(p): State<Arc<SandboxProviders>>) -> Json<Vec<Arrival>> 
 async fn counts(State(p): State<Arc<SandboxProviders>>) -> Json<Counts> {
     let all = p.harness.recorder().requests();
     let triggers = all.iter().filter(|r| is_trigger(r)).count() as u64;
-    Json(Counts { total: all.len() as u64, triggers })
+    let mut by_kind = std::collections::BTreeMap::new();
+    for r in &all {
+        *by_kind.entry(kind(r)).or_insert(0) += 1;
+    }
+    Json(Counts { total: all.len() as u64, triggers, by_kind })
 }
 
 #[derive(Deserialize)]
