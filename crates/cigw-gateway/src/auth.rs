@@ -402,7 +402,14 @@ impl AuthState {
     /// Drop what `change` makes stale.
     fn apply(&self, change: &AuthChange) {
         match change {
-            AuthChange::Token { id } => self.forget(id),
+            // Not `forget`: the change may be the token's creation, whose requests may already
+            // count against its rate limit (a new limiter would start the count afresh). A
+            // revoked token is refused before its limiter is asked.
+            AuthChange::Token { id } => {
+                self.touched.lock().remove(id);
+                self.invalidate_origins();
+                self.recheck_streams();
+            }
             AuthChange::Session { .. } => self.recheck_streams(),
             AuthChange::All => {
                 self.invalidate_origins();
