@@ -294,7 +294,9 @@ then.targets = ["legacy-basic"]
 
 #[tokio::test]
 async fn a_gateway_killed_while_the_upstream_finishes_fires_the_downstream_once() {
-    let mut gw = Gateway::start_with(20.0, Duration::from_secs(20), A_TO_B).await;
+    // Builds of about 3 s: CircleCI's callbacks tell the end, so the gateway reads a running
+    // build only now and then (8 × its age), and a shorter one may be seen only once it ended.
+    let mut gw = Gateway::start_with(20.0, Duration::from_secs(60), A_TO_B).await;
     // Window 1: the upstream ends at the provider while no gateway runs.
     let ids = gw.trigger(json!({"targets": ["api-build"], "ref": {"branch": "main"}})).await;
     gw.wait_for_run(&ids[0], Duration::from_secs(30), |s| s == "running").await;
