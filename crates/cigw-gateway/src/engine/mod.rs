@@ -4,6 +4,7 @@
 //! restarted process) never work on one run at once.
 
 mod dispatch;
+mod lease;
 mod locks;
 mod matching;
 mod schedule;
@@ -13,10 +14,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use cigw_core::retry::within_budget;
 use cigw_store::RunRecord;
-use futures::StreamExt;
 use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -130,37 +132,38 @@ impl Engine {
 
     /// Run `work` on a claimed run while renewing the run's lease every third of the lease, so
     /// a slow provider call (a long request timeout, a retry) keeps the run instead of letting
-    /// another claimer take it mid-call. When the lease cannot be renewed (another claimer has
-    /// the run, or the store cannot confirm ours before it runs out) the work is dropped: the
-    /// next claim then counts the attempt as possibly sent and reconciles it. `false` then.
-    async fn under_lease(&self, run_id: &str, work: impl Future<Output = ()>) -> bool {
+    /// another claimer take it mid-call. When the lease cannot be confirmed (another claimer has
+    /// the run, or the store has not confirmed a renewal by the time the lease may end) the work
+    /// is dropped then, before anything more is sent: another claimer may take the run from that
+    /// moment and reconciles the attempt. `false` then.
+    async fn under_lease(
+        &self,
+        run_id: &str,
+        lease_until: Option<DateTime<Utc>>,
+        work: impl Future<Output = ()>,
+    ) -> bool {
         let lease = self.state.settings.timings.lease;
-        let every = (lease / 3).max(Duration::from_millis(10));
-        let renew = async {
-            let mut held_until = tokio::time::Instant::now() + lease;
-            loop {
-                tokio::time::sleep(every).await;
-                let now = self.state.now();
-                let until = now + cigw_core::time::span(lease);
-                match self.state.store.renew_lease(run_id, &self.owner, now, until).await {
-                    Ok(true) => held_until = tokio::time::Instant::now() + lease,
-                    Ok(false) => return "the lease was lost",
-                    Err(e) => {
-                        tracing::warn!(run_id, error = %e, "renewing a lease failed");
-                        // Stop before the lease we can still prove ends.
-                        if tokio::time::Instant::now() + every >= held_until {
-                            return "the lease could not be renewed";
-                        }
-                    }
-                }
-            }
-        };
+        let left = lease_until.map_or(lease, |until| (until - self.state.now()).to_std().unwrap_or_default());
+        let renew = lease::hold(left, lease, || {
+            let now = self.state.now();
+            self.state.store.renew_lease(run_id, &self.owner, now, now + cigw_core::time::span(lease))
+        });
+        let mut work = std::pin::pin!(work);
         tokio::select! {
-            () = work => true,
+            // The lease first: work must not take another step once the lease may have ended.
+            biased;
             why = renew => {
+                // The store also says "not yours" when the work's own last write just ended the
+                // run or released its lease. Unlike a lease that ran out, a lost one lets nothing
+                // more be sent (a send needs its mark, which needs the lease), so the work may
+                // take one more step: if that ends it, it was done.
+                if why == lease::LOST && work.as_mut().now_or_never().is_some() {
+                    return true;
+                }
                 tracing::warn!(run_id, why, "work on a run was abandoned");
                 false
             }
+            () = work.as_mut() => true,
         }
     }
 
@@ -203,9 +206,9 @@ impl Engine {
     async fn dispatch_traced(&self, run: RunRecord) {
         let span =
             tracing::info_span!("dispatch", run_id = %run.id, target = %run.target, attempt = run.dispatch_attempts);
-        let run_id = run.id.clone();
+        let (run_id, lease_until) = (run.id.clone(), run.lease_until);
         let work = within_budget(self.wait_budget_end(), self.dispatch(run).instrument(span));
-        if !self.under_lease(&run_id, work).await {
+        if !self.under_lease(&run_id, lease_until, work).await {
             tracing::warn!(run_id, "dispatch lost its lease and was abandoned; the next claim reconciles it");
         }
         // The run's events changed (or an attempt was made): wake the event streams.
@@ -215,9 +218,9 @@ impl Engine {
     async fn track_traced(&self, run: RunRecord) {
         let attempt = run.provider_ref.as_ref().map(|r| r.attempt);
         let span = tracing::info_span!("track", run_id = %run.id, target = %run.target, attempt);
-        let run_id = run.id.clone();
+        let (run_id, lease_until) = (run.id.clone(), run.lease_until);
         let work = within_budget(self.wait_budget_end(), self.track(run).instrument(span));
-        if !self.under_lease(&run_id, work).await {
+        if !self.under_lease(&run_id, lease_until, work).await {
             tracing::warn!(run_id, "a poll lost its lease and was abandoned; the run is polled again");
         }
         self.state.notify_events();

@@ -1,5 +1,6 @@
 //! Shared set-up of end-to-end tests: the three simulators, a configuration pointing at them,
-//! and the debug `cigw` binary serving on an ephemeral port with a fresh SQLite database.
+//! and the debug `cigw` binary serving on an ephemeral port with a fresh SQLite database
+//! ([`Gateway`]), or several such processes on one database ([`Serve`], [`sandbox_config`]).
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
@@ -20,6 +21,8 @@ const SANDBOX_SCHEDULES: &str = "# ---------------------------------------------
 
 /// A running gateway process with its simulators.
 pub struct Gateway {
+    /// The `cigw serve` process; first, so it is killed before the rest is dropped.
+    process: Serve,
     /// The simulators (their harness counts builds and injects faults).
     pub providers: SandboxProviders,
     /// `http://127.0.0.1:PORT`.
@@ -28,8 +31,6 @@ pub struct Gateway {
     pub config: PathBuf,
     /// Temporary directory holding the config and the database.
     pub dir: tempfile::TempDir,
-    child: Option<Child>,
-    port: u16,
 }
 
 /// Fast timings so runs finish in seconds.
@@ -47,6 +48,61 @@ retry_max_delay = "500ms"
 /// Fast retries of provider calls in every sandbox account (`[providers.<kind>.sandbox]`).
 const FAST_ACCOUNT: [(&str, &str); 2] = [("retry_max_delay", "500ms"), ("retry_deadline", "10s")];
 
+/// The end-to-end configuration: the sandbox's accounts (pointed at `providers`), targets and hook,
+/// the fast timings (some replaced by `timings`, see [`Gateway::start_custom`]), `listen` on
+/// `port`, the database at `database_url`, the admin token, then `extra_toml`.
+pub fn sandbox_config(
+    providers: &SandboxProviders,
+    port: u16,
+    database_url: &str,
+    timings: &[(&str, &str)],
+    extra_toml: &str,
+) -> String {
+    let mut timings_toml = String::from("\n[timings]\n");
+    for line in FAST_TIMINGS.lines().filter(|l| l.contains(" = ")) {
+        let key = line.split(" = ").next().unwrap_or_default();
+        if !timings.iter().any(|(k, _)| *k == key) {
+            timings_toml.push_str(line);
+            timings_toml.push('\n');
+        }
+    }
+    for (key, value) in timings.iter().filter(|(k, _)| !k.contains('.')) {
+        timings_toml.push_str(&format!("{key} = \"{value}\"\n"));
+    }
+    // The sandbox's chains and schedule would add runs of their own mid-test.
+    let targets_only = SANDBOX_TOML.split(SANDBOX_SCHEDULES).next().unwrap_or(SANDBOX_TOML);
+    let mut config = String::from(targets_only);
+    for (key, value) in providers.base_url_overrides() {
+        let account = key.trim_start_matches("providers.").trim_end_matches(".base_url");
+        let placeholder_line = config
+            .lines()
+            .skip_while(|l| l.trim() != format!("[providers.{account}]"))
+            .find(|l| l.starts_with("base_url"))
+            .expect("a base_url line")
+            .to_string();
+        let kind = account.trim_end_matches(".sandbox");
+        let mut lines = format!("base_url = \"{value}\"\n");
+        for (key, fast) in FAST_ACCOUNT {
+            if !timings.iter().any(|(k, _)| *k == format!("{kind}.{key}")) {
+                lines.push_str(&format!("{key} = \"{fast}\"\n"));
+            }
+        }
+        // Codeship's real budget (60/min, enforced one request a second) would starve tests
+        // that poll every 100 ms; the simulator runs 20 times faster anyway.
+        if kind == "codeship" && !timings.iter().any(|(k, _)| *k == "codeship.rate_limit") {
+            lines.push_str("rate_limit = \"10/s\"\n");
+        }
+        for (key, value) in timings.iter().filter_map(|(k, v)| Some((k.strip_prefix(kind)?.strip_prefix('.')?, v))) {
+            lines.push_str(&format!("{key} = \"{value}\"\n"));
+        }
+        config = config.replacen(&format!("{placeholder_line}\n"), &lines, 1);
+    }
+    config.push_str(&format!(
+        "\n[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"{database_url}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n{timings_toml}\n{extra_toml}\n"
+    ));
+    config
+}
+
 impl Gateway {
     /// Simulators at `speed` × real time (builds take about `run_for` simulated), and a gateway.
     pub async fn start(speed: f64, run_for: Duration) -> Gateway {
@@ -63,121 +119,40 @@ impl Gateway {
     /// account's `retry_deadline`. Tables cannot be given twice in one TOML file, so these
     /// cannot go in `extra_toml`.
     pub async fn start_custom(speed: f64, run_for: Duration, timings: &[(&str, &str)], extra_toml: &str) -> Gateway {
-        let mut timings_toml = String::from("\n[timings]\n");
-        for line in FAST_TIMINGS.lines().filter(|l| l.contains(" = ")) {
-            let key = line.split(" = ").next().unwrap_or_default();
-            if !timings.iter().any(|(k, _)| *k == key) {
-                timings_toml.push_str(line);
-                timings_toml.push('\n');
-            }
-        }
-        for (key, value) in timings.iter().filter(|(k, _)| !k.contains('.')) {
-            timings_toml.push_str(&format!("{key} = \"{value}\"\n"));
-        }
         let providers = SandboxProviders::start(speed, run_for).await.expect("simulators");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         providers.send_circleci_webhooks_to(format!("{url}/callbacks/circleci/sandbox"));
-        // The sandbox's chains and schedule would add runs of their own mid-test.
-        let targets_only = SANDBOX_TOML.split(SANDBOX_SCHEDULES).next().unwrap_or(SANDBOX_TOML);
-        let mut config = String::from(targets_only);
-        for (key, value) in providers.base_url_overrides() {
-            let account = key.trim_start_matches("providers.").trim_end_matches(".base_url");
-            let placeholder_line = config
-                .lines()
-                .skip_while(|l| l.trim() != format!("[providers.{account}]"))
-                .find(|l| l.starts_with("base_url"))
-                .expect("a base_url line")
-                .to_string();
-            let kind = account.trim_end_matches(".sandbox");
-            let mut lines = format!("base_url = \"{value}\"\n");
-            for (key, fast) in FAST_ACCOUNT {
-                if !timings.iter().any(|(k, _)| *k == format!("{kind}.{key}")) {
-                    lines.push_str(&format!("{key} = \"{fast}\"\n"));
-                }
-            }
-            // Codeship's real budget (60/min, enforced one request a second) would starve tests
-            // that poll every 100 ms; the simulator runs 20 times faster anyway.
-            if kind == "codeship" && !timings.iter().any(|(k, _)| *k == "codeship.rate_limit") {
-                lines.push_str("rate_limit = \"10/s\"\n");
-            }
-            for (key, value) in timings.iter().filter_map(|(k, v)| Some((k.strip_prefix(kind)?.strip_prefix('.')?, v)))
-            {
-                lines.push_str(&format!("{key} = \"{value}\"\n"));
-            }
-            config = config.replacen(&format!("{placeholder_line}\n"), &lines, 1);
-        }
-        config.push_str(&format!(
-            "\n[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n{timings_toml}\n{extra_toml}\n",
-            dir.path().join("cigw.db").display()
-        ));
+        let database_url = format!("sqlite://{}", dir.path().join("cigw.db").display());
+        let config = sandbox_config(&providers, port, &database_url, timings, extra_toml);
         let path = dir.path().join("cigw.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut gw = Gateway { providers, url, config: path, dir, child: None, port };
+        let process = Serve::new(path.clone(), dir.path().join("cigw.log"), port, Vec::new());
+        let mut gw = Gateway { providers, url, config: path, dir, process };
         gw.spawn().await;
         gw
     }
 
     /// Start (or restart) the process and wait until it answers `/healthz`.
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("cigw.log"))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_cigw"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env_remove("CIGW_CONFIG")
-            .env("CIGW_LOG", "info,cigw_gateway=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn cigw");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("cigw did not come up on port {}; log:\n{}", self.port, self.log());
+        self.process.spawn().await;
     }
 
     /// Kill the process with SIGKILL (no shutdown at all).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// Stop the process with SIGTERM and wait (up to a minute) for it to exit. The wait yields,
     /// so the simulators on this runtime keep answering the calls the process finishes.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = c.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("cigw did not exit within a minute of SIGTERM; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.terminate().await
     }
 
     /// The process's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("cigw.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// A client request with the admin token.
@@ -311,17 +286,101 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Terminal run states.
 pub fn is_terminal(state: &str) -> bool {
     matches!(state, "succeeded" | "failed" | "canceled" | "skipped" | "error")
 }
 
-fn free_port() -> u16 {
+/// One `cigw serve` process of the debug binary on a configuration file: started, killed with
+/// SIGKILL, stopped with SIGTERM and started again; killed when dropped.
+pub struct Serve {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    config: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Serve {
+    /// A process (not started yet) serving `config` on `port` (which the configuration, or a
+    /// `CIGW__SERVER__LISTEN` in `env`, must name), appending its log to `log`.
+    pub fn new(config: PathBuf, log: PathBuf, port: u16, env: Vec<(String, String)>) -> Serve {
+        Serve { url: format!("http://127.0.0.1:{port}"), config, log, env, child: None, port }
+    }
+
+    /// Start (or restart) the process and wait until it answers `/healthz`.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cigw"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env_remove("CIGW_CONFIG")
+            .env("CIGW_LOG", "info,cigw_gateway=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cigw");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cigw did not come up on port {}; log:\n{}", self.port, self.log());
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kill the process with SIGKILL (no shutdown at all).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop the process with SIGTERM and wait (up to a minute) for it to exit. The wait yields,
+    /// so the simulators on this runtime keep answering the calls the process finishes.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("cigw did not exit within a minute of SIGTERM; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port free at the time of asking.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
