@@ -131,6 +131,7 @@ both_backends!(
     concurrent_outbox_workers_never_share_a_row,
     outbox_claims_and_depth_use_indexes,
     schedule_slots_fire_once_across_replicas,
+    callback_deliveries_are_taken_once_across_replicas,
     prune_by_retention,
     wakeups_follow_commits,
     auth_changes_follow_commits,

@@ -1518,6 +1518,21 @@ pub async fn leases_are_renewed_only_while_held(ctx: Ctx) {
     assert_eq!(taken[0].maybe_sent_count, 0, "the abandoned attempt had not marked a send");
 }
 
+/// A provider callback (or hook delivery) that reaches several replicas at once is taken by
+/// exactly one of them: the others see a repeat.
+pub async fn callback_deliveries_are_taken_once_across_replicas(ctx: Ctx) {
+    let replicas = [ctx.store.clone(), ctx.another().await, ctx.another().await];
+    for n in 0..10 {
+        let id = format!("workflow-completed-{n}");
+        let takes = futures::future::join_all(
+            replicas.iter().map(|s| s.record_delivery("callback:circleci:main", &id, t(n), t(n + 600))),
+        )
+        .await;
+        let taken = takes.into_iter().map(Result::unwrap).filter(|taken| *taken).count();
+        assert_eq!(taken, 1, "delivery {id} taken by {taken} replicas");
+    }
+}
+
 pub async fn schedule_slots_fire_once_across_replicas(ctx: Ctx) {
     let s = &ctx.store;
     assert!(s.latest_schedule_firings().await.unwrap().is_empty());
