@@ -405,11 +405,7 @@ impl AuthState {
             // Not `forget`: the change may be the token's creation, whose requests may already
             // count against its rate limit (a new limiter would start the count afresh). A
             // revoked token is refused before its limiter is asked.
-            AuthChange::Token { id } => {
-                self.touched.lock().remove(id);
-                self.invalidate_origins();
-                self.recheck_streams();
-            }
+            AuthChange::Token { id } => self.token_changed(id),
             AuthChange::Session { .. } => self.recheck_streams(),
             AuthChange::All => {
                 self.invalidate_origins();
@@ -422,6 +418,11 @@ impl AuthState {
     /// process's open event streams check their tokens at once.
     pub fn forget(&self, token_id: &str) {
         self.limiters.lock().remove(token_id);
+        self.token_changed(token_id);
+    }
+
+    /// A token was created or revoked: its origins, last use and open streams are looked at again.
+    fn token_changed(&self, token_id: &str) {
         self.touched.lock().remove(token_id);
         self.invalidate_origins();
         self.recheck_streams();
