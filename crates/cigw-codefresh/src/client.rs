@@ -40,8 +40,11 @@ impl Client {
     /// Draw the rate limit from `budget`, shared by every replica using this API key on this
     /// server (see [`Transport::share_budget`]).
     pub fn share_budget(&self, budget: Arc<dyn SharedBudget>, account: &str) {
-        let identity = format!("{}\0{}", self.config.transport.base_url, self.config.api_key.expose_secret());
-        let key = BudgetKey::new(ProviderKind::Codefresh, identity.as_bytes());
+        let key = BudgetKey::of_credential(
+            ProviderKind::Codefresh,
+            &self.config.transport.base_url,
+            self.config.api_key.expose_secret(),
+        );
         self.transport.share_budget(budget, key, account);
     }
 

@@ -93,8 +93,7 @@ impl Client {
     /// [`Transport::share_budget`]).
     pub fn share_budget(&self, budget: Arc<dyn SharedBudget>, account: &str) {
         let user = self.config.email.expose_secret().trim().to_lowercase();
-        let identity = format!("{}\0{user}", self.config.transport.base_url);
-        let key = BudgetKey::new(ProviderKind::Codeship, identity.as_bytes());
+        let key = BudgetKey::of_credential(ProviderKind::Codeship, &self.config.transport.base_url, &user);
         self.transport.share_budget(budget, key, account);
     }
 

@@ -63,6 +63,12 @@ impl BudgetKey {
         Self(format!("{kind}:{fingerprint}"))
     }
 
+    /// The key of `credential` (what the provider counts requests by: a token, a user) on the
+    /// server at `base_url`.
+    pub fn of_credential(kind: ProviderKind, base_url: impl fmt::Display, credential: &str) -> Self {
+        Self::new(kind, format!("{base_url}\0{credential}").as_bytes())
+    }
+
     /// The key as stored.
     pub fn as_str(&self) -> &str {
         &self.0
