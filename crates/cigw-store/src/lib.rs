@@ -118,6 +118,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused_with_the_field_named() {
+        for url in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+            let settings = DatabaseSettings { url: url.into(), ..DatabaseSettings::default() };
+            let err = open(&settings).await.unwrap_err();
+            assert!(matches!(err, StoreError::Invalid { field: "database.url", .. }), "{url}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn sqlite_describe_says_backend_and_group_commit() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("x.db").display());

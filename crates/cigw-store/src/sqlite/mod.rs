@@ -1,8 +1,10 @@
-//! The SQLite backend: WAL, one writer task that owns the only writing connection (and may
+//! The SQLite backend: WAL, one writer thread that owns the only writing connection (and may
 //! group concurrent writes into one commit), and a pool of readers.
 
 mod rows;
 mod tx;
+mod writer;
+mod writer_tx;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -16,17 +18,17 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use sqlx::Connection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::driver::{Access, Driver};
 use crate::error::{StoreError, StoreResult};
 use crate::migrations;
 use crate::model::AuthChange;
 use crate::sql::Tx;
-use tx::{Signals, SqliteTx};
+use tx::SqliteTx;
+use writer::{Finish, Job, Writer, WriterOptions, writer_gone};
+use writer_tx::{Signals, WriterTx};
 
 /// The embedded migrations, accepting newer ones a newer cigw applied (see [`crate::migrations`]).
 static MIGRATOR: LazyLock<sqlx::migrate::Migrator> =
@@ -35,16 +37,11 @@ static MIGRATOR: LazyLock<sqlx::migrate::Migrator> =
 /// How many queued writes one group commit takes at most.
 const MAX_BATCH: usize = 128;
 
-/// Answers one write's caller once its batch committed (`None`) or failed to (`Some(reason)`).
-type Finish = Box<dyn FnOnce(Option<String>) + Send>;
-/// One write: runs inside the writer's open transaction; says whether it succeeded.
-type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Finish)> + Send>;
-
 /// The SQLite store.
 pub struct SqliteStore {
     url: String,
     read: SqlitePool,
-    jobs: mpsc::Sender<Job>,
+    writer: Writer,
     wake: broadcast::Sender<()>,
     auth: broadcast::Sender<AuthChange>,
     group_commit: bool,
@@ -76,17 +73,34 @@ impl SqliteStore {
             // The savepoint journal of every write in a group commit stays in memory instead of
             // a temporary file written page by page.
             .pragma("temp_store", "MEMORY");
-        let writer = SqliteConnection::connect_with(&connect).await?;
+        if connect.get_filename().to_string_lossy().starts_with("file:sqlx-in-memory") || url.contains("mode=memory") {
+            return Err(StoreError::Invalid {
+                field: "database.url",
+                message: "an in-memory SQLite database cannot be shared by the writer and the readers; give a file \
+                          path, e.g. sqlite://cigw.db"
+                    .into(),
+            });
+        }
+        // The readers first: their first connection creates the file and switches it to WAL.
         let read = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.statement_timeout.max(Duration::from_secs(1)))
             .connect_with(connect.clone())
             .await?;
-        let (jobs, rx) = mpsc::channel(1024);
-        tokio::spawn(run_writer(writer, rx, if group_commit { MAX_BATCH } else { 1 }));
+        let writer = Writer::start(
+            connect.get_filename(),
+            WriterOptions {
+                synchronous: match settings.durability {
+                    Durability::Normal => "NORMAL",
+                    Durability::Fsync => "FULL",
+                },
+                busy_timeout: settings.statement_timeout,
+                max_batch: if group_commit { MAX_BATCH } else { 1 },
+            },
+        )?;
         let (wake, _) = broadcast::channel(16);
         let (auth, _) = broadcast::channel(64);
-        Ok(Self { url, read, jobs, wake, auth, group_commit })
+        Ok(Self { url, read, writer, wake, auth, group_commit })
     }
 
     /// Run `f` inside the writer's transaction; answers after the commit, and then wakes this
@@ -98,22 +112,21 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel::<(StoreResult<T>, Signals)>();
         let job: Job = Box::new(move |conn| {
-            Box::pin(async move {
-                let mut writer = SqliteTx::new(conn);
-                let result = f(&mut writer).await;
-                let signals = writer.into_signals();
-                let ok = result.is_ok();
-                let finish: Finish = Box::new(move |commit_error| {
-                    let answer = match commit_error {
-                        Some(reason) if ok => Err(StoreError::Unavailable { source: reason.into() }),
-                        _ => result,
-                    };
-                    let _ = tx.send((answer, signals));
-                });
-                (ok, finish)
-            })
+            let mut writer = WriterTx::new(conn);
+            // The writer's statements complete when called: the job's future is ready at once.
+            let result = futures::executor::block_on(f(&mut writer));
+            let signals = writer.into_signals();
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit_error| {
+                let answer = match commit_error {
+                    Some(reason) if ok => Err(StoreError::Unavailable { source: reason.into() }),
+                    _ => result,
+                };
+                let _ = tx.send((answer, signals));
+            });
+            (ok, finish)
         });
-        self.jobs.send(job).await.map_err(|_| writer_gone())?;
+        self.writer.send(job).await?;
         let (answer, signals) = rx.await.map_err(|_| writer_gone())?;
         if answer.is_ok() {
             if signals.wake {
@@ -124,80 +137,6 @@ impl SqliteStore {
             }
         }
         answer
-    }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable { source: "the SQLite writer task stopped".into() }
-}
-
-/// One statement, boxed: keeps the writer future `Send` for every connection lifetime.
-fn exec<'c>(conn: &'c mut SqliteConnection, sql: &'static str) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-    Box::pin(async move { sqlx::query(sql).execute(conn).await.map(|_| ()) })
-}
-
-/// Whether a savepoint statement succeeded; a failure is logged.
-fn savepoint_ok(result: Result<(), sqlx::Error>) -> bool {
-    result.map_err(|e| tracing::warn!(error = %e, "SQLite writer savepoint failed")).is_ok()
-}
-
-async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let mut finishes = Vec::with_capacity(batch.len());
-        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
-            tracing::warn!(error = %e, "SQLite writer cannot begin a transaction");
-            // Dropping the jobs drops their answer channels: callers see `Unavailable`.
-            batch.clear();
-            continue;
-        }
-        // A write alone in its batch needs no savepoint: when it fails, the whole transaction
-        // is rolled back. Each statement is a round trip to sqlx's connection thread, so the
-        // two saved ones count when writes come one at a time.
-        let alone = batch.len() == 1;
-        let mut all_ok = true;
-        // Otherwise a savepoint per write, so one failing write does not undo the others; one
-        // write's RELEASE and the next one's SAVEPOINT go in one round trip.
-        let count = batch.len();
-        let mut open = !alone && savepoint_ok(exec(&mut conn, "SAVEPOINT job").await);
-        for (i, job) in batch.drain(..).enumerate() {
-            let (ok, finish) = job(&mut conn).await;
-            finishes.push(finish);
-            let last = i + 1 == count;
-            if alone {
-                all_ok = ok;
-            } else if !open {
-                open = !last && savepoint_ok(exec(&mut conn, "SAVEPOINT job").await);
-            } else {
-                if !ok {
-                    savepoint_ok(exec(&mut conn, "ROLLBACK TO job").await);
-                }
-                let release = exec(&mut conn, if last { "RELEASE job" } else { "RELEASE job; SAVEPOINT job" }).await;
-                open = !last && (savepoint_ok(release) || savepoint_ok(exec(&mut conn, "SAVEPOINT job").await));
-            }
-        }
-        if !all_ok {
-            // The failed write's own error is its answer; nothing else was in the transaction.
-            if let Err(e) = exec(&mut conn, "ROLLBACK").await {
-                tracing::warn!(error = %e, "SQLite rollback failed");
-            }
-            for finish in finishes {
-                finish(None);
-            }
-            continue;
-        }
-        let commit = exec(&mut conn, "COMMIT").await;
-        let failure = match commit {
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "SQLite commit failed");
-                let _ = exec(&mut conn, "ROLLBACK").await;
-                Some(format!("commit failed: {e}"))
-            }
-        };
-        for finish in finishes {
-            finish(failure.clone());
-        }
     }
 }
 

@@ -1,38 +1,27 @@
-//! A SQLite connection seen as a [`Tx`]: the writer's open transaction, or a reader.
+//! A reader's SQLite connection (from sqlx's pool) seen as a [`Tx`].
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteConnection;
 
 use super::rows::query;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::model::{AuthChange, Backend};
 use crate::sql::{Rows, Stmt, Tx};
 
-/// What a write asked to announce once committed.
-#[derive(Debug, Default)]
-pub(super) struct Signals {
-    /// Wake the dispatchers and trackers.
-    pub(super) wake: bool,
-    /// Changes for the token and session caches.
-    pub(super) auth: Vec<AuthChange>,
-}
-
-/// One SQLite connection; remembers what the job asked to announce, which the writer sends
-/// after its commit.
+/// One pooled reading connection, or a read transaction on one.
 pub(super) struct SqliteTx<'c> {
     conn: &'c mut SqliteConnection,
-    signals: Signals,
 }
 
 impl<'c> SqliteTx<'c> {
     pub(super) fn new(conn: &'c mut SqliteConnection) -> Self {
-        Self { conn, signals: Signals::default() }
+        Self { conn }
     }
+}
 
-    /// What the job asked to announce.
-    pub(super) fn into_signals(self) -> Signals {
-        self.signals
-    }
+/// Announcements go out after a commit, which only the writer makes.
+fn read_only() -> StoreError {
+    StoreError::Database { source: "a read cannot announce changes; only a write can".into() }
 }
 
 #[async_trait]
@@ -53,12 +42,10 @@ impl Tx for SqliteTx<'_> {
     }
 
     async fn notify_wakeup(&mut self) -> StoreResult<()> {
-        self.signals.wake = true;
-        Ok(())
+        Err(read_only())
     }
 
-    async fn notify_auth(&mut self, change: &AuthChange) -> StoreResult<()> {
-        self.signals.auth.push(change.clone());
-        Ok(())
+    async fn notify_auth(&mut self, _change: &AuthChange) -> StoreResult<()> {
+        Err(read_only())
     }
 }

@@ -1,0 +1,151 @@
+//! The one writing connection, on its own thread: it takes the queued writes, runs a group of
+//! them in one transaction (a savepoint each, so one failing write undoes only itself) and
+//! commits once. Statements run on this thread directly; only a write's arrival and its answer
+//! cross threads.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc;
+
+use super::writer_tx::to_sqlx;
+use crate::error::{StoreError, StoreResult};
+
+/// Answers one write's caller once its batch committed (`None`) or failed to (`Some(reason)`).
+pub(super) type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+/// One write: runs inside the writer's open transaction; says whether it succeeded.
+pub(super) type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Finish) + Send>;
+
+/// Prepared statements kept per connection: every statement the store writes with, and room
+/// for the ones built per call (filters, batches).
+const STATEMENT_CACHE: usize = 512;
+
+/// How the writer's connection is set up; the readers get the same from sqlx's options.
+#[derive(Debug, Clone)]
+pub(super) struct WriterOptions {
+    /// `synchronous`: `NORMAL` or `FULL`.
+    pub(super) synchronous: &'static str,
+    /// How long a statement waits for a lock another process holds.
+    pub(super) busy_timeout: Duration,
+    /// How many queued writes one commit takes at most.
+    pub(super) max_batch: usize,
+}
+
+/// The handle writes are queued through; the thread stops when every handle is gone.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Open the database file's writing connection and start its thread.
+    pub(super) fn start(path: &Path, options: WriterOptions) -> StoreResult<Self> {
+        let mut conn = open(path, &options).map_err(|e| StoreError::from(to_sqlx(e)))?;
+        let (jobs, rx) = mpsc::channel(1024);
+        // A job may await a timer (none does on SQLite today): the runtime it was queued from
+        // serves it.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        std::thread::Builder::new()
+            .name("cigw-sqlite-writer".into())
+            .spawn(move || {
+                let _entered = runtime.as_ref().map(|r| r.enter());
+                run(&mut conn, rx, options.max_batch.max(1));
+            })
+            .map_err(|e| StoreError::Unavailable { source: Box::new(e) })?;
+        Ok(Self { jobs })
+    }
+
+    /// Queue `job`; waits while the queue is full.
+    pub(super) async fn send(&self, job: Job) -> StoreResult<()> {
+        self.jobs.send(job).await.map_err(|_| writer_gone())
+    }
+}
+
+/// The error a caller sees when the writer thread is gone.
+pub(super) fn writer_gone() -> StoreError {
+    StoreError::Unavailable { source: "the SQLite writer stopped".into() }
+}
+
+fn open(path: &Path, options: &WriterOptions) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", options.synchronous)?;
+    // The readers' settings (`SqliteStore::open` says why each is there).
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "secure_delete", "FAST")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
+}
+
+/// Whether a transaction-control statement succeeded; a failure is logged.
+fn control(conn: &Connection, sql: &str) -> bool {
+    conn.execute_batch(sql).map_err(|e| tracing::warn!(error = %e, sql, "SQLite writer statement failed")).is_ok()
+}
+
+fn run(conn: &mut Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if !control(conn, "BEGIN IMMEDIATE") {
+            // Dropping the jobs drops their answer channels: callers see `Unavailable`.
+            batch.clear();
+            continue;
+        }
+        // A write alone in its batch needs no savepoint: when it fails, the whole transaction
+        // is rolled back and its own error is its answer.
+        let alone = batch.len() == 1;
+        // Set when the transaction must be rolled back instead of committed: `None` leaves
+        // every answer as it is (the one write failed), `Some(reason)` turns successes into
+        // `Unavailable`.
+        let mut roll_back: Option<Option<String>> = None;
+        let mut finishes = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            if alone {
+                let (ok, finish) = job(&mut *conn);
+                finishes.push(finish);
+                if !ok {
+                    roll_back = Some(None);
+                }
+                continue;
+            }
+            if !control(conn, "SAVEPOINT job") {
+                // Not run: dropping it drops its answer channel, and its caller sees
+                // `Unavailable`.
+                continue;
+            }
+            let (ok, finish) = job(&mut *conn);
+            finishes.push(finish);
+            if !ok && !control(conn, "ROLLBACK TO job") {
+                roll_back = Some(Some("a failed write could not be undone".into()));
+            }
+            control(conn, "RELEASE job");
+        }
+        let failure = match roll_back {
+            Some(reason) => {
+                control(conn, "ROLLBACK");
+                reason
+            }
+            None => match conn.execute_batch("COMMIT") {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SQLite commit failed");
+                    control(conn, "ROLLBACK");
+                    Some(format!("commit failed: {e}"))
+                }
+            },
+        };
+        for finish in finishes {
+            finish(failure.clone());
+        }
+    }
+}
