@@ -381,18 +381,34 @@ impl fmt::Debug for Transport {
     }
 }
 
+/// The HTTP client every account's transport uses: one root certificate store and one
+/// connection pool for the process, instead of one of each per account (a gateway with a hundred
+/// accounts read the system's certificates a hundred times at start). Timeouts are the
+/// account's, set on each request.
+fn shared_http() -> Result<reqwest::Client> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(MAX_CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
+    Ok(CLIENT.get_or_init(|| client).clone())
+}
+
+/// The longest a connection attempt may take; an account's shorter `timeout` (set on each
+/// request, and covering the connection too) ends it sooner.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Transport {
     /// The transport of `provider` (named in messages) for `config`. Redirects are not
     /// followed: a credential must not travel to another host, and a redirect means a wrong
     /// `base_url`.
     pub fn new(provider: &'static str, config: &TransportConfig, pacing: Pacing) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
+        let http = shared_http()?;
         let limiter = config.rate_limit.map(|l| match pacing {
             Pacing::Bursty => Budget::bursty(&l),
             Pacing::Smooth => Budget::smooth(&l),
@@ -478,8 +494,11 @@ impl Transport {
         if request.write_ahead {
             crate::send_mark::before_send().await?;
         }
-        let mut builder =
-            self.http.request(request.method.clone(), self.url(&request.segments)).header(ACCEPT, "application/json");
+        let mut builder = self
+            .http
+            .request(request.method.clone(), self.url(&request.segments))
+            .timeout(self.config.timeout)
+            .header(ACCEPT, "application/json");
         if !request.query.is_empty() {
             builder = builder.query(&request.query);
         }
@@ -661,5 +680,70 @@ mod tests {
         assert!(matches!(e, Error::NotSent { .. }), "{e:?}");
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("secret-build-id") && !shown.contains("secret-query"), "{shown}");
+    }
+    /// An HTTP/1.1 server on 127.0.0.1 answering `{}` to every request, keeping connections
+    /// open; counts the connections it accepted.
+    async fn counting_server() -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/api", listener.local_addr().unwrap())).unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let answer =
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                            if socket.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn accounts_share_one_connection_pool_and_keep_their_own_timeouts() {
+        let (url, accepted) = counting_server().await;
+        let mut quick = TransportConfig::new(&defaults());
+        quick.base_url = url.clone();
+        quick.timeout = Duration::from_millis(900);
+        let mut slow = quick.clone();
+        slow.timeout = Duration::from_secs(7);
+        let (a, b) = (
+            Transport::new("Test", &quick, Pacing::Bursty).unwrap(),
+            Transport::new("Test", &slow, Pacing::Smooth).unwrap(),
+        );
+        let request = Request::get(&["x"]);
+        for t in [&a, &b, &a] {
+            let answer = t.send_once(CallKind::Idempotent, "get", &request, |_, _| Error::other("refused")).await;
+            assert_eq!(answer.unwrap().status, StatusCode::OK);
+        }
+        // Three requests of two accounts, one after the other: one kept-alive connection.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // A server that accepts and never answers: each account's own timeout ends the wait.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut hanging = quick.clone();
+        hanging.base_url = Url::parse(&format!("http://{}/api", silent.local_addr().unwrap())).unwrap();
+        hanging.timeout = Duration::from_millis(200);
+        let t = Transport::new("Test", &hanging, Pacing::Bursty).unwrap();
+        let wait = t.send_once(CallKind::Idempotent, "get", &request, |_, _| Error::other("refused"));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        assert!(outcome.expect("the account's 200 ms timeout ended the call").is_err());
+        drop(silent);
     }
 }
