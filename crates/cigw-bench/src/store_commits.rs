@@ -101,7 +101,8 @@ async fn sqlite_row(durability: Durability, group_commit: bool, args: &Args) -> 
     out
 }
 
-async fn postgres_row(admin: &str, args: &Args) -> Result<Vec<f64>, String> {
+/// Where `pool` is `None` the pool has one connection per writer (at most 32); otherwise `pool`.
+async fn postgres_row(admin: &str, args: &Args, pool: Option<u32>) -> Result<Vec<f64>, String> {
     let mut conn = sqlx::PgConnection::connect(admin)
         .await
         .map_err(|e| format!("cannot reach PostgreSQL at {}: {e}", cigw_core::config::redact_url(admin)))?;
@@ -112,7 +113,7 @@ async fn postgres_row(admin: &str, args: &Args) -> Result<Vec<f64>, String> {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(|e| e.to_string())?;
         let settings = DatabaseSettings {
             url: format!("{base}/{name}"),
-            max_connections: (writers as u32).clamp(2, 32),
+            max_connections: pool.unwrap_or((writers as u32).clamp(3, 32)),
             statement_timeout: Duration::from_secs(30),
             ..DatabaseSettings::default()
         };
@@ -128,6 +129,11 @@ async fn postgres_row(admin: &str, args: &Args) -> Result<Vec<f64>, String> {
     Ok(out)
 }
 
+/// The label of the PostgreSQL row at the default pool size (followed by the size).
+pub(crate) const POSTGRES_DEFAULT_POOL: &str = "postgres, default pool";
+/// The label of the PostgreSQL row whose pool has a connection per writer.
+pub(crate) const POSTGRES_WIDE_POOL: &str = "postgres, pool = writers (max 32)";
+
 /// Every row: label → commits/s per writer count.
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Vec<(String, Vec<f64>)>> {
     let mut rows = Vec::new();
@@ -140,8 +146,13 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Vec<(String, Vec<f64>)>> 
         rows.push((label.to_string(), sqlite_row(durability, group, args).await));
     }
     if let Some(admin) = &args.postgres {
-        let values = postgres_row(admin, args).await.map_err(anyhow::Error::msg)?;
-        rows.push(("postgres (pool = writers, max 32)".to_string(), values));
+        // What `cigw serve` runs with (`database.max_connections`), then a pool as wide as the
+        // writers: on two cores, 32 busy server processes compete with each other.
+        let default_pool = DatabaseSettings::default().max_connections;
+        let values = postgres_row(admin, args, Some(default_pool)).await.map_err(anyhow::Error::msg)?;
+        rows.push((format!("{POSTGRES_DEFAULT_POOL} ({default_pool})"), values));
+        let values = postgres_row(admin, args, None).await.map_err(anyhow::Error::msg)?;
+        rows.push((POSTGRES_WIDE_POOL.to_string(), values));
     }
     Ok(rows)
 }
