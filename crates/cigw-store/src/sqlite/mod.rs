@@ -198,3 +198,48 @@ impl Driver for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Stmt;
+
+    /// How many rows of `t` the database file holds on its own, without its log.
+    fn rows_in_database_file(path: &std::path::Path, scratch: &std::path::Path) -> Option<i64> {
+        std::fs::copy(path, scratch).ok()?;
+        let conn = rusqlite::Connection::open(scratch).ok()?;
+        conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).ok()
+    }
+
+    #[tokio::test]
+    async fn commits_reach_the_database_file_without_a_commit_checkpointing_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let settings = DatabaseSettings { url: format!("sqlite://{}", path.display()), ..DatabaseSettings::default() };
+        let store = SqliteStore::open(&settings, true).await.unwrap();
+        store
+            .run(Access::Write, |tx| {
+                Box::pin(async move { Ok(tx.execute(Stmt::new("CREATE TABLE t (n INTEGER)")).await.map(|_| ())?) })
+            })
+            .await
+            .unwrap();
+        for n in 0..200i64 {
+            store
+                .run(Access::Write, move |tx| {
+                    Box::pin(async move {
+                        Ok(tx.execute(Stmt::new("INSERT INTO t (n) VALUES ($1)").bind(n)).await.map(|_| ())?)
+                    })
+                })
+                .await
+                .unwrap();
+        }
+        // The writer never checkpoints (`wal_autocheckpoint = 0`): only the checkpointer thread
+        // copies the rows from the log into the file.
+        let scratch = dir.path().join("copy.db");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while rows_in_database_file(&path, &scratch) != Some(200) {
+            assert!(std::time::Instant::now() < deadline, "the commits never reached the database file");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The one writing connection, on its own thread: it takes the queued writes, runs a group of
 //! them in one transaction (a savepoint each, so one failing write undoes only itself) and
 //! commits once. Statements run on this thread directly; only a write's arrival and its answer
-//! cross threads.
+//! cross threads. A second thread checkpoints the log after commits, so no commit waits for one.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +20,11 @@ pub(super) type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Finish) + Send>;
 /// Prepared statements kept per connection: every statement the store writes with, and room
 /// for the ones built per call (filters, batches).
 const STATEMENT_CACHE: usize = 512;
+
+/// How long the checkpointer lets commits accumulate before it copies them into the database.
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
+/// The size the log file is cut back to once checkpointed (bytes).
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How the writer's connection is set up; the readers get the same from sqlx's options.
 #[derive(Debug, Clone)]
@@ -41,24 +46,46 @@ pub(super) struct Writer {
 impl Writer {
     /// Open the database file's writing connection and start its thread.
     pub(super) fn start(path: &Path, options: WriterOptions) -> StoreResult<Self> {
-        let mut conn = open(path, &options).map_err(|e| StoreError::from(to_sqlx(e)))?;
+        let unavailable = |e: rusqlite::Error| StoreError::from(to_sqlx(e));
+        let mut conn = open(path, &options).map_err(unavailable)?;
+        let checkpointer = open(path, &options).map_err(unavailable)?;
+        let (committed, commits) = std::sync::mpsc::sync_channel::<()>(1);
+        spawn("cigw-sqlite-checkpoint", move || checkpoint(&checkpointer, &commits))?;
         let (jobs, rx) = mpsc::channel(1024);
         // A job may await a timer (none does on SQLite today): the runtime it was queued from
         // serves it.
         let runtime = tokio::runtime::Handle::try_current().ok();
-        std::thread::Builder::new()
-            .name("cigw-sqlite-writer".into())
-            .spawn(move || {
-                let _entered = runtime.as_ref().map(|r| r.enter());
-                run(&mut conn, rx, options.max_batch.max(1));
-            })
-            .map_err(|e| StoreError::Unavailable { source: Box::new(e) })?;
+        spawn("cigw-sqlite-writer", move || {
+            let _entered = runtime.as_ref().map(|r| r.enter());
+            run(&mut conn, rx, options.max_batch.max(1), &committed);
+        })?;
         Ok(Self { jobs })
     }
 
     /// Queue `job`; waits while the queue is full.
     pub(super) async fn send(&self, job: Job) -> StoreResult<()> {
         self.jobs.send(job).await.map_err(|_| writer_gone())
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| StoreError::Unavailable { source: Box::new(e) })
+}
+
+/// Copy committed pages from the log into the database file after commits, on this thread and
+/// connection, without blocking the writer (`PASSIVE`); ends when the writer does.
+fn checkpoint(conn: &Connection, commits: &std::sync::mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_PAUSE);
+        while commits.try_recv().is_ok() {}
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; will try again after the next commit");
+        }
     }
 }
 
@@ -73,6 +100,10 @@ fn open(path: &Path, options: &WriterOptions) -> rusqlite::Result<Connection> {
     conn.busy_timeout(options.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    // The checkpointer thread moves the log into the database file: a commit that checkpoints
+    // itself waits for that copy and an fsync, and every write queued behind it waits too.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.pragma_update(None, "synchronous", options.synchronous)?;
     // The readers' settings (`SqliteStore::open` says why each is there).
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -86,7 +117,12 @@ fn control(conn: &Connection, sql: &str) -> bool {
     conn.execute_batch(sql).map_err(|e| tracing::warn!(error = %e, sql, "SQLite writer statement failed")).is_ok()
 }
 
-fn run(conn: &mut Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn run(
+    conn: &mut Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    committed: &std::sync::mpsc::SyncSender<()>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -136,7 +172,11 @@ fn run(conn: &mut Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
                 reason
             }
             None => match conn.execute_batch("COMMIT") {
-                Ok(()) => None,
+                Ok(()) => {
+                    // Full means a checkpoint is already due.
+                    let _ = committed.try_send(());
+                    None
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "SQLite commit failed");
                     control(conn, "ROLLBACK");
