@@ -48,6 +48,19 @@ impl Proc {
         Ok(kb * 1024)
     }
 
+    /// CPU time used so far (user + system, every thread), from `/proc/<pid>/stat`.
+    pub(crate) fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name (in parentheses, which may hold spaces): utime and
+        // stime are the 12th and 13th, in clock ticks.
+        let rest = stat.rsplit_once(')').context("no command name in stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
+        // Linux reports them in USER_HZ, which its ABI fixes at 100 per second.
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
     /// Stop it with SIGTERM and wait up to `grace`, then kill.
     pub(crate) async fn stop(mut self, grace: Duration) {
         if let Some(pid) = self.child.id() {
