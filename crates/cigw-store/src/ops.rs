@@ -324,6 +324,7 @@ pub(crate) async fn record_dispatch(
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
     let mut run = locked(tx, run_id).await?;
+    let before = run.clone();
     check_owner(&run, owner)?;
     if run.state.is_terminal() {
         return Err(StoreError::Conflict { what: format!("run {run_id} is already {}", run.state) });
@@ -386,7 +387,7 @@ pub(crate) async fn record_dispatch(
             }
         }
     };
-    st::update_run(tx, &run).await?;
+    st::update_run(tx, &before, &run).await?;
     let data = match moved_from {
         Some(from) => state_event(from, &run, data),
         None => data,
@@ -402,6 +403,7 @@ pub(crate) async fn adopt(
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
     let mut run = locked(tx, run_id).await?;
+    let before = run.clone();
     if let Some(existing) = &run.provider_ref {
         if existing.id == run_ref.id && existing.attempt == run_ref.attempt {
             return Ok(RunUpdate { run, moved_from: None, stale: false });
@@ -420,7 +422,7 @@ pub(crate) async fn adopt(
     run.next_poll_at = Some(now);
     run.updated_at = now;
     let moved_from = move_state(&mut run, RunState::Queued, now);
-    st::update_run(tx, &run).await?;
+    st::update_run(tx, &before, &run).await?;
     st::insert_event(
         tx,
         EventRow { run: &run, kind: EventKind::Adopted, data: json!({"provider_ref": run_ref}), created_at: now },
@@ -438,6 +440,7 @@ pub(crate) async fn apply_status(
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
     let mut run = locked(tx, run_id).await?;
+    let before = run.clone();
     check_owner(&run, owner)?;
     run.lease_owner = None;
     run.lease_until = None;
@@ -473,7 +476,7 @@ pub(crate) async fn apply_status(
     if !run.state.is_terminal() {
         run.next_poll_at = next_poll_at;
     }
-    st::update_run(tx, &run).await?;
+    st::update_run(tx, &before, &run).await?;
     if let Some(from) = moved_from {
         let status_json = serde_json::to_value(status).unwrap_or(Value::Null);
         st::insert_event(
@@ -492,6 +495,7 @@ pub(crate) async fn apply_status(
 
 pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate> {
     let mut run = locked(tx, run_id).await?;
+    let before = run.clone();
     if run.state.is_terminal() {
         return Err(StoreError::Conflict { what: format!("run {run_id} is already {}", run.state) });
     }
@@ -513,7 +517,7 @@ pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<
         RunState::Canceling
     };
     let moved_from = move_state(&mut run, target, now);
-    st::update_run(tx, &run).await?;
+    st::update_run(tx, &before, &run).await?;
     if let Some(from) = moved_from {
         st::insert_event(
             tx,
@@ -541,6 +545,7 @@ pub(crate) async fn poll_soon(
     min_gap: std::time::Duration,
 ) -> StoreResult<Option<DateTime<Utc>>> {
     let mut run = locked(tx, run_id).await?;
+    let before = run.clone();
     let tracked =
         !run.state.is_terminal() && run.next_dispatch_at.is_none() && (run.provider_ref.is_some() || run.unconfirmed);
     if !tracked {
@@ -556,7 +561,7 @@ pub(crate) async fn poll_soon(
     if run.next_poll_at.is_none_or(|due| due > at) {
         run.next_poll_at = Some(at);
     }
-    st::update_run(tx, &run).await?;
+    st::update_run(tx, &before, &run).await?;
     if run.next_poll_at == Some(at) {
         tx.notify_wakeup().await?;
     }
@@ -578,13 +583,14 @@ pub(crate) async fn set_state(
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
     let mut run = locked(tx, run_id).await?;
+    let before = run.clone();
     let moved_from = move_state(&mut run, state, now);
     if let Some(from) = moved_from {
         if let Some(m) = message {
             run.message = Some(m.to_string());
         }
         run.updated_at = now;
-        st::update_run(tx, &run).await?;
+        st::update_run(tx, &before, &run).await?;
         st::insert_event(
             tx,
             EventRow { run: &run, kind, data: state_event(from, &run, json!({"message": message})), created_at: now },
@@ -727,6 +733,7 @@ pub(crate) async fn supersede(
     now: DateTime<Utc>,
 ) -> StoreResult<Option<RunUpdate>> {
     let mut run = locked(tx, run_id).await?;
+    let before = run.clone();
     check_owner(&run, owner)?;
     let never_sent = run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0;
     if run.state != RunState::Pending || !never_sent || run.rerun_of.is_some() {
@@ -737,7 +744,7 @@ pub(crate) async fn supersede(
     run.updated_at = now;
     run.sending_since = None;
     let Some(from) = move_state(&mut run, RunState::Skipped, now) else { return Ok(None) };
-    st::update_run(tx, &run).await?;
+    st::update_run(tx, &before, &run).await?;
     let detail = json!({"superseded_by": by, "links": {"superseded_by": format!("/v1/runs/{by}")}});
     let data = state_event(from, &run, detail);
     st::insert_event(tx, EventRow { run: &run, kind: EventKind::Superseded, data, created_at: now }).await?;

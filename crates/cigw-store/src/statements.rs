@@ -26,12 +26,6 @@ static INSERT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("INSERT INTO runs ({}) VALUES ({})", RUN_COLUMNS.join(", "), values.join(", "))
 });
 
-/// `UPDATE runs SET col = $n, ... WHERE id = $1`, binding in the insert's order.
-static UPDATE_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let sets: Vec<String> = RUN_COLUMNS.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = ${}", i + 1)).collect();
-    format!("UPDATE runs SET {} WHERE id = $1", sets.join(", "))
-});
-
 fn run_stmt(sql: &str, r: &RunRecord) -> Stmt {
     Stmt { sql: sql.to_string(), args: run_args(r) }
 }
@@ -77,9 +71,28 @@ pub(crate) async fn insert_run(tx: &mut dyn Tx, r: &RunRecord) -> StoreResult<()
     Ok(())
 }
 
-/// Write every mutable column of a run; a provider ref owned by another run is a `Conflict`.
-pub(crate) async fn update_run(tx: &mut dyn Tx, r: &RunRecord) -> StoreResult<()> {
-    tx.execute(run_stmt(&UPDATE_RUN, r)).await.map_err(|e| unique_to_conflict(e, || provider_conflict(r)))?;
+/// Write the columns of `after` that differ from `before` (the run as read under its lock); a
+/// provider ref owned by another run is a `Conflict`. Only changed columns: SQLite rewrites the
+/// entry of every index on a column the statement sets, changed or not, and `runs` has eleven.
+pub(crate) async fn update_run(tx: &mut dyn Tx, before: &RunRecord, after: &RunRecord) -> StoreResult<()> {
+    let (old, new) = (run_args(before), run_args(after));
+    let mut stmt = Stmt::new("UPDATE runs SET ").bind(after.id.as_str());
+    let mut changed = 0;
+    for (i, (was, now)) in old.into_iter().zip(new).enumerate().skip(1) {
+        if was == now {
+            continue;
+        }
+        if changed > 0 {
+            stmt.push(", ");
+        }
+        stmt.push(RUN_COLUMNS[i]).push(" = ").push_bind(now);
+        changed += 1;
+    }
+    if changed == 0 {
+        return Ok(());
+    }
+    stmt.push(" WHERE id = $1");
+    tx.execute(stmt).await.map_err(|e| unique_to_conflict(e, || provider_conflict(after)))?;
     Ok(())
 }
 
