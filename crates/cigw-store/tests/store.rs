@@ -110,6 +110,7 @@ both_backends!(
     idempotency_keys,
     concurrent_same_key_creates_once,
     a_failing_write_undoes_only_itself,
+    run_updates_write_only_changed_columns,
     claim_dispatch_leases,
     concurrent_claimers_never_share,
     record_dispatch_outcomes,

@@ -1417,6 +1417,49 @@ pub async fn secret_values_are_dropped_once_sent(ctx: Ctx) {
     }
 }
 
+/// A run update writes only the columns that changed: an index on columns a dispatch or a poll
+/// does not change is left alone (SQLite rewrites the entry of every index on a column a
+/// statement sets). Counted by a database trigger that fires when those columns are set.
+pub async fn run_updates_write_only_changed_columns(ctx: Ctx) {
+    let ddl: &[&str] = match ctx.backend() {
+        Backend::Sqlite => &[
+            "CREATE TABLE column_writes (n INTEGER NOT NULL)",
+            "INSERT INTO column_writes VALUES (0)",
+            "CREATE TRIGGER count_column_writes AFTER UPDATE OF trigger_id, target, created_at, branch ON runs \
+             BEGIN UPDATE column_writes SET n = n + 1; END",
+        ],
+        Backend::Postgres => &[
+            "CREATE TABLE column_writes (n INTEGER NOT NULL)",
+            "INSERT INTO column_writes VALUES (0)",
+            "CREATE FUNCTION count_column_writes() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN UPDATE column_writes SET n = n + 1; RETURN NULL; END $$",
+            "CREATE TRIGGER count_column_writes AFTER UPDATE OF trigger_id, target, created_at, branch ON runs \
+             FOR EACH ROW EXECUTE FUNCTION count_column_writes()",
+        ],
+    };
+    for sql in ddl {
+        raw_exec(&ctx, sql).await;
+    }
+    let s = &ctx.store;
+    let run = dispatched(s, "build-cols").await;
+    let claimed = s.claim_poll("p", t(6), t(66), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let update = s.apply_status(&run.id, "p", &status(RunState::Running, "running", t(7)), Some(t(20))).await.unwrap();
+    assert_eq!(update.run.state, RunState::Running);
+    s.request_cancel(&run.id, t(8)).await.unwrap();
+    let stored = s.get_run(&run.id).await.unwrap();
+    assert_eq!((stored.state, stored.cancel_requested), (RunState::Canceling, true), "the changes were written");
+    assert_eq!(stored.provider_ref.map(|r| r.id).as_deref(), Some("build-cols"));
+    let writes = raw_text(
+        &ctx,
+        "SELECT CAST(n AS TEXT) FROM column_writes WHERE $1 = $1",
+        "SELECT n::text FROM column_writes WHERE $1 = $1",
+        "x",
+    )
+    .await;
+    assert_eq!(writes, ["0"], "a dispatch, a poll and a cancel set columns none of them changed");
+}
+
 /// Issue 12: sends that may have reached the provider are counted in typed columns (ambiguous
 /// answers and claims that ended without an outcome), and such a run is never canceled blind.
 pub async fn possibly_sent_dispatches_are_counted_and_never_canceled_blind(ctx: Ctx) {
