@@ -22,7 +22,7 @@ pub(super) type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Finish) + Send>;
 const STATEMENT_CACHE: usize = 512;
 
 /// How long the checkpointer lets commits accumulate before it copies them into the database.
-const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(25);
 /// The size the log file is cut back to once checkpointed (bytes).
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
