@@ -826,11 +826,17 @@ async fn three_replicas_on_postgres_survive_a_sigkill_and_a_restart_with_nothing
         .collect();
     let codeship_requests = codeship.len();
     let codeship_busiest = busiest_within(codeship.clone(), chrono::TimeDelta::seconds(60));
-    let codeship_busiest_second = busiest_within(codeship, chrono::TimeDelta::seconds(1));
-    if codeship_busiest_second > CODESHIP_PER_SECOND + 2 {
+    let codeship_busiest_second = busiest_within(codeship.clone(), chrono::TimeDelta::seconds(1));
+    // Arrival times carry the scheduling delays of a loaded two-core machine (a few hundred ms),
+    // which can bunch a few paced requests into one second (13 seen in CI): the pace is checked
+    // over three seconds, allowing half a second of delay and the one-request burst. Three
+    // replicas with budgets of their own would send about 90.
+    let codeship_busiest_3s = busiest_within(codeship, chrono::TimeDelta::seconds(3));
+    let allowed_3s = CODESHIP_PER_SECOND * 3 + CODESHIP_PER_SECOND / 2 + 1;
+    if codeship_busiest_3s > allowed_3s {
         problems.push(format!(
-            "the replicas sent {codeship_busiest_second} Codeship requests within one second; the shared budget is \
-             {CODESHIP_PER_SECOND}/s"
+            "the replicas sent {codeship_busiest_3s} Codeship requests within three seconds (at most {allowed_3s} \
+             allowed); the shared budget is {CODESHIP_PER_SECOND}/s"
         ));
     }
 
@@ -841,7 +847,8 @@ async fn three_replicas_on_postgres_survive_a_sigkill_and_a_restart_with_nothing
          over), replica {RESTARTED} restarted at {restarted_at:?}; {} runs followed to their end by {settled_in:?} \
          ({} in the store, {reclaimed} claimed more than once); {} builds; {chained} chained runs; {slots} schedule \
          slots; {} events streamed over {:?} (replica, Last-Event-ID); Codeship: {codeship_requests} requests, at most \
-         {codeship_busiest} in one minute and {codeship_busiest_second} in one second; {:?} in all",
+         {codeship_busiest} in one minute, {codeship_busiest_3s} in three seconds and {codeship_busiest_second} in one \
+         second; {:?} in all",
         accepted.repeats,
         accepted.failovers,
         killed_mid_send.len(),

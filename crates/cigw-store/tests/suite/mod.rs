@@ -1080,6 +1080,21 @@ pub(crate) async fn raw_exec(ctx: &Ctx, sql: &str) {
     }
 }
 
+/// SQLite: fold the write-ahead log into the database and cut it to nothing, waiting for a
+/// checkpoint already under way (the store's checkpointer) to finish first.
+async fn truncate_wal(ctx: &Ctx) {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&ctx.settings.url).await.unwrap();
+    for _ in 0..200 {
+        let (busy,): (i64,) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut c).await.unwrap();
+        if busy == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the write-ahead log could not be truncated within 5 s");
+}
+
 /// `t(secs)` as an SQL literal of the backend's time column type.
 fn sql_time(ctx: &Ctx, secs: i64) -> String {
     let at = t(secs);
@@ -1407,7 +1422,9 @@ pub async fn secret_values_are_dropped_once_sent(ctx: Ctx) {
 
     if ctx.backend() == Backend::Sqlite {
         // Nothing left in the file either: the write-ahead log folded in, freed space zeroed.
-        raw_exec(&ctx, "PRAGMA wal_checkpoint(TRUNCATE)").await;
+        // The store's checkpointer may be copying at that moment: look again until the
+        // truncating checkpoint completes (its first column says busy).
+        truncate_wal(&ctx).await;
         let path = ctx.settings.url.trim_start_matches("sqlite://");
         for file in [path.to_string(), format!("{path}-wal")] {
             let bytes = std::fs::read(&file).unwrap_or_default();
