@@ -262,10 +262,15 @@ impl Engine {
         Ok(events.iter().any(|e| e.kind == EventKind::CancelSent))
     }
 
-    fn next_poll_for(&self, run: &RunRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+    /// How the runs of `target` are polled.
+    pub(super) fn pace(&self, target: &str) -> Pace {
         let t = &self.state.settings.timings;
-        let callbacks = self.state.target(&run.target).is_some_and(|c| c.target.capabilities().callbacks);
-        Pace::new(t.poll_initial, t.poll_max, callbacks).next_poll(now, run.queued_at.unwrap_or(run.created_at))
+        let callbacks = self.state.target(target).is_some_and(|c| c.target.capabilities().callbacks);
+        Pace::new(t.poll_initial, t.poll_max, callbacks)
+    }
+
+    fn next_poll_for(&self, run: &RunRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.pace(&run.target).next_poll(now, run.queued_at.unwrap_or(run.created_at))
     }
 
     /// Keep the run as it is, due again at `next` (or untracked), and release the lease.

@@ -1,0 +1,144 @@
+//! CircleCI callbacks against the CircleCI simulator through the real adapter: the safety net
+//! when a callback never comes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cigw_core::catalog::Catalog;
+use cigw_core::config::{Problems, Settings, load_raw_from_str};
+use cigw_core::provider::ProviderFactory;
+use cigw_gateway::state::AppState;
+use cigw_sim::sandbox::SandboxProviders;
+use http::Method;
+use serde_json::{Value, json};
+
+const SANDBOX_TOML: &str = include_str!("../../../config/sandbox.toml");
+const TERMINAL: [&str; 5] = ["succeeded", "failed", "canceled", "skipped", "error"];
+
+/// The sandbox configuration (its CircleCI account has a webhook secret, so its runs are paced
+/// for callbacks) served against the simulators, with the given `[timings]`.
+struct Gw {
+    base: String,
+    http: reqwest::Client,
+    admin: String,
+    providers: SandboxProviders,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gw {
+    async fn start(speed: f64, run_for: Duration, timings: &[(&str, &str)]) -> Gw {
+        cigw_core::telemetry::init_for_tests();
+        let providers = SandboxProviders::start(speed, run_for).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let admin = cigw_gateway::auth::generate_token();
+        let mut overrides = providers.base_url_overrides();
+        overrides.extend([
+            ("database.url".to_string(), format!("sqlite://{}", dir.path().join("callbacks.db").display())),
+            ("auth.admin_token".to_string(), admin.clone()),
+        ]);
+        overrides.extend(timings.iter().map(|(k, v)| (format!("timings.{k}"), v.to_string())));
+        let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let raw = load_raw_from_str(SANDBOX_TOML, &overrides).unwrap();
+        let mut problems = Problems::default();
+        let settings = Settings::from_raw(&raw, &mut problems);
+        let factories: Vec<Arc<dyn ProviderFactory>> = vec![
+            Arc::new(cigw_circleci::CircleciFactory),
+            Arc::new(cigw_codefresh::CodefreshFactory),
+            Arc::new(cigw_codeship::CodeshipFactory),
+        ];
+        let catalog = Catalog::build(&settings, &factories, &mut problems);
+        assert!(!problems.has_errors(), "{:?}", problems.all());
+        let store = cigw_store::open(&settings.database).await.unwrap();
+        store.migrate().await.unwrap();
+        let state = AppState::new(store, catalog, settings);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(cigw_gateway::serve::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Gw { base, http: reqwest::Client::new(), admin, providers, stop: Some(stop), _dir: dir }
+    }
+
+    /// Trigger `api-build` on `branch`; returns the run id once it is dispatched, with its pipeline id.
+    async fn dispatched(&self, branch: &str) -> (String, String) {
+        let accepted: Value = self
+            .http
+            .post(format!("{}/v1/triggers", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({"targets": ["api-build"], "ref": {"branch": branch}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let run = accepted["runs"][0]["id"].as_str().expect("a run").to_string();
+        for _ in 0..200 {
+            if let Some(pipeline) = self.run(&run).await["provider_ref"]["id"].as_str() {
+                return (run, pipeline.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("run {run} was never dispatched");
+    }
+
+    async fn run(&self, id: &str) -> Value {
+        let r = self.http.get(format!("{}/v1/runs/{id}", self.base)).bearer_auth(&self.admin).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    async fn finished(&self, id: &str, within: Duration) -> Value {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let run = self.run(id).await;
+            if TERMINAL.contains(&run["state"].as_str().unwrap_or("")) {
+                return run;
+            }
+            assert!(tokio::time::Instant::now() < end, "not finished after {within:?}: {run:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// When the gateway read the pipeline's status (each read lists its workflows once).
+    fn reads(&self, pipeline: &str) -> Vec<DateTime<Utc>> {
+        let path = format!("/pipeline/{pipeline}/workflow");
+        let requests = self.providers.harness.recorder().requests();
+        requests.iter().filter(|r| r.method == Method::GET && r.path.ends_with(&path)).map(|r| r.received_at).collect()
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn secs(d: chrono::TimeDelta) -> f64 {
+    d.num_milliseconds() as f64 / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_callback_is_lost_is_ended_by_the_safety_net() {
+    // The account expects callbacks, but the simulator sends none: only the polls, sparse
+    // (the first 8 × 50 ms after dispatch) but at most 5 × `poll_max` = 1 s apart, see the end.
+    // The build: 0.5 s of config processing, 0.5 s queued, 3 s running (clock at real speed).
+    let gw = Gw::start(1.0, Duration::from_secs(3), &[("poll_initial", "50ms"), ("poll_max", "200ms")]).await;
+    let (run, pipeline) = gw.dispatched("main").await;
+    let done = gw.finished(&run, Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+
+    let reads = gw.reads(&pipeline);
+    let finished_at: DateTime<Utc> = done["finished_at"].as_str().unwrap().parse().unwrap();
+    let slack = 0.5;
+    let gaps: Vec<f64> = reads.windows(2).map(|w| secs(w[1] - w[0])).collect();
+    assert!(gaps.iter().all(|g| *g <= 1.0 + slack), "reads more than 5 × poll_max apart: {gaps:?}");
+    let seen_after = secs(*reads.last().unwrap() - finished_at);
+    assert!((0.0..=1.0 + slack).contains(&seen_after), "the end was read {seen_after} s after it happened");
+    // Polling alone would have read it every 200 ms or so: about 20 reads.
+    assert!(reads.len() <= 8, "{} reads: {gaps:?}", reads.len());
+}
