@@ -1,7 +1,7 @@
 //! The measurements of issue 17, each from outside the process it measures: `wrk` against the
 //! HTTP port, arrival times at the provider stand-in, RSS from `/proc`, `/readyz` from a client.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -355,6 +355,17 @@ async fn wait_terminal(ctx: &Ctx, url: &str, ids: &[String], limit: Duration) ->
     Ok(())
 }
 
+/// How many of the runs `ids` ended in each state.
+async fn final_states(ctx: &Ctx, url: &str, ids: &[String]) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut ended = BTreeMap::new();
+    for id in ids {
+        let v: Value =
+            ctx.http.get(format!("{url}/v1/runs/{id}")).header("Authorization", &ctx.auth).send().await?.json().await?;
+        *ended.entry(v["state"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+    }
+    Ok(ended)
+}
+
 /// Target 4: provider calls per run after the trigger, for a 10-minute build, on a clock 60
 /// times faster at the stand-in with the gateway's timings divided alike; polling only, then
 /// with CircleCI callbacks.
@@ -388,6 +399,12 @@ pub(crate) async fn calls_per_run(ctx: &mut Ctx) -> anyhow::Result<()> {
             ids.extend(post_trigger(&ctx.http, &ctx.auth, &gw.url, BODY).await?.0);
         }
         wait_terminal(ctx, &gw.url, &ids, Duration::from_secs(120)).await?;
+        // Calls per run mean something only for runs that went the whole build: a run ending
+        // early (e.g. `skipped` because its workflows came after `setup_grace`) costs fewer.
+        let ended = final_states(ctx, &gw.url, &ids).await?;
+        if ended.keys().any(|s| s != "succeeded") {
+            bail!("{label}: the runs ended {ended:?}, not all `succeeded`: the figure would not be a whole build's");
+        }
         let Counts { total, triggers, by_kind } = stand_in.counts(ctx).await?;
         let per_run = (total - triggers) as f64 / RUNS as f64;
         let by_kind: serde_json::Map<String, Value> =

@@ -1,7 +1,14 @@
 //! Provider callbacks (`POST /callbacks/{provider}/{account}`, e.g. CircleCI's signed
 //! `workflow-completed` webhooks): verified by the account's adapter, deduplicated on the
 //! provider's event id, and routed to the runs owning the provider build, which the tracker then
-//! reads at once. The callback itself never changes a run's state: the next poll does.
+//! reads: at once, or, during a burst (each workflow of a pipeline calls back, often together),
+//! `poll_initial` after its last read, so a burst costs one read per `poll_initial`. A callback
+//! arriving while the run is being read makes it read again after that read.
+//!
+//! The callback itself never changes a run's state, even signed: it tells of one workflow, and
+//! only a read tells whether the others (and any created since the last read: a rerun, the
+//! continuation of a setup workflow) have ended too. Terminal states are final, so the one read
+//! an ending costs is worth it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -54,8 +61,8 @@ pub async fn receive(
             else {
                 break;
             };
-            if !state.store.get_run(&run_id).await?.state.is_terminal() {
-                state.store.poll_now(&run_id, now).await?;
+            // `None`: the run has ended (or is not tracked), nothing to read.
+            if state.store.poll_soon(&run_id, now, state.settings.timings.poll_initial).await?.is_some() {
                 routed.push(run_id);
             }
         }

@@ -34,10 +34,31 @@ pub struct SandboxProviders {
     pub codeship_server: SimServer,
 }
 
+/// Longest time a CircleCI pipeline spends processing its config before its workflows are
+/// listed. CircleCI takes seconds whatever the build's length (clients wait 2–5 s before listing
+/// workflows); were it scaled with the build, a long build would stay `created` without
+/// workflows past the gateway's default `setup_grace` (60 s) and end `skipped`.
+const CONFIG_PROCESSING_AT_MOST: Duration = Duration::from_secs(5);
+
 /// Phase durations, scaled so a whole run takes about `run_for` of simulated time.
 fn phases(run_for: Duration) -> (Duration, Duration) {
     let short = (run_for / 6).max(Duration::from_millis(100));
     (short, run_for)
+}
+
+/// The CircleCI simulator's timing for builds lasting `run_for`: config processing (capped at
+/// [`CONFIG_PROCESSING_AT_MOST`]), then each workflow queued for a sixth of the build, then
+/// running for `run_for`.
+fn circleci_timing(run_for: Duration) -> CircleciSimConfig {
+    let (short, long) = phases(run_for);
+    let processing = short.min(CONFIG_PROCESSING_AT_MOST);
+    CircleciSimConfig {
+        workflows_after: processing,
+        pending_for: processing / 2,
+        queued_for: short,
+        run_for: long,
+        ..CircleciSimConfig::default()
+    }
 }
 
 impl SandboxProviders {
@@ -49,14 +70,7 @@ impl SandboxProviders {
 
         let mut api = SimProject::new(CIRCLECI_PROJECT).with_definition(circleci::DEFAULT_DEFINITION_ID);
         api.parameters.push("deploy_env".into());
-        let circleci_config = CircleciSimConfig {
-            projects: vec![api],
-            workflows_after: short,
-            queued_for: short,
-            pending_for: short / 2,
-            run_for: long,
-            ..CircleciSimConfig::default()
-        };
+        let circleci_config = CircleciSimConfig { projects: vec![api], ..circleci_timing(run_for) };
         // `circleci::start` also runs the task that sends the configured webhooks.
         let (circleci, circleci_server) = circleci::start(&harness, circleci_config).await;
 
@@ -93,5 +107,26 @@ impl SandboxProviders {
             ("providers.codefresh.sandbox.base_url".into(), format!("{}/api", self.codefresh_server.url())),
             ("providers.codeship.sandbox.base_url".into(), format!("{}/v2", self.codeship_server.url())),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflows_of_any_build_appear_within_the_default_setup_grace() {
+        for run_for in
+            [Duration::from_secs(2), Duration::from_secs(20), Duration::from_secs(600), Duration::from_secs(7200)]
+        {
+            let c = circleci_timing(run_for);
+            // The gateway's default `setup_grace` is 60 s.
+            assert!(c.workflows_after < Duration::from_secs(60), "{run_for:?}: {:?}", c.workflows_after);
+            assert!(c.pending_for < c.workflows_after, "{run_for:?}");
+            assert_eq!(c.run_for, run_for);
+        }
+        // Short builds keep their proportions: a sixth of the build before the workflows appear.
+        let c = circleci_timing(Duration::from_secs(12));
+        assert_eq!((c.workflows_after, c.queued_for), (Duration::from_secs(2), Duration::from_secs(2)));
     }
 }

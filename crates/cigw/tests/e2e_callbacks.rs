@@ -54,8 +54,9 @@ async fn deliver(gw: &Gateway, body: &[u8], signature: Option<&str>) -> (u16, Va
 
 #[tokio::test]
 async fn bad_signatures_are_refused_and_redeliveries_are_duplicates() {
-    let gw =
-        Gateway::start_custom(20.0, Duration::from_secs(2), &[("poll_initial", "40s"), ("poll_max", "60s")], "").await;
+    // The first poll comes 8 × `poll_initial` = 4 s after dispatch: until then only callbacks read.
+    let gw = Gateway::start_custom(20.0, Duration::from_secs(2), &[("poll_initial", "500ms"), ("poll_max", "60s")], "")
+        .await;
     // No simulator deliveries here: this test sends its own.
     gw.providers.circleci.set_webhook(None);
     let run = gw.trigger(json!({"targets": ["api-build"], "ref": {"branch": "signed"}})).await.remove(0);
@@ -80,7 +81,8 @@ async fn bad_signatures_are_refused_and_redeliveries_are_duplicates() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "duplicate", "{answer}");
 
-    // Each accepted callback makes the tracker read the run at once.
+    // An accepted callback makes the tracker read the run at once (after a quiet `poll_initial`;
+    // within one, callbacks are coalesced into one read `poll_initial` after the last).
     let later = event("evt-signed-2", &pipeline);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (status, _) = deliver(&gw, &later, Some(&sign_v1(CIRCLECI_WEBHOOK_SECRET, &later))).await;

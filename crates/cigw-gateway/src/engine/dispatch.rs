@@ -277,7 +277,9 @@ impl Engine {
         let timings = &self.state.settings.timings;
         let first_poll = now + cigw_core::time::span(timings.poll_initial);
         match result {
-            Ok(TriggerOutcome::Started(run_ref)) => DispatchOutcome::Started { run_ref, next_poll_at: first_poll },
+            Ok(TriggerOutcome::Started(run_ref)) => {
+                DispatchOutcome::Started { run_ref, next_poll_at: self.pace(&run.target).first_poll(now) }
+            }
             Ok(TriggerOutcome::AcceptedWithoutId { sent_at }) => DispatchOutcome::Unconfirmed {
                 sent_at,
                 deadline: sent_at + cigw_core::time::span(timings.unconfirmed_deadline),

@@ -1,7 +1,7 @@
 //! When to poll a run next: soon after dispatch, then with gaps growing with the run's age up to
 //! a cap, with jitter so runs started together do not poll together. Where the provider calls
-//! back when a run ends, the callback tells the end and polls only show progress: the gaps grow
-//! faster and further.
+//! back when a run ends, the callback tells the end and polls only show progress: the first
+//! waits until the provider has normally set the run up, and the gaps grow faster and further.
 
 use std::time::Duration;
 
@@ -11,7 +11,9 @@ use rand::Rng;
 /// How a run's polls are spaced.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Pace {
-    /// The first gap, and the shortest.
+    /// The gap between dispatch and the first poll.
+    pub(crate) first: Duration,
+    /// The shortest gap.
     pub(crate) initial: Duration,
     /// The longest gap.
     pub(crate) max: Duration,
@@ -26,15 +28,22 @@ const POLL_GROWTH: f64 = 1.5;
 const CALLBACK_GROWTH: f64 = 8.0;
 /// …and at least every 5 × `poll_max`, as a safety net for a lost or never-sent callback.
 const CALLBACK_STRETCH: u32 = 5;
+/// With callbacks, the first poll comes 8 × `poll_initial` (16 s by default) after dispatch:
+/// by then a CircleCI pipeline has normally processed its config (clients wait 2–5 s before
+/// listing workflows), so that one read finds the config error or the workflows, which an
+/// earlier read would only show as still being set up. A config error is the one end no
+/// callback announces.
+const CALLBACK_FIRST: u32 = 8;
 
 impl Pace {
     /// The pace for a run: `callbacks` when its account receives the provider's callbacks.
     pub(crate) fn new(initial: Duration, max: Duration, callbacks: bool) -> Self {
         let max = max.max(initial);
         if callbacks {
-            Self { initial, max: max * CALLBACK_STRETCH, growth: CALLBACK_GROWTH }
+            let max = max * CALLBACK_STRETCH;
+            Self { first: (initial * CALLBACK_FIRST).min(max), initial, max, growth: CALLBACK_GROWTH }
         } else {
-            Self { initial, max, growth: POLL_GROWTH }
+            Self { first: initial, initial, max, growth: POLL_GROWTH }
         }
     }
 
@@ -43,6 +52,11 @@ impl Pace {
         let base = age.mul_f64(self.growth).clamp(self.initial, self.max);
         let jitter = rand::rng().random_range(0.8..=1.2);
         base.mul_f64(jitter).min(self.max)
+    }
+
+    /// The first poll time of a run dispatched at `now`.
+    pub(crate) fn first_poll(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + cigw_core::time::span(self.first)
     }
 
     /// The next poll time for a run created at `since`.
@@ -82,34 +96,58 @@ mod tests {
         assert!(Pace::new(5 * S, S, false).interval(3600 * S) <= 5 * S);
     }
 
-    /// Reads of one run from its start until it ends at `end`, the last one seeing the end (or,
-    /// with callbacks, the read the callback asks for).
+    #[test]
+    fn with_callbacks_the_first_poll_waits_for_the_config_to_be_processed() {
+        assert_eq!(Pace::new(2 * S, 60 * S, false).first, 2 * S);
+        assert_eq!(Pace::new(2 * S, 60 * S, true).first, 16 * S);
+        // Never later than the safety net allows.
+        assert_eq!(Pace::new(40 * S, 60 * S, true).first, 300 * S);
+    }
+
+    /// Reads of one run from its dispatch until it ends at `end`: the last one sees the end, or,
+    /// with callbacks, is the read the callback asks for.
     fn reads_until(pace: &Pace, end: Duration, callbacks: bool) -> u32 {
-        let (mut age, mut reads) = (Duration::ZERO, 0);
+        let (mut age, mut reads) = (pace.first, 0);
         loop {
-            let gap = pace.interval(age);
-            reads += 1;
-            if callbacks && age + gap >= end {
-                return reads;
+            if callbacks && age >= end {
+                return reads + 1;
             }
-            age += gap;
+            reads += 1;
             if age >= end {
                 return reads;
             }
+            age += pace.interval(age);
         }
     }
 
     #[test]
-    fn a_ten_minute_build_costs_about_fifteen_reads_polling_and_five_with_callbacks() {
+    fn a_ten_minute_build_costs_about_fifteen_reads_polling_and_four_with_callbacks() {
         let (polling, calling) = (Pace::new(2 * S, 60 * S, false), Pace::new(2 * S, 60 * S, true));
         let n = 1000;
-        let mean = |pace: &Pace, callbacks| {
-            (0..n).map(|_| reads_until(pace, 600 * S, callbacks)).sum::<u32>() as f64 / n as f64
+        let runs = |pace: &Pace, end: Duration, callbacks| -> Vec<u32> {
+            (0..n).map(|_| reads_until(pace, end, callbacks)).collect()
         };
-        let (p, c) = (mean(&polling, false), mean(&calling, true));
-        assert!((13.0..=15.5).contains(&p), "polling alone: {p} reads");
-        assert!((4.0..=5.5).contains(&c), "with callbacks: {c} reads");
-        // The safety net: without the callback a run is still read at least every 5 minutes.
-        assert!(calling.interval(3600 * S) <= 300 * S);
+        let mean = |reads: &[u32]| reads.iter().sum::<u32>() as f64 / reads.len() as f64;
+        let p = runs(&polling, 600 * S, false);
+        assert!((13.0..=15.5).contains(&mean(&p)), "polling alone: {} reads", mean(&p));
+        let c = runs(&calling, 600 * S, true);
+        assert!((3.5..=4.5).contains(&mean(&c)), "with callbacks: {} reads", mean(&c));
+        assert!(c.iter().all(|r| *r <= 5), "with callbacks: {c:?}");
+        // Ten minutes of jobs after as much queueing as the benchmark's stand-in does.
+        let c = runs(&calling, 705 * S, true);
+        assert!(c.iter().all(|r| *r <= 5), "with callbacks, queued first: {c:?}");
+    }
+
+    #[test]
+    fn with_callbacks_a_run_is_still_read_at_least_every_five_poll_max() {
+        // The safety net for a lost callback: whatever the run's age, the next read comes within
+        // 5 × `poll_max`, so the end of a run whose callback never comes is seen that late at most.
+        let calling = Pace::new(2 * S, 60 * S, true);
+        for age in [0, 1, 16, 100, 600, 3600, 86_400] {
+            for _ in 0..100 {
+                assert!(calling.interval(age * S) <= 300 * S, "age {age} s");
+            }
+        }
+        assert!(calling.first <= 300 * S);
     }
 }

@@ -47,7 +47,7 @@ impl Engine {
         }
         let Some(run_ref) = run.provider_ref.clone() else {
             // Claimed without a build to look at: nothing to poll; stop tracking it.
-            return self.reschedule(&run, None).await;
+            return self.reschedule(&run, None).await.map(drop);
         };
         if run.state == RunState::Canceling && run.cancel_requested && !self.cancel_sent(&run).await? {
             self.send_cancel(&run, target.as_ref(), &run_ref, now).await?;
@@ -63,20 +63,35 @@ impl Engine {
                 return Ok(());
             }
         }
-        match target.status(&run_ref).await {
+        let after = match target.status(&run_ref).await {
             Ok(status) => {
                 let next = (!status.state.is_terminal()).then(|| self.next_poll_for(&run, now));
                 let update = self.state.store.apply_status(&run.id, &self.owner, &status, next).await?;
                 if let Some(from) = update.moved_from {
                     tracing::info!(run_id = run.id, from = %from, to = %update.run.state, "run state changed");
                 }
-                Ok(())
+                update.run
             }
             Err(e) => {
                 tracing::warn!(run_id = run.id, error = %e, "status poll failed; will try again");
-                self.reschedule(&run, Some(self.next_poll_for(&run, now))).await
+                self.reschedule(&run, Some(self.next_poll_for(&run, now))).await?
             }
+        };
+        self.read_again_if_asked_meanwhile(&run, &after).await
+    }
+
+    /// A read asked for while this one was under way (a callback, a refresh) was overwritten by
+    /// this read's schedule, and this read's answer may predate what made the asker ask (the
+    /// provider answered before the workflow ended, its callback came while the answer was on
+    /// its way): ask again, coalesced like any refresh (`poll_initial` after this read).
+    async fn read_again_if_asked_meanwhile(&self, claimed: &RunRecord, after: &RunRecord) -> Result<(), StoreError> {
+        let asked_meanwhile =
+            after.last_refresh_at.is_some_and(|asked| claimed.last_polled_at.is_none_or(|read| asked >= read));
+        if asked_meanwhile && !after.state.is_terminal() {
+            let timings = &self.state.settings.timings;
+            self.state.store.poll_soon(&after.id, self.state.now(), timings.poll_initial).await?;
         }
+        Ok(())
     }
 
     /// Match a run accepted without an id with a provider build, or give up at its deadline.
@@ -121,7 +136,7 @@ impl Engine {
             return Ok(());
         }
         let step = cigw_core::time::span(step);
-        self.reschedule(run, Some(now + step)).await
+        self.reschedule(run, Some(now + step)).await.map(drop)
     }
 
     /// List the target's recent builds once and give each unconfirmed run of it its build.
@@ -262,18 +277,23 @@ impl Engine {
         Ok(events.iter().any(|e| e.kind == EventKind::CancelSent))
     }
 
-    fn next_poll_for(&self, run: &RunRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+    /// How the runs of `target` are polled.
+    pub(super) fn pace(&self, target: &str) -> Pace {
         let t = &self.state.settings.timings;
-        let callbacks = self.state.target(&run.target).is_some_and(|c| c.target.capabilities().callbacks);
-        Pace::new(t.poll_initial, t.poll_max, callbacks).next_poll(now, run.queued_at.unwrap_or(run.created_at))
+        let callbacks = self.state.target(target).is_some_and(|c| c.target.capabilities().callbacks);
+        Pace::new(t.poll_initial, t.poll_max, callbacks)
+    }
+
+    fn next_poll_for(&self, run: &RunRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.pace(&run.target).next_poll(now, run.queued_at.unwrap_or(run.created_at))
     }
 
     /// Keep the run as it is, due again at `next` (or untracked), and release the lease.
-    async fn reschedule(&self, run: &RunRecord, next: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+    async fn reschedule(&self, run: &RunRecord, next: Option<DateTime<Utc>>) -> Result<RunRecord, StoreError> {
         let mut unchanged = RunStatus::new(run.state, run.raw_status.clone().unwrap_or_default());
         unchanged.observed_at = run.observed_at.unwrap_or(run.created_at).max(self.state.now());
         unchanged.message = run.message.clone();
-        self.state.store.apply_status(&run.id, &self.owner, &unchanged, next).await.map(|_| ())
+        self.state.store.apply_status(&run.id, &self.owner, &unchanged, next).await.map(|u| u.run)
     }
 
     /// Release the lease without touching the schedule the store just set.
