@@ -10,7 +10,7 @@ use cigw_core::catalog::Catalog;
 use cigw_core::config::{Problems, Settings, load_raw_from_str};
 use cigw_core::provider::ProviderFactory;
 use cigw_gateway::state::AppState;
-use cigw_sim::circleci::sign_v1;
+use cigw_sim::circleci::{sign_v1, workflow_completed};
 use cigw_sim::sandbox::{CIRCLECI_WEBHOOK_SECRET, SandboxProviders};
 use cigw_sim::{Fault, ScriptedFault};
 use http::Method;
@@ -137,19 +137,7 @@ impl Gw {
     /// Deliver a `workflow-completed` event about `pipeline` claiming `status`, signed with
     /// `secret` (unsigned when `None`); returns the HTTP status.
     async fn callback(&self, event_id: &str, pipeline: &str, status: &str, secret: Option<&str>) -> u16 {
-        let body = serde_json::to_vec(&json!({
-            "id": event_id,
-            "type": "workflow-completed",
-            "happened_at": "2026-01-01T00:00:00Z",
-            "webhook": {"id": "6f3c7f5e-2d0a-4c59-8d8e-0d6f1b9a7c11", "name": "test"},
-            "project": {"id": "p", "name": "api", "slug": "github/acme/api"},
-            "organization": {"id": "o", "name": "acme"},
-            "workflow": {"id": format!("w-{event_id}"), "name": "build", "created_at": "2026-01-01T00:00:00Z",
-                         "stopped_at": "2026-01-01T00:00:00Z", "url": "https://example.com", "status": status},
-            "pipeline": {"id": pipeline, "number": 1, "created_at": "2026-01-01T00:00:00Z",
-                         "trigger": {"type": "api"}, "trigger_parameters": {}, "vcs": {}},
-        }))
-        .unwrap();
+        let body = workflow_completed(event_id, pipeline, &format!("w-{event_id}"), status);
         let mut request = self
             .http
             .post(format!("{}/callbacks/circleci/sandbox", self.base))

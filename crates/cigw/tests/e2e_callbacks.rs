@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cigw_sim::circleci::sign_v1;
+use cigw_sim::circleci::{sign_v1, workflow_completed};
 use cigw_sim::sandbox::CIRCLECI_WEBHOOK_SECRET;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -28,19 +28,7 @@ async fn a_callback_finishes_a_run_long_before_its_next_poll() {
 }
 
 fn event(id: &str, pipeline_id: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "id": id,
-        "type": "workflow-completed",
-        "happened_at": "2026-01-01T00:00:00Z",
-        "webhook": {"id": "6f3c7f5e-2d0a-4c59-8d8e-0d6f1b9a7c11", "name": "test"},
-        "project": {"id": "p", "name": "api", "slug": "github/acme/api"},
-        "organization": {"id": "o", "name": "acme"},
-        "workflow": {"id": "w", "name": "build", "created_at": "2026-01-01T00:00:00Z",
-                     "stopped_at": "2026-01-01T00:00:00Z", "url": "https://example.com", "status": "success"},
-        "pipeline": {"id": pipeline_id, "number": 1, "created_at": "2026-01-01T00:00:00Z",
-                     "trigger": {"type": "api"}, "trigger_parameters": {}, "vcs": {}},
-    }))
-    .unwrap()
+    workflow_completed(id, pipeline_id, "w", "success")
 }
 
 async fn deliver(gw: &Gateway, body: &[u8], signature: Option<&str>) -> (u16, Value) {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 pub use model::{SimPipeline, SimProject, SimWorkflow};
-pub use webhooks::sign_v1;
+pub use webhooks::{sign_v1, workflow_completed};
 
 use crate::harness::{FaultResponses, Harness, SimServer};
 

@@ -85,6 +85,25 @@ fn due(shared: &Shared) -> Vec<(String, Value)> {
     out
 }
 
+/// A minimal `workflow-completed` event (one workflow `workflow_id` of pipeline `pipeline_id`
+/// ended `status`), as a test hands it to a gateway directly; the simulator's own carry the
+/// pipeline's whole record.
+pub fn workflow_completed(event_id: &str, pipeline_id: &str, workflow_id: &str, status: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": event_id,
+        "type": "workflow-completed",
+        "happened_at": "2026-01-01T00:00:00Z",
+        "webhook": {"id": "6f3c7f5e-2d0a-4c59-8d8e-0d6f1b9a7c11", "name": "test"},
+        "project": {"id": "p", "name": "api", "slug": "github/acme/api"},
+        "organization": {"id": "o", "name": "acme"},
+        "workflow": {"id": workflow_id, "name": "build", "created_at": "2026-01-01T00:00:00Z",
+                     "stopped_at": "2026-01-01T00:00:00Z", "url": "https://example.com", "status": status},
+        "pipeline": {"id": pipeline_id, "number": 1, "created_at": "2026-01-01T00:00:00Z",
+                     "trigger": {"type": "api"}, "trigger_parameters": {}, "vcs": {}},
+    }))
+    .expect("JSON")
+}
+
 /// Deliver every due event once; returns how many the receiver accepted (2xx).
 pub(crate) async fn deliver_due(shared: &Shared) -> usize {
     let Some(target) = shared.config.lock().webhook.clone() else { return 0 };
