@@ -461,8 +461,11 @@ pub(crate) async fn apply_status(
             run.message = status.message.clone();
         }
         if moved_from.is_some() {
+            // A run first seen at its end (a short build read only once, after its callback)
+            // keeps the provider's start time too, so its duration is known.
             if let Some(t) = status.started_at
-                && matches!(run.state, RunState::Running | RunState::Blocked)
+                && (matches!(run.state, RunState::Running | RunState::Blocked)
+                    || (run.state.is_terminal() && run.started_at.is_none()))
             {
                 run.started_at = Some(t);
             }

@@ -116,6 +116,7 @@ both_backends!(
     record_dispatch_outcomes,
     adoption_is_unique,
     tracking_applies_forward_only,
+    a_run_first_seen_finished_keeps_the_providers_start,
     status_messages_follow_the_current_state,
     poll_now_and_unconfirmed_runs,
     cancel_requests,

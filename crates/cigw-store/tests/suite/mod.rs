@@ -491,6 +491,29 @@ pub async fn adoption_is_unique(ctx: Ctx) {
     assert_eq!(s.get_run(&c.id).await.unwrap().state, RunState::Pending);
 }
 
+/// A run first seen at its end (a short build read once, after its callback) keeps the
+/// provider's start time, so its duration (the dashboard's median) is known; a start time seen
+/// while it ran is not replaced.
+pub async fn a_run_first_seen_finished_keeps_the_providers_start(ctx: Ctx) {
+    let s = &ctx.store;
+    let run = dispatched(s, "b-quick").await;
+    assert_eq!(s.claim_poll("t", t(5), t(35), 10).await.unwrap().len(), 1);
+    let mut done = status(RunState::Succeeded, "success", t(9));
+    done.started_at = Some(t(3));
+    done.finished_at = Some(t(8));
+    let r = s.apply_status(&run.id, "t", &done, None).await.unwrap().run;
+    assert_eq!((r.state, r.started_at, r.finished_at), (RunState::Succeeded, Some(t(3)), Some(t(8))));
+
+    let seen_running = dispatched(s, "b-seen").await;
+    assert_eq!(s.claim_poll("t", t(5), t(35), 10).await.unwrap().len(), 1);
+    s.apply_status(&seen_running.id, "t", &status(RunState::Running, "running", t(6)), Some(t(7))).await.unwrap();
+    assert_eq!(s.claim_poll("t", t(7), t(37), 10).await.unwrap().len(), 1);
+    let mut ended = status(RunState::Succeeded, "success", t(9));
+    ended.started_at = Some(t(2));
+    let r = s.apply_status(&seen_running.id, "t", &ended, None).await.unwrap().run;
+    assert_eq!(r.started_at, Some(t(6)), "the start seen while it ran stays");
+}
+
 pub async fn tracking_applies_forward_only(ctx: Ctx) {
     let s = &ctx.store;
     let run = dispatched(s, "b-1").await;
