@@ -24,11 +24,11 @@ use crate::{ops, query};
 /// How a store call reaches the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// Statements that write, in one transaction (SQLite: through the writer task, answered
+    /// Statements that write, in one transaction (SQLite: through the writer thread, answered
     /// after its commit).
     Write,
     /// One statement that writes (PostgreSQL: on its own, without BEGIN and COMMIT; SQLite:
-    /// through the writer task like any write).
+    /// through the writer thread like any write).
     WriteOne,
     /// Statements that read, on a pooled connection.
     Read,

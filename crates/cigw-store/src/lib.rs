@@ -34,7 +34,7 @@ pub use store::Store;
 /// Options of [`open_with`] beyond the `[database]` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenOptions {
-    /// SQLite: let the writer task commit concurrent writes together (each caller still gets
+    /// SQLite: let the writer thread commit concurrent writes together (each caller still gets
     /// its answer only after its commit). Ignored by PostgreSQL.
     pub group_commit: bool,
 }

@@ -250,6 +250,13 @@ async fn locked(tx: &mut dyn Tx, run_id: &str) -> StoreResult<RunRecord> {
     st::lock_run(tx, run_id).await?.ok_or_else(|| StoreError::run_not_found(run_id))
 }
 
+/// The run, locked to be changed: as read (what [`st::update_run`] compares with) and a copy to
+/// change.
+async fn locked_to_change(tx: &mut dyn Tx, run_id: &str) -> StoreResult<(RunRecord, RunRecord)> {
+    let run = locked(tx, run_id).await?;
+    Ok((run.clone(), run))
+}
+
 fn check_owner(run: &RunRecord, owner: &str) -> StoreResult<()> {
     if run.lease_owner.as_deref() != Some(owner) {
         return Err(StoreError::Conflict { what: format!("run {} is not leased by `{owner}`", run.id) });
@@ -323,8 +330,7 @@ pub(crate) async fn record_dispatch(
     outcome: &DispatchOutcome,
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
-    let mut run = locked(tx, run_id).await?;
-    let before = run.clone();
+    let (before, mut run) = locked_to_change(tx, run_id).await?;
     check_owner(&run, owner)?;
     if run.state.is_terminal() {
         return Err(StoreError::Conflict { what: format!("run {run_id} is already {}", run.state) });
@@ -402,8 +408,7 @@ pub(crate) async fn adopt(
     run_ref: &ProviderRunRef,
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
-    let mut run = locked(tx, run_id).await?;
-    let before = run.clone();
+    let (before, mut run) = locked_to_change(tx, run_id).await?;
     if let Some(existing) = &run.provider_ref {
         if existing.id == run_ref.id && existing.attempt == run_ref.attempt {
             return Ok(RunUpdate { run, moved_from: None, stale: false });
@@ -439,8 +444,7 @@ pub(crate) async fn apply_status(
     next_poll_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
-    let mut run = locked(tx, run_id).await?;
-    let before = run.clone();
+    let (before, mut run) = locked_to_change(tx, run_id).await?;
     check_owner(&run, owner)?;
     run.lease_owner = None;
     run.lease_until = None;
@@ -497,8 +501,7 @@ pub(crate) async fn apply_status(
 }
 
 pub(crate) async fn request_cancel(tx: &mut dyn Tx, run_id: &str, now: DateTime<Utc>) -> StoreResult<RunUpdate> {
-    let mut run = locked(tx, run_id).await?;
-    let before = run.clone();
+    let (before, mut run) = locked_to_change(tx, run_id).await?;
     if run.state.is_terminal() {
         return Err(StoreError::Conflict { what: format!("run {run_id} is already {}", run.state) });
     }
@@ -547,8 +550,7 @@ pub(crate) async fn poll_soon(
     now: DateTime<Utc>,
     min_gap: std::time::Duration,
 ) -> StoreResult<Option<DateTime<Utc>>> {
-    let mut run = locked(tx, run_id).await?;
-    let before = run.clone();
+    let (before, mut run) = locked_to_change(tx, run_id).await?;
     let tracked =
         !run.state.is_terminal() && run.next_dispatch_at.is_none() && (run.provider_ref.is_some() || run.unconfirmed);
     if !tracked {
@@ -585,8 +587,7 @@ pub(crate) async fn set_state(
     kind: EventKind,
     now: DateTime<Utc>,
 ) -> StoreResult<RunUpdate> {
-    let mut run = locked(tx, run_id).await?;
-    let before = run.clone();
+    let (before, mut run) = locked_to_change(tx, run_id).await?;
     let moved_from = move_state(&mut run, state, now);
     if let Some(from) = moved_from {
         if let Some(m) = message {
@@ -735,8 +736,7 @@ pub(crate) async fn supersede(
     owner: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<RunUpdate>> {
-    let mut run = locked(tx, run_id).await?;
-    let before = run.clone();
+    let (before, mut run) = locked_to_change(tx, run_id).await?;
     check_owner(&run, owner)?;
     let never_sent = run.provider_ref.is_none() && !run.unconfirmed && run.maybe_sent_count == 0;
     if run.state != RunState::Pending || !never_sent || run.rerun_of.is_some() {
