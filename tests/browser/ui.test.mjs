@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -190,12 +191,20 @@ test('a running run is canceled from the runs view', async () => {
 
 test('a finished run is rerun', async () => {
   await admin.goto(`${gw}/ui/#/runs?target=api-lint`);
+  // Only a hash changes, so the last view's table stays up until the filtered one is drawn.
+  await admin.waitForFunction(() => document.querySelector('#f-target')?.value === 'api-lint'
+    && document.querySelector('table.runs:not([aria-busy])'));
   const row = admin.locator(`#run-${runIds.failed}`);
   await row.waitFor();
   await row.getByRole('button', { name: /^Rerun run/ }).click();
-  await admin.locator('tr[data-target="api-lint"]').nth(1).waitFor();
-  const runs = await call('GET', '/v1/runs?target=api-lint');
-  assert.ok(runs.body.runs.some((r) => r.rerun_of === runIds.failed), 'a new run reruns the failed one');
+  // Wait for the rerun itself: the sandbox's every-2-minutes api-lint schedule can add a row too.
+  let rerun;
+  for (const started = Date.now(); !rerun && Date.now() - started < LONG; await sleep(200)) {
+    const runs = await call('GET', '/v1/runs?target=api-lint');
+    rerun = runs.body.runs.find((r) => r.rerun_of === runIds.failed);
+  }
+  assert.ok(rerun, 'a new run reruns the failed one');
+  await admin.locator(`#run-${rerun.id}`).waitFor();
 });
 
 test('a blocked run is approved from its detail page', async () => {
