@@ -185,8 +185,8 @@ pub(crate) trait Tx: Send {
     async fn execute(&mut self, stmt: Stmt) -> Result<u64, sqlx::Error>;
     /// Run a query; its rows.
     async fn fetch(&mut self, stmt: Stmt) -> Result<Rows, sqlx::Error>;
-    /// Wake the dispatchers and trackers once this transaction commits (PostgreSQL NOTIFY,
-    /// delivered by the server on commit; SQLite: the store's own broadcast after the commit).
+    /// Wake the dispatchers and trackers once this transaction commits (PostgreSQL: a NOTIFY
+    /// the store sends after the commit; SQLite: the store's own broadcast after the commit).
     async fn notify_wakeup(&mut self) -> StoreResult<()>;
     /// Tell every replica's token and session caches about `change` once this transaction
     /// commits (PostgreSQL NOTIFY; SQLite: the store's own broadcast after the commit).

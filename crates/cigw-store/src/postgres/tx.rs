@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgConnection;
 
+use super::AUTH_CHANNEL;
 use super::rows::query;
-use super::{AUTH_CHANNEL, WAKEUP_CHANNEL};
 use crate::error::StoreResult;
 use crate::model::{AuthChange, Backend};
 use crate::sql::{Rows, Stmt, Tx};
@@ -13,11 +13,13 @@ use crate::sql::{Rows, Stmt, Tx};
 /// One PostgreSQL connection.
 pub(super) struct PgTx<'c> {
     conn: &'c mut PgConnection,
+    /// The work asked for a wake-up, sent once it has committed (see `PgStore::run`).
+    pub(super) wake: bool,
 }
 
 impl<'c> PgTx<'c> {
     pub(super) fn new(conn: &'c mut PgConnection) -> Self {
-        Self { conn }
+        Self { conn, wake: false }
     }
 }
 
@@ -39,13 +41,15 @@ impl Tx for PgTx<'_> {
     }
 
     async fn notify_wakeup(&mut self) -> StoreResult<()> {
-        // Delivered to listeners only when (and if) this transaction commits.
-        sqlx::query("SELECT pg_notify($1, '')").bind(WAKEUP_CHANNEL).execute(&mut *self.conn).await?;
+        // Not a NOTIFY here: one inside the transaction holds the server's notify-queue lock
+        // through the commit's flush, which made every trigger's commit wait for the last.
+        self.wake = true;
         Ok(())
     }
 
     async fn notify_auth(&mut self, change: &AuthChange) -> StoreResult<()> {
-        // Delivered on commit, like the wake-up.
+        // Delivered to listeners only when (and if) this transaction commits: a cache must never
+        // miss a revocation. Rare, so the notify-queue lock it holds through the commit is cheap.
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(AUTH_CHANNEL)
             .bind(change.payload())

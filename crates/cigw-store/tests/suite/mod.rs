@@ -1002,16 +1002,44 @@ async fn next(w: &mut futures::stream::BoxStream<'static, ()>) -> Result<Option<
     tokio::time::timeout(Duration::from_secs(5), w.next()).await
 }
 
+/// Take the wake-ups already sent until none comes for 200 ms.
+async fn quiet(w: &mut futures::stream::BoxStream<'static, ()>) {
+    while tokio::time::timeout(Duration::from_millis(200), w.next()).await.is_ok() {}
+}
+
+/// New work wakes the engines: this handle's, and (PostgreSQL) every other replica's.
 pub async fn wakeups_follow_commits(ctx: Ctx) {
     let s = &ctx.store;
     let mut wakes = s.wakeups();
     assert_eq!(next(&mut wakes).await.expect("listening"), Some(()));
+    let other = ctx.another().await;
+    let mut there = other.wakeups();
+    assert_eq!(next(&mut there).await.expect("listening"), Some(()));
+    let replicas = ctx.backend() == Backend::Postgres;
+
     create(s, new_trigger(&["a"], t(0))).await;
     assert_eq!(next(&mut wakes).await.expect("a wake-up after create_trigger"), Some(()));
+    if replicas {
+        assert_eq!(next(&mut there).await.expect("another replica wakes too"), Some(()));
+    }
     let run = dispatched(s, "b").await;
-    while tokio::time::timeout(Duration::from_millis(200), wakes.next()).await.is_ok() {}
+    quiet(&mut wakes).await;
+    quiet(&mut there).await;
     s.poll_now(&run.id, t(3)).await.unwrap();
     assert_eq!(next(&mut wakes).await.expect("a wake-up after poll_now"), Some(()));
+    if replicas {
+        assert_eq!(next(&mut there).await.expect("another replica wakes after poll_now"), Some(()));
+    }
+
+    // A burst of writes may be told in fewer wake-ups, but its last commit is always followed by one.
+    quiet(&mut wakes).await;
+    quiet(&mut there).await;
+    let burst = (0..20).map(|i| create(s, new_trigger(&["a"], t(10 + i))));
+    futures::future::join_all(burst).await;
+    assert_eq!(next(&mut wakes).await.expect("a wake-up after the burst"), Some(()));
+    if replicas {
+        assert_eq!(next(&mut there).await.expect("another replica wakes after the burst"), Some(()));
+    }
 }
 
 async fn next_change(changes: &mut futures::stream::BoxStream<'static, AuthChange>) -> AuthChange {
