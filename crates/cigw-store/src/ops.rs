@@ -147,20 +147,12 @@ pub(crate) async fn create_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
         // Expired, or it started nothing: this delivery is handled anew.
         st::delete_hook_delivery(tx, &d.hook, &d.delivery_id).await?;
     }
-    st::insert_trigger(tx, t).await?;
-    let mut runs = Vec::with_capacity(t.runs.len());
-    for n in &t.runs {
-        let run = run_from_new(n, &t.id, &t.requested_by, now);
-        st::insert_run(tx, &run).await?;
-        runs.push(run);
-    }
-    for run in &runs {
-        st::insert_event(tx, EventRow { run, kind: EventKind::Created, data: created_data(run), created_at: now })
-            .await?;
-    }
-    if let Some(k) = &t.idempotency {
-        st::insert_key(tx, k, &t.id, now).await?;
-    }
+    let runs: Vec<RunRecord> = t.runs.iter().map(|n| run_from_new(n, &t.id, &t.requested_by, now)).collect();
+    let created: Vec<EventRow> = runs
+        .iter()
+        .map(|run| EventRow { run, kind: EventKind::Created, data: created_data(run), created_at: now })
+        .collect();
+    st::insert_new_trigger(tx, t, &runs, &created, t.idempotency.as_ref().map(|k| (k, now))).await?;
     if let Some(f) = &t.chain_firing {
         st::put_chain_firing(tx, f, now, &t.id).await?;
         let link = ChainLink {

@@ -123,6 +123,44 @@ impl Stmt {
         self.sql.push_str(&format!("${}", self.args.len()));
         self
     }
+
+    /// One PostgreSQL statement doing all of `parts` (writes without `RETURNING`): every part but
+    /// the last as a data-modifying `WITH` query, so they cost one round trip. Constraints are
+    /// checked once the whole statement has run, so a row may come before the one it refers to.
+    pub(crate) fn chained(parts: Vec<Stmt>) -> Stmt {
+        let mut out = Stmt::new("");
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
+            let sql = renumbered(&part.sql, out.args.len());
+            out.sql.push_str(&match i {
+                0 if last == 0 => sql,
+                0 => format!("WITH w0 AS ({sql})"),
+                i if i == last => format!(" {sql}"),
+                i => format!(", w{i} AS ({sql})"),
+            });
+            out.args.extend(part.args);
+        }
+        out
+    }
+}
+
+/// `sql` with every placeholder `$n` made `$(n + by)`. Our statements hold no dollar-quoted
+/// text, so every `$` followed by digits is a placeholder.
+fn renumbered(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One result row, read by column name. Text, integers and flags decode alike on both
@@ -210,5 +248,36 @@ impl dyn Tx + '_ {
             Backend::Postgres => "FOR UPDATE",
             Backend::Sqlite => "",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chained_statements_number_their_arguments_in_turn() {
+        let a = Stmt::new("INSERT INTO a (x, y) VALUES ($1, $2)").bind("a1").bind("a2");
+        let b = Stmt::new("INSERT INTO b (x) VALUES ($1)").bind("b1");
+        let c = Stmt::new("INSERT INTO c (x, y) VALUES ($2, $1), ($10, $1)").bind("c1").bind("c2");
+        let one = Stmt::chained(vec![a, b, c]);
+        assert_eq!(
+            one.sql,
+            "WITH w0 AS (INSERT INTO a (x, y) VALUES ($1, $2)), w1 AS (INSERT INTO b (x) VALUES ($3)) \
+             INSERT INTO c (x, y) VALUES ($5, $4), ($13, $4)"
+        );
+        let args: Vec<Arg> = ["a1", "a2", "b1", "c1", "c2"].into_iter().map(Arg::from).collect();
+        assert_eq!(one.args, args);
+    }
+
+    #[test]
+    fn one_statement_chained_is_itself() {
+        let a = Stmt::new("INSERT INTO a (x) VALUES ($1)").bind("a1");
+        assert_eq!(Stmt::chained(vec![a.clone()]), a);
+    }
+
+    #[test]
+    fn a_dollar_without_digits_is_kept() {
+        assert_eq!(renumbered("SELECT '$' || $1, $", 2), "SELECT '$' || $3, $");
     }
 }

@@ -278,8 +278,8 @@ pub(crate) async fn prune(
 // ---- triggers ----
 
 /// Insert a trigger row (not its runs).
-pub(crate) async fn insert_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResult<()> {
-    let stmt = Stmt::new(
+fn trigger_stmt(t: &NewTrigger) -> Stmt {
+    Stmt::new(
         "INSERT INTO triggers (id, source, requested_by, request, labels, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&t.id)
@@ -287,8 +287,35 @@ pub(crate) async fn insert_trigger(tx: &mut dyn Tx, t: &NewTrigger) -> StoreResu
     .bind(&t.requested_by)
     .bind(t.request.clone())
     .bind(t.labels.clone())
-    .bind(t.created_at);
-    tx.execute(stmt).await.map_err(|e| unique_to_conflict(e, || format!("trigger {} already exists", t.id)))?;
+    .bind(t.created_at)
+}
+
+/// Insert a new trigger with its runs, their `created` events and its idempotency key: one
+/// round trip on PostgreSQL (where a trigger's commit rate is bound by its round trips), each
+/// statement in turn on SQLite (whose writer has none to save). A duplicate id is a `Conflict`.
+pub(crate) async fn insert_new_trigger(
+    tx: &mut dyn Tx,
+    t: &NewTrigger,
+    runs: &[RunRecord],
+    created: &[EventRow<'_>],
+    key: Option<(&IdempotencyKey, DateTime<Utc>)>,
+) -> StoreResult<()> {
+    let mut parts = vec![trigger_stmt(t)];
+    parts.extend(runs.iter().map(|r| run_stmt(&INSERT_RUN, r)));
+    parts.extend(key.map(|(k, now)| key_stmt(k, &t.id, now)));
+    // Last: the main statement of a chained one, so its event ids are drawn in run order.
+    parts.push(events_stmt(tx.backend(), created));
+    let conflict = |e| unique_to_conflict(e, || format!("trigger {}, one of its runs or its key already exists", t.id));
+    match tx.backend() {
+        Backend::Postgres => {
+            tx.execute(Stmt::chained(parts)).await.map_err(conflict)?;
+        }
+        Backend::Sqlite => {
+            for part in parts {
+                tx.execute(part).await.map_err(conflict)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -314,26 +341,34 @@ pub(crate) async fn get_trigger(tx: &mut dyn Tx, id: &str) -> StoreResult<Trigge
 /// of every writer waiting for the previous one's commit. SQLite's single writer commits in id
 /// order anyway.
 pub(crate) async fn insert_event(tx: &mut dyn Tx, e: EventRow<'_>) -> StoreResult<EventRecord> {
-    let sql = match tx.backend() {
-        Backend::Postgres => {
-            "INSERT INTO run_events (id, run_id, trigger_id, target, kind, state, data, created_at)
-             OVERRIDING SYSTEM VALUE
-             VALUES (cigw_next_event_id(), $1, $2, $3, $4, $5, $6, $7) RETURNING *"
-        }
-        Backend::Sqlite => {
-            "INSERT INTO run_events (run_id, trigger_id, target, kind, state, data, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *"
-        }
-    };
-    let stmt = Stmt::new(sql)
-        .bind(&e.run.id)
-        .bind(&e.run.trigger_id)
-        .bind(&e.run.target)
-        .bind(e.kind.as_str())
-        .bind(e.run.state.as_str())
-        .bind(e.data)
-        .bind(e.created_at);
+    let mut stmt = events_stmt(tx.backend(), std::slice::from_ref(&e));
+    stmt.push(" RETURNING *");
     event_from_row(&*tx.fetch_one(stmt).await?)
+}
+
+/// Append events, their ids in the order given.
+fn events_stmt(backend: Backend, events: &[EventRow<'_>]) -> Stmt {
+    let (mut stmt, id) = match backend {
+        Backend::Postgres => (
+            Stmt::new(
+                "INSERT INTO run_events (id, run_id, trigger_id, target, kind, state, data, created_at)
+                 OVERRIDING SYSTEM VALUE VALUES ",
+            ),
+            "cigw_next_event_id(), ",
+        ),
+        Backend::Sqlite => (
+            Stmt::new("INSERT INTO run_events (run_id, trigger_id, target, kind, state, data, created_at) VALUES "),
+            "",
+        ),
+    };
+    for (i, e) in events.iter().enumerate() {
+        stmt.push(if i == 0 { "(" } else { ", (" }).push(id);
+        stmt.push_bind(e.run.id.as_str()).push(", ").push_bind(e.run.trigger_id.as_str()).push(", ");
+        stmt.push_bind(e.run.target.as_str()).push(", ").push_bind(e.kind.as_str()).push(", ");
+        stmt.push_bind(e.run.state.as_str()).push(", ").push_bind(e.data.clone()).push(", ");
+        stmt.push_bind(e.created_at).push(")");
+    }
+    stmt
 }
 
 /// The highest event id that no transaction in progress can still fall under: readers return
@@ -371,9 +406,12 @@ pub(crate) async fn last_event_id(tx: &mut dyn Tx) -> StoreResult<i64> {
 /// An idempotency key; two intakes with the same new key take turns, so the second sees the
 /// first's key.
 pub(crate) async fn get_key(tx: &mut dyn Tx, scope: &str, key: &str) -> StoreResult<Option<StoredKey>> {
-    take_turns(tx, KEY_LOCK_SPACE, scope, key).await?;
-    let stmt = Stmt::new("SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2").bind(scope).bind(key);
-    tx.fetch_optional(stmt).await?.map(|r| key_from_row(&*r)).transpose()
+    let stmt = match tx.backend() {
+        // Its turn and the read in one round trip (migration 0011).
+        Backend::Postgres => Stmt::new(format!("SELECT * FROM cigw_locked_key({KEY_LOCK_SPACE}, $1, $2)")),
+        Backend::Sqlite => Stmt::new("SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2"),
+    };
+    tx.fetch_optional(stmt.bind(scope).bind(key)).await?.map(|r| key_from_row(&*r)).transpose()
 }
 
 /// Remove an idempotency key.
@@ -383,13 +421,8 @@ pub(crate) async fn delete_key(tx: &mut dyn Tx, scope: &str, key: &str) -> Store
 }
 
 /// Insert an idempotency key.
-pub(crate) async fn insert_key(
-    tx: &mut dyn Tx,
-    k: &IdempotencyKey,
-    trigger_id: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let stmt = Stmt::new(
+fn key_stmt(k: &IdempotencyKey, trigger_id: &str, now: DateTime<Utc>) -> Stmt {
+    Stmt::new(
         "INSERT INTO idempotency_keys (scope, key, fingerprint, response, trigger_id, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -399,9 +432,7 @@ pub(crate) async fn insert_key(
     .bind(k.response.clone())
     .bind(trigger_id)
     .bind(now)
-    .bind(k.expires_at);
-    tx.execute(stmt).await?;
-    Ok(())
+    .bind(k.expires_at)
 }
 
 /// A chain firing; two intakes of the same firing take turns.
