@@ -300,7 +300,8 @@ mod tests {
         }
         let written = (WRITERS * ROWS) as u64 * 1024 * 1024;
         // Without starting over, the log holds everything written (checked: 320 of 320 MB);
-        // with it, 100-140 MB here (it grows on while the checkpointer catches up).
-        assert!(longest < written * 2 / 3, "the log grew to {longest} bytes for {written} written");
+        // with it, 100-140 MB here (it grows on while the checkpointer catches up, more so on
+        // a loaded machine, hence the margin).
+        assert!(longest < written * 3 / 4, "the log grew to {longest} bytes for {written} written");
     }
 }
