@@ -2,21 +2,18 @@
 //! costs in provider reads (one per burst, one more when it came during a read), what it may
 //! change (nothing by itself: the read decides), and the safety net when it never comes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cigw_core::catalog::Catalog;
-use cigw_core::config::{Problems, Settings, load_raw_from_str};
-use cigw_core::provider::ProviderFactory;
-use cigw_gateway::state::AppState;
 use cigw_sim::circleci::{sign_v1, workflow_completed};
 use cigw_sim::sandbox::{CIRCLECI_WEBHOOK_SECRET, SandboxProviders};
 use cigw_sim::{Fault, ScriptedFault};
 use http::Method;
 use serde_json::{Value, json};
 
-const SANDBOX_TOML: &str = include_str!("../../../config/sandbox.toml");
+mod sandbox_support;
+use sandbox_support::{Served, get_json, post_json, serve_sandbox};
+
 const TERMINAL: [&str; 5] = ["succeeded", "failed", "canceled", "skipped", "error"];
 
 /// The sandbox configuration (its CircleCI account has a webhook secret, so its runs are paced
@@ -26,7 +23,8 @@ struct Gw {
     http: reqwest::Client,
     admin: String,
     providers: SandboxProviders,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Dropped with the test's `Gw`, which stops the gateway.
+    _served: Served,
     _dir: tempfile::TempDir,
 }
 
@@ -44,40 +42,14 @@ impl Gw {
             ("auth.admin_token".to_string(), admin.clone()),
         ]);
         overrides.extend(timings.iter().map(|(k, v)| (format!("timings.{k}"), v.to_string())));
-        let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let raw = load_raw_from_str(SANDBOX_TOML, &overrides).unwrap();
-        let mut problems = Problems::default();
-        let settings = Settings::from_raw(&raw, &mut problems);
-        let factories: Vec<Arc<dyn ProviderFactory>> = vec![
-            Arc::new(cigw_circleci::CircleciFactory),
-            Arc::new(cigw_codefresh::CodefreshFactory),
-            Arc::new(cigw_codeship::CodeshipFactory),
-        ];
-        let catalog = Catalog::build(&settings, &factories, &mut problems);
-        assert!(!problems.has_errors(), "{:?}", problems.all());
-        let store = cigw_store::open(&settings.database).await.unwrap();
-        store.migrate().await.unwrap();
-        let state = AppState::new(store, catalog, settings);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(cigw_gateway::serve::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
-        Gw { base, http: reqwest::Client::new(), admin, providers, stop: Some(stop), _dir: dir }
+        let served = serve_sandbox(listener, &overrides).await;
+        Gw { base, http: reqwest::Client::new(), admin, providers, _served: served, _dir: dir }
     }
 
     /// Trigger `api-build` on `branch`; returns the run id once it is dispatched, with its pipeline id.
     async fn dispatched(&self, branch: &str) -> (String, String) {
-        let accepted: Value = self
-            .http
-            .post(format!("{}/v1/triggers", self.base))
-            .bearer_auth(&self.admin)
-            .json(&json!({"targets": ["api-build"], "ref": {"branch": branch}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = json!({"targets": ["api-build"], "ref": {"branch": branch}});
+        let accepted = post_json(&self.http, &format!("{}/v1/triggers", self.base), &self.admin, &body).await;
         let run = accepted["runs"][0]["id"].as_str().expect("a run").to_string();
         for _ in 0..200 {
             if let Some(pipeline) = self.run(&run).await["provider_ref"]["id"].as_str() {
@@ -99,8 +71,7 @@ impl Gw {
     }
 
     async fn run(&self, id: &str) -> Value {
-        let r = self.http.get(format!("{}/v1/runs/{id}", self.base)).bearer_auth(&self.admin).send().await.unwrap();
-        r.json().await.unwrap()
+        get_json(&self.http, &format!("{}/v1/runs/{id}", self.base), &self.admin).await
     }
 
     async fn finished(&self, id: &str, within: Duration) -> Value {
@@ -147,14 +118,6 @@ impl Gw {
             request = request.header("circleci-signature", sign_v1(secret, &body));
         }
         request.send().await.unwrap().status().as_u16()
-    }
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

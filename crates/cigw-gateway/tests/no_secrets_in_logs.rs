@@ -8,16 +8,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cigw_core::catalog::Catalog;
-use cigw_core::config::{Problems, Settings, load_raw_from_str};
-use cigw_core::provider::ProviderFactory;
-use cigw_gateway::state::AppState;
 use cigw_sim::receiver::{NotificationReceiver, SANDBOX_NOTIFICATION_SECRET};
 use cigw_sim::sandbox::{CIRCLECI_WEBHOOK_SECRET, SandboxProviders};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-const SANDBOX_TOML: &str = include_str!("../../../config/sandbox.toml");
+mod sandbox_support;
+use sandbox_support::{get_json, post_json, serve_sandbox};
+
 /// The sandbox's provider credentials (config/sandbox.toml).
 const CIRCLECI_TOKEN: &str = "sim-circleci-token";
 const CODEFRESH_KEY: &str = "5f0c0ffee0123456789abcd0.sim-codefresh-key";
@@ -49,14 +47,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-fn factories() -> Vec<Arc<dyn ProviderFactory>> {
-    vec![
-        Arc::new(cigw_circleci::CircleciFactory),
-        Arc::new(cigw_codefresh::CodefreshFactory),
-        Arc::new(cigw_codeship::CodeshipFactory),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_flow_at_debug_level_logs_no_secret() {
     let captured = Captured::default();
@@ -86,51 +76,23 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
         ("timings.sweep_interval".to_string(), "50ms".to_string()),
         ("providers.circleci.sandbox.setup_grace".to_string(), "2s".to_string()),
     ]);
-    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let raw = load_raw_from_str(SANDBOX_TOML, &overrides).unwrap();
-    let mut problems = Problems::default();
-    let settings = Settings::from_raw(&raw, &mut problems);
-    let catalog = Catalog::build(&settings, &factories(), &mut problems);
-    assert!(!problems.has_errors(), "{:?}", problems.all());
-    let store = cigw_store::open(&settings.database).await.unwrap();
-    store.migrate().await.unwrap();
-    let state = AppState::new(store, catalog, settings);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cigw_gateway::serve::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let served = serve_sandbox(listener, &overrides).await;
 
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     // A token made through the API, used to follow the stream.
-    let created: Value = http
-        .post(format!("{base}/v1/tokens"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "watcher", "scopes": ["read", "trigger"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"name": "watcher", "scopes": ["read", "trigger"]});
+    let created = post_json(&http, &format!("{base}/v1/tokens"), &admin, &body).await;
     let watcher = created["secret"].as_str().expect("a token secret").to_string();
     let mut stream = http.get(format!("{base}/v1/events")).bearer_auth(&watcher).send().await.unwrap();
     assert_eq!(stream.status(), 200);
 
-    let accepted: Value = http
-        .post(format!("{base}/v1/triggers"))
-        .bearer_auth(&watcher)
-        .json(&json!({
-            "targets": ["api-build", "web-e2e", "legacy-basic"],
-            "ref": {"branch": "main"},
-            "overrides": {"web-e2e": {"parameters": {"SENTRY_TOKEN": SECRET_PARAMETER}}},
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({
+        "targets": ["api-build", "web-e2e", "legacy-basic"],
+        "ref": {"branch": "main"},
+        "overrides": {"web-e2e": {"parameters": {"SENTRY_TOKEN": SECRET_PARAMETER}}},
+    });
+    let accepted = post_json(&http, &format!("{base}/v1/triggers"), &watcher, &body).await;
     let runs: Vec<String> =
         accepted["runs"].as_array().expect("runs").iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(runs.len(), 3, "{accepted}");
@@ -139,15 +101,7 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
     for run in &runs {
         let mut last = Value::Null;
         for _ in 0..20 {
-            last = http
-                .get(format!("{base}/v1/runs/{run}?wait=5"))
-                .bearer_auth(&watcher)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            last = get_json(&http, &format!("{base}/v1/runs/{run}?wait=5"), &watcher).await;
             if ["succeeded", "failed", "canceled", "skipped", "error"].contains(&last["state"].as_str().unwrap_or("")) {
                 break;
             }
@@ -198,21 +152,12 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
         let text = response.text().await.unwrap();
         assert!(!text.contains(HOOK_SECRET) && !text.contains(&signature), "{text}");
     }
-    let dry: Value = http
-        .post(format!("{base}/v1/hooks/github/test"))
-        .bearer_auth(&admin)
-        .json(&json!({"headers": {"X-GitHub-Event": "push", "X-Hub-Signature-256": FORGED_SIGNATURE},
-                      "body": {"ref": "refs/heads/x"}, "verify": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"headers": {"X-GitHub-Event": "push", "X-Hub-Signature-256": FORGED_SIGNATURE},
+                      "body": {"ref": "refs/heads/x"}, "verify": true});
+    let dry = post_json(&http, &format!("{base}/v1/hooks/github/test"), &admin, &body).await;
     assert_eq!(dry["signature"]["valid"], false, "{dry}");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), server).await.expect("stopped").unwrap().unwrap();
+    served.shut_down().await;
     drop(providers);
 
     let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
