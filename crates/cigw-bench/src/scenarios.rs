@@ -298,9 +298,7 @@ async fn fan_out(ctx: &mut Ctx, own_accounts: bool) -> anyhow::Result<()> {
         }
     }
     let dispatches = (one.len() + 100 * hundred.len()) as f64;
-    let cpu_us_per_dispatch =
-        |now: Duration, before: Duration| ((now.saturating_sub(before)).as_micros() as f64 / dispatches).round();
-    let gateway_cpu = cpu_us_per_dispatch(gw.proc.cpu_time()?, cpu_before);
+    let gateway_cpu = (gw.proc.cpu_time()?.saturating_sub(cpu_before).as_micros() as f64 / dispatches).round();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     one.sort_by(|a, b| a.total_cmp(b));
     hundred.sort_by(|a, b| a.total_cmp(b));
