@@ -257,9 +257,10 @@ mod tests {
             })
             .await
             .unwrap();
-        // 320 MB in 1 MB rows from 8 writers at once: five times the log's size limit.
+        // 640 MB in 1 MB rows from 8 writers at once: ten times the length past which the log
+        // is started over.
         const WRITERS: usize = 8;
-        const ROWS: usize = 40;
+        const ROWS: usize = 80;
         let writers: Vec<_> = (0..WRITERS)
             .map(|_| {
                 let store = store.clone();
@@ -299,9 +300,11 @@ mod tests {
             w.await.unwrap();
         }
         let written = (WRITERS * ROWS) as u64 * 1024 * 1024;
-        // Without starting over, the log holds everything written (checked: 320 of 320 MB);
-        // with it, 100-140 MB here (it grows on while the checkpointer catches up, more so on
-        // a loaded machine, hence the margin).
+        // Without starting over, the log holds everything written (checked: 320 of 320 MB
+        // written); with it, 100-140 MB on an idle machine. It grows on while the copies and
+        // the flush before a restart catch up with a burst of large rows: up to 250-290 MB
+        // (of 320 written) seen while the whole workspace's tests ran beside it, hence the
+        // volume and the margin.
         assert!(longest < written * 3 / 4, "the log grew to {longest} bytes for {written} written");
     }
 }
