@@ -123,7 +123,7 @@ impl Checkpointer {
     /// pauses only that copy does: it flushed every page copied since the last restart, 17-23 ms
     /// with every write waiting (strace, under the intake benchmark: the p99 of all requests).
     /// Flushed here after each pass, off the writer's thread, the writer's flush finds little:
-    /// 1-2 ms (strace).
+    /// 1.4 ms on average (strace).
     fn pass(&mut self, long_log: &AtomicBool) {
         let pass = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)));
         let (log_pages, copied): (i64, i64) = match pass {
