@@ -1,7 +1,8 @@
 //! When to poll a run next: soon after dispatch, then with gaps growing with the run's age up to
-//! a cap, with jitter below the cap so runs started together do not poll together. Where the provider calls
-//! back when a run ends, the callback tells the end and polls only show progress: the first
-//! waits until the provider has normally set the run up, and the gaps grow faster and further.
+//! a cap, with jitter below the cap so runs started together do not poll together. Where the
+//! provider calls back when a run ends, the callback tells the end and polls only show progress:
+//! the first waits until the provider has normally set the run up, and the gaps grow faster and
+//! further.
 
 use std::time::Duration;
 

@@ -23,8 +23,6 @@ pub(super) type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Finish) + Send>;
 /// for the ones built per call (filters, batches).
 const STATEMENT_CACHE: usize = 512;
 
-/// The log length a checkpoint reports when another connection was copying the log.
-const BUSY: i64 = -1;
 /// How long the checkpointer lets commits accumulate before it copies them into the database.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(25);
 /// The log length (pages) past which the checkpointer makes the writer start the log over.
@@ -107,6 +105,16 @@ fn checkpoint(mut checkpointer: Checkpointer, commits: &std::sync::mpsc::Receive
     }
 }
 
+/// The log length a copy reports when another connection was copying the log.
+const BUSY: i64 = -1;
+
+/// Copy what the log holds into the database file without waiting for anyone (`PASSIVE`): the
+/// log's length and how much of it is copied, in pages ([`BUSY`] both when another connection
+/// was copying: SQLite lets one at a time).
+fn copy_log(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))
+}
+
 /// The checkpointing connection, how it flushes the database file, and how far it had copied.
 struct Checkpointer {
     conn: Connection,
@@ -125,8 +133,7 @@ impl Checkpointer {
     /// Flushed here after each pass, off the writer's thread, the writer's flush finds little:
     /// 1.4 ms on average (strace).
     fn pass(&mut self, long_log: &AtomicBool) {
-        let pass = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)));
-        let (log_pages, copied): (i64, i64) = match pass {
+        let (log_pages, copied) = match copy_log(&self.conn) {
             Ok(pass) => pass,
             Err(e) => {
                 tracing::warn!(error = %e, "SQLite checkpoint failed; will try again after the next commit");
@@ -260,10 +267,10 @@ fn run(
             finish(failure.clone());
         }
         if long_log.load(Ordering::Relaxed) {
-            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            match copy_log(conn) {
                 // Another connection was copying (another process: the checkpointer stands
                 // aside): copy after the next batch.
-                Ok(BUSY) => {}
+                Ok((BUSY, _)) => {}
                 // Copied: the next write starts the log over, or, if a reader is still on it,
                 // the checkpointer finds it long again and asks again.
                 Ok(_) => long_log.store(false, Ordering::Relaxed),
@@ -282,44 +289,48 @@ mod tests {
 
     use super::*;
 
+    /// A database in `dir` with a table `t`: its writing connection, and a checkpointer on it
+    /// that flushes with `flush`.
+    fn database(dir: &Path, flush: impl Fn() -> std::io::Result<()> + Send + 'static) -> (Connection, Checkpointer) {
+        let path = dir.join("c.db");
+        let options = WriterOptions { synchronous: "NORMAL", busy_timeout: Duration::from_secs(5), max_batch: 1 };
+        let writer = open(&path, &options).unwrap();
+        writer.execute_batch("CREATE TABLE t (b BLOB)").unwrap();
+        let checkpointer = Checkpointer { conn: open(&path, &options).unwrap(), flush: Box::new(flush), copied: 0 };
+        (writer, checkpointer)
+    }
+
+    /// Write `rows` rows of 64 KiB in one transaction.
+    fn insert(writer: &Connection, rows: u32) {
+        let sql = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO t (b) SELECT zeroblob(65536) FROM n"
+        );
+        writer.execute_batch(&sql).unwrap();
+    }
+
     /// The checkpointer flushes the database file after each pass that copied pages, so the
     /// writer's own flush before a restart finds little left, and says when the log is long.
     #[test]
     fn the_checkpointer_flushes_what_it_copied() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let options = WriterOptions { synchronous: "NORMAL", busy_timeout: Duration::from_secs(5), max_batch: 1 };
-        let writer = open(&path, &options).unwrap();
-        writer.execute_batch("CREATE TABLE t (b BLOB)").unwrap();
-        let long_log = Arc::new(AtomicBool::new(false));
         let flushes = Arc::new(AtomicUsize::new(0));
         let counted = flushes.clone();
-        let mut checkpointer = Checkpointer {
-            conn: open(&path, &options).unwrap(),
-            flush: Box::new(move || {
-                counted.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }),
-            copied: 0,
-        };
-        let insert = |rows: u32| {
-            let sql = format!(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
-                 INSERT INTO t (b) SELECT zeroblob(65536) FROM n"
-            );
-            writer.execute_batch(&sql).unwrap();
-        };
-
+        let (writer, mut checkpointer) = database(dir.path(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let long_log = AtomicBool::new(false);
         let flushed = || flushes.load(Ordering::SeqCst);
 
-        insert(10);
+        insert(&writer, 10);
         checkpointer.pass(&long_log);
         assert!(!long_log.load(Ordering::SeqCst), "a log of 10 × 64 KiB is not long");
         assert_eq!(flushed(), 1, "a pass that copied pages flushes them");
         checkpointer.pass(&long_log);
         assert_eq!(flushed(), 1, "a pass with nothing new to copy flushes nothing");
         // More than 16,384 pages in the log: 1,100 × 64 KiB in one write.
-        insert(1100);
+        insert(&writer, 1100);
         checkpointer.pass(&long_log);
         assert!(long_log.load(Ordering::SeqCst), "a log of 1,100 × 64 KiB is long");
         assert_eq!(flushed(), 2, "the long log's pages were flushed too");
