@@ -335,4 +335,18 @@ mod tests {
         assert!(long_log.load(Ordering::SeqCst), "a log of 1,100 × 64 KiB is long");
         assert_eq!(flushed(), 2, "the long log's pages were flushed too");
     }
+
+    /// A flush the disk refuses is logged and the passes go on: the log is still copied and a
+    /// long one still reported, so the writer still starts it over.
+    #[test]
+    fn a_failing_flush_stops_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut checkpointer) = database(dir.path(), || Err(std::io::Error::other("the disk refused")));
+        let long_log = AtomicBool::new(false);
+        insert(&writer, 1100);
+        checkpointer.pass(&long_log);
+        assert!(long_log.load(Ordering::SeqCst), "a long log is reported though its flush failed");
+        let (log_pages, copied) = copy_log(&writer).unwrap();
+        assert_eq!(copied, log_pages, "the pass copied the whole log");
+    }
 }
