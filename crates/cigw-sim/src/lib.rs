@@ -10,6 +10,7 @@ pub mod codefresh;
 pub mod codeship;
 pub mod fake;
 pub mod harness;
+pub mod ledger;
 pub mod receiver;
 pub mod sandbox;
 

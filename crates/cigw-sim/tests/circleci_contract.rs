@@ -255,6 +255,32 @@ async fn failing_branches_fail_and_rerun_makes_a_new_workflow() {
 }
 
 #[tokio::test]
+async fn pipelines_are_numbered_per_project_and_list_only_their_own_workflows() {
+    let s = sim().await;
+    s.sim.add_project(SimProject::new("gh/acme/docs"));
+    let first = s.trigger(json!({"branch": "main"})).await;
+    let (status, other) = s.post("/project/gh/acme/docs/pipeline", json!({"branch": "main"})).await;
+    assert_eq!(status, 201, "{other}");
+    let second = s.trigger(json!({"branch": "main"})).await;
+    s.advance(10);
+    let numbers: Vec<Value> = {
+        let mut n = Vec::new();
+        for id in [&first, other["id"].as_str().unwrap(), &second] {
+            n.push(s.get(&format!("/pipeline/{id}")).await.1["number"].clone());
+        }
+        n
+    };
+    assert_eq!(numbers, [json!(1), json!(1), json!(2)]);
+    for id in [&first, &second] {
+        let items = workflows_of(&s, id).await;
+        assert_eq!(items.len(), 2, "build and test: {items:?}");
+        assert!(items.iter().all(|w| w["pipeline_id"] == id.as_str()), "{items:?}");
+    }
+    let (status, _) = s.get("/pipeline/00000000-0000-4000-8000-000000000000/workflow").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
 async fn cancel_and_approval() {
     let s = sim().await;
     let id = s.trigger(json!({"branch": "main", "parameters": {"require_approval": true}})).await;

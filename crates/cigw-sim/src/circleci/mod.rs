@@ -13,7 +13,7 @@ mod model;
 mod routes;
 mod webhooks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ pub use model::{SimPipeline, SimProject, SimWorkflow};
 pub use webhooks::{sign_v1, workflow_completed};
 
 use crate::harness::{FaultResponses, Harness, SimServer};
+use crate::ledger::{Keyed, Ledger};
 
 /// The token the simulator accepts by default.
 pub const DEFAULT_TOKEN: &str = "sim-circleci-token";
@@ -111,11 +112,45 @@ impl Default for CircleciSimConfig {
 pub(crate) struct State {
     pub(crate) projects: Vec<SimProject>,
     /// In creation order.
-    pub(crate) pipelines: Vec<SimPipeline>,
+    pub(crate) pipelines: Ledger<SimPipeline>,
     /// In creation order.
-    pub(crate) workflows: Vec<SimWorkflow>,
+    pub(crate) workflows: Ledger<SimWorkflow>,
+    /// Positions in `workflows` by pipeline id, oldest first.
+    workflows_of: HashMap<String, Vec<usize>>,
+    /// Pipelines made so far, by project slug (the next one's number is one more).
+    numbers: HashMap<String, u64>,
+    /// Positions of workflows whose `workflow-completed` event is neither delivered nor given
+    /// up on, so the webhook task looks at those only.
+    pub(crate) unannounced: BTreeSet<usize>,
     /// Webhook deliveries by workflow id.
     pub(crate) deliveries: BTreeMap<String, webhooks::Delivery>,
+}
+
+impl State {
+    /// The number the next pipeline of `project_slug` gets.
+    pub(crate) fn next_number(&mut self, project_slug: &str) -> u64 {
+        let n = self.numbers.entry(project_slug.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Store a pipeline.
+    pub(crate) fn add_pipeline(&mut self, pipeline: SimPipeline) {
+        self.pipelines.push(pipeline);
+    }
+
+    /// Store a workflow.
+    pub(crate) fn add_workflow(&mut self, workflow: SimWorkflow) {
+        let at = self.workflows.len();
+        self.workflows_of.entry(workflow.pipeline_id.clone()).or_default().push(at);
+        self.unannounced.insert(at);
+        self.workflows.push(workflow);
+    }
+
+    /// The workflows of a pipeline, oldest first.
+    pub(crate) fn workflows_of<'a>(&'a self, pipeline_id: &str) -> impl DoubleEndedIterator<Item = &'a SimWorkflow> {
+        self.workflows_of.get(pipeline_id).into_iter().flatten().map(|&at| &self.workflows[at])
+    }
 }
 
 #[derive(Debug)]
@@ -174,12 +209,12 @@ impl CircleciSim {
 
     /// Every pipeline, in creation order.
     pub fn pipelines(&self) -> Vec<SimPipeline> {
-        self.shared.state.lock().pipelines.clone()
+        self.shared.state.lock().pipelines.to_vec()
     }
 
     /// Every workflow, in creation order.
     pub fn workflows(&self) -> Vec<SimWorkflow> {
-        self.shared.state.lock().workflows.clone()
+        self.shared.state.lock().workflows.to_vec()
     }
 
     /// Deliver the webhooks of workflows finished by now (the background task does this too).
@@ -197,4 +232,16 @@ pub async fn start(harness: &Harness, config: CircleciSimConfig) -> (CircleciSim
         .expect("bind the CircleCI simulator on 127.0.0.1");
     webhooks::spawn_task(Arc::downgrade(&sim.shared));
     (sim, server)
+}
+
+impl Keyed for SimPipeline {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for SimWorkflow {
+    fn key(&self) -> &str {
+        &self.id
+    }
 }

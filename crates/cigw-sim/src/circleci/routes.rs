@@ -236,7 +236,7 @@ fn create_pipeline(s: &Shared, project: &SimProject, new: NewPipeline) -> SimPip
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
     let mut state = s.state.lock();
-    let number = state.pipelines.iter().filter(|p| p.project_slug == project.slug).count() as u64 + 1;
+    let number = state.next_number(&project.slug);
     let pipeline = SimPipeline {
         id: uuid::Uuid::new_v4().to_string(),
         number,
@@ -262,7 +262,7 @@ fn create_pipeline(s: &Shared, project: &SimProject, new: NewPipeline) -> SimPip
             names.push(("deploy", false, true));
         }
         for (name, fails, hold) in names {
-            state.workflows.push(SimWorkflow {
+            state.add_workflow(SimWorkflow {
                 id: uuid::Uuid::new_v4().to_string(),
                 pipeline_id: pipeline.id.clone(),
                 pipeline_number: number,
@@ -279,7 +279,7 @@ fn create_pipeline(s: &Shared, project: &SimProject, new: NewPipeline) -> SimPip
             });
         }
     }
-    state.pipelines.push(pipeline.clone());
+    state.add_pipeline(pipeline.clone());
     pipeline
 }
 
@@ -382,11 +382,8 @@ fn is_uuid(s: &str) -> bool {
 /// A pipeline and its project, or CircleCI's 404.
 fn find_pipeline(s: &Shared, id: &str) -> Result<(SimPipeline, Option<SimProject>), ApiError> {
     let state = s.state.lock();
-    let p = state
-        .pipelines
-        .iter()
-        .find(|p| p.id == id && is_uuid(id))
-        .ok_or_else(|| ApiError::not_found("Pipeline not found."))?;
+    let p =
+        state.pipelines.by_id(id).filter(|_| is_uuid(id)).ok_or_else(|| ApiError::not_found("Pipeline not found."))?;
     let project = state.projects.iter().find(|pr| pr.slug == p.project_slug);
     Ok((p.clone(), project.cloned()))
 }
@@ -412,15 +409,8 @@ async fn list_workflows(
     let now = s.harness.clock().now();
     let cfg = s.config.lock().clone();
     // Newest first, like the API.
-    let items: Vec<Value> = s
-        .state
-        .lock()
-        .workflows
-        .iter()
-        .rev()
-        .filter(|w| w.pipeline_id == id && visible(w, now))
-        .map(|w| w.to_json(now, &cfg))
-        .collect();
+    let items: Vec<Value> =
+        s.state.lock().workflows_of(&id).rev().filter(|w| visible(w, now)).map(|w| w.to_json(now, &cfg)).collect();
     Ok(ok(StatusCode::OK, page_of(items, &q, cfg.page_size)?))
 }
 
@@ -429,8 +419,8 @@ fn find_workflow(s: &Shared, id: &str, now: DateTime<Utc>) -> Result<SimWorkflow
     s.state
         .lock()
         .workflows
-        .iter()
-        .find(|w| w.id == id && visible(w, now))
+        .by_id(id)
+        .filter(|w| visible(w, now))
         .cloned()
         .ok_or_else(|| ApiError::not_found("Workflow not found."))
 }
@@ -455,7 +445,7 @@ async fn list_jobs(
 }
 
 fn update_workflow(s: &Shared, id: &str, f: impl FnOnce(&mut SimWorkflow)) {
-    if let Some(w) = s.state.lock().workflows.iter_mut().find(|w| w.id == id) {
+    if let Some(w) = s.state.lock().workflows.by_id_mut(id) {
         f(w);
     }
 }
@@ -506,7 +496,7 @@ async fn rerun_workflow(
         ..old
     };
     let new_id = new.id.clone();
-    s.state.lock().workflows.push(new);
+    s.state.lock().add_workflow(new);
     Ok(ok(StatusCode::ACCEPTED, json!({"workflow_id": new_id})))
 }
 

@@ -40,13 +40,11 @@ fn due(shared: &Shared) -> Vec<(String, Value)> {
     let mut guard = shared.state.lock();
     let state = &mut *guard;
     let mut out = Vec::new();
-    for w in &state.workflows {
-        if state.deliveries.get(&w.id).is_some_and(|d| d.delivered || d.attempts >= MAX_ATTEMPTS) {
-            continue;
-        }
+    for &at in &state.unannounced {
+        let w = &state.workflows[at];
         let phase = w.phase(now, &cfg);
         let Some(stopped_at) = phase.stopped_at.filter(|_| ANNOUNCED.contains(&phase.status)) else { continue };
-        let Some(p) = state.pipelines.iter().find(|p| p.id == w.pipeline_id) else { continue };
+        let Some(p) = state.pipelines.by_id(&w.pipeline_id) else { continue };
         let Some(project) = state.projects.iter().find(|pr| pr.slug == p.project_slug) else { continue };
         let pipeline_url = p.app_url(project);
         let mut vcs = json!({
@@ -128,6 +126,11 @@ pub(crate) async fn deliver_due(shared: &Shared) -> usize {
         if let Some(d) = state.deliveries.get_mut(&workflow_id) {
             d.attempts += 1;
             d.delivered = ok;
+            if (d.delivered || d.attempts >= MAX_ATTEMPTS)
+                && let Some(at) = state.workflows.position_of(&workflow_id)
+            {
+                state.unannounced.remove(&at);
+            }
         }
         accepted += usize::from(ok);
     }

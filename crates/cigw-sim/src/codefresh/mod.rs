@@ -20,6 +20,7 @@ use model::FINAL;
 pub use model::{SimBuild, SimPipeline};
 
 use crate::harness::{FaultResponses, Harness, SimServer};
+use crate::ledger::{Keyed, Ledger};
 
 /// The API key the simulator accepts by default.
 pub const DEFAULT_API_KEY: &str = "5f0c0ffee0123456789abcd0.sim-codefresh-key";
@@ -81,7 +82,7 @@ pub(crate) struct State {
     pub(crate) restricted_keys: BTreeSet<String>,
     pub(crate) pipelines: Vec<SimPipeline>,
     /// In creation order.
-    pub(crate) builds: Vec<SimBuild>,
+    pub(crate) builds: Ledger<SimBuild>,
     pub(crate) by_req_id: BTreeMap<String, String>,
     /// Pagination sessions: the newest creation time a session's pages show.
     pub(crate) sessions: BTreeMap<String, DateTime<Utc>>,
@@ -202,24 +203,24 @@ impl CodefreshSim {
 
     /// A stored build.
     pub fn build(&self, id: &str) -> Option<SimBuild> {
-        self.shared.state.lock().builds.iter().find(|b| b.id == id).cloned()
+        self.shared.state.lock().builds.by_id(id).cloned()
     }
 
     /// Every stored build, oldest first.
     pub fn builds(&self) -> Vec<SimBuild> {
-        self.shared.state.lock().builds.clone()
+        self.shared.state.lock().builds.to_vec()
     }
 
     /// The status string of build `id` now.
     pub fn status_of(&self, id: &str) -> Option<String> {
         let (now, config, state) = self.shared.observe();
-        state.builds.iter().find(|b| b.id == id).map(|b| b.observe(&config, now).status.to_string())
+        state.builds.by_id(id).map(|b| b.observe(&config, now).status.to_string())
     }
 
     /// The build object `GET /api/builds/{id}` answers now.
     pub fn build_json(&self, id: &str) -> Option<serde_json::Value> {
         let (now, config, state) = self.shared.observe();
-        state.builds.iter().find(|b| b.id == id).map(|b| b.to_json(&config, now))
+        state.builds.by_id(id).map(|b| b.to_json(&config, now))
     }
 
     /// How Codefresh shapes injected 429 and 5xx answers.
@@ -236,4 +237,10 @@ pub async fn start(harness: &Harness, config: CodefreshSimConfig) -> (CodefreshS
         .await
         .expect("bind the Codefresh simulator on 127.0.0.1");
     (sim, server)
+}
+
+impl Keyed for SimBuild {
+    fn key(&self) -> &str {
+        &self.id
+    }
 }

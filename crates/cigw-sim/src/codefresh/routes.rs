@@ -64,8 +64,7 @@ fn pipeline_not_found(name: &str) -> ApiError {
 fn build_index(state: &SimState, id: &str) -> Result<usize, ApiError> {
     state
         .builds
-        .iter()
-        .position(|b| b.id == id)
+        .position_of(id)
         .ok_or_else(|| ApiError::not_found("BUILD_NOT_FOUND_ERROR", &format!("Could not find build {id}")))
 }
 

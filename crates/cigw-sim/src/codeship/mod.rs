@@ -22,6 +22,7 @@ use axum::Router;
 use parking_lot::Mutex;
 
 use crate::harness::{Harness, SimServer};
+use crate::ledger::Ledger;
 
 pub use model::SimProjectType;
 use model::{SimBuild, SimProject, SimUser, State};
@@ -87,7 +88,7 @@ impl CodeshipSim {
             users: BTreeMap::new(),
             tokens: BTreeMap::new(),
             projects: BTreeMap::new(),
-            builds: Vec::new(),
+            builds: Ledger::default(),
             windows: BTreeMap::new(),
             branch_heads: BTreeMap::new(),
             next_project_id: 1,
@@ -168,7 +169,7 @@ impl CodeshipSim {
 
     /// How many times a build has run (1, plus one per Basic restart).
     pub fn runs_of(&self, build_uuid: &str) -> usize {
-        self.state.lock().builds.iter().find(|b| b.uuid == build_uuid).map_or(0, |b| b.runs.len())
+        self.state.lock().builds.by_id(build_uuid).map_or(0, |b| b.runs.len())
     }
 
     /// Change the sandbox's knobs (e.g. raise the rate limit for load tests).

@@ -6,6 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{CodeshipSimConfig, ORGANIZATION_UUID};
+use crate::ledger::{Keyed, Ledger};
 
 /// Basic or Pro.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub(crate) struct State {
     pub(crate) tokens: BTreeMap<String, SimToken>,
     pub(crate) projects: BTreeMap<String, SimProject>,
     /// In creation order.
-    pub(crate) builds: Vec<SimBuild>,
+    pub(crate) builds: Ledger<SimBuild>,
     /// Per user: the minute of the current window and the requests in it.
     pub(crate) windows: BTreeMap<String, (i64, u32)>,
     pub(crate) branch_heads: BTreeMap<String, String>,
@@ -237,5 +238,11 @@ impl SimProject {
             );
         }
         project
+    }
+}
+
+impl Keyed for SimBuild {
+    fn key(&self) -> &str {
+        &self.uuid
     }
 }

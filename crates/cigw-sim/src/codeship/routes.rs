@@ -122,8 +122,8 @@ fn find_project<'s>(state: &'s State, project: &str) -> Result<&'s SimProject, A
 fn build_index(state: &State, project: &str, build: &str) -> Result<usize, ApiError> {
     state
         .builds
-        .iter()
-        .position(|b| b.uuid == build && b.project_uuid == project)
+        .position_of(build)
+        .filter(|&at| state.builds[at].project_uuid == project)
         .ok_or_else(|| ApiError::not_found("build not found"))
 }
 
