@@ -250,6 +250,10 @@ fn the_image_command_serves_the_deploy_configuration_and_passes_the_health_check
 
     child.kill().unwrap();
     child.wait().unwrap();
+    // A container's log goes to a file or a collector, never a terminal: plain text only.
+    let text = log();
+    assert!(text.contains("INFO"), "the gateway logged nothing at info: {text}");
+    assert!(!text.contains('\u{1b}'), "terminal escape codes in a log file:\n{text}");
     let down = healthcheck(&listen, "/healthz");
     assert_eq!(down.status.code(), Some(1), "a stopped gateway is unhealthy: {down:?}");
 }
