@@ -24,6 +24,8 @@ pub(crate) struct Setup {
     pub(crate) fan_out_accounts: bool,
     /// Whether the CircleCI account accepts the stand-in's signed webhooks.
     pub(crate) callbacks: bool,
+    /// The `bench` account's limit of calls in flight (the default, 8, when unset).
+    pub(crate) concurrency: Option<u32>,
 }
 
 /// A running gateway.
@@ -61,6 +63,9 @@ impl Setup {
         );
         if self.callbacks {
             let _ = writeln!(t, "webhook_secrets = [\"{}\"]", cigw_sim::sandbox::CIRCLECI_WEBHOOK_SECRET);
+        }
+        if let Some(n) = self.concurrency {
+            let _ = writeln!(t, "concurrency = {n}");
         }
         let project = cigw_sim::sandbox::CIRCLECI_PROJECT;
         let names = std::iter::once("api-build".to_string()).chain((0..self.fan_out).map(|i| format!("fan-{i:03}")));
