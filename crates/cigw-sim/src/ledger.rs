@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 
 /// A record with an id that never changes once it is stored.
-pub trait Keyed {
+pub trait Identified {
     /// The id the record is found by.
-    fn key(&self) -> &str;
+    fn id(&self) -> &str;
 }
 
 /// Records in creation order (read and changed in place like a slice), with an index by id.
@@ -26,10 +26,10 @@ impl<T> Default for Ledger<T> {
     }
 }
 
-impl<T: Keyed> Ledger<T> {
+impl<T: Identified> Ledger<T> {
     /// Store a record after every earlier one.
     pub fn push(&mut self, item: T) {
-        self.at.insert(item.key().to_string(), self.items.len());
+        self.at.insert(item.id().to_string(), self.items.len());
         self.items.push(item);
     }
 
@@ -73,8 +73,8 @@ mod tests {
         n: u32,
     }
 
-    impl Keyed for Build {
-        fn key(&self) -> &str {
+    impl Identified for Build {
+        fn id(&self) -> &str {
             &self.id
         }
     }

@@ -23,7 +23,7 @@ pub use model::{SimPipeline, SimProject, SimWorkflow};
 pub use webhooks::{sign_v1, workflow_completed};
 
 use crate::harness::{FaultResponses, Harness, SimServer};
-use crate::ledger::{Keyed, Ledger};
+use crate::ledger::{Identified, Ledger};
 
 /// The token the simulator accepts by default.
 pub const DEFAULT_TOKEN: &str = "sim-circleci-token";
@@ -234,14 +234,14 @@ pub async fn start(harness: &Harness, config: CircleciSimConfig) -> (CircleciSim
     (sim, server)
 }
 
-impl Keyed for SimPipeline {
-    fn key(&self) -> &str {
+impl Identified for SimPipeline {
+    fn id(&self) -> &str {
         &self.id
     }
 }
 
-impl Keyed for SimWorkflow {
-    fn key(&self) -> &str {
+impl Identified for SimWorkflow {
+    fn id(&self) -> &str {
         &self.id
     }
 }

@@ -20,7 +20,7 @@ use model::FINAL;
 pub use model::{SimBuild, SimPipeline};
 
 use crate::harness::{FaultResponses, Harness, SimServer};
-use crate::ledger::{Keyed, Ledger};
+use crate::ledger::{Identified, Ledger};
 
 /// The API key the simulator accepts by default.
 pub const DEFAULT_API_KEY: &str = "5f0c0ffee0123456789abcd0.sim-codefresh-key";
@@ -239,8 +239,8 @@ pub async fn start(harness: &Harness, config: CodefreshSimConfig) -> (CodefreshS
     (sim, server)
 }
 
-impl Keyed for SimBuild {
-    fn key(&self) -> &str {
+impl Identified for SimBuild {
+    fn id(&self) -> &str {
         &self.id
     }
 }

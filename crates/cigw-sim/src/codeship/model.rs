@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{CodeshipSimConfig, ORGANIZATION_UUID};
-use crate::ledger::{Keyed, Ledger};
+use crate::ledger::{Identified, Ledger};
 
 /// Basic or Pro.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,8 +241,8 @@ impl SimProject {
     }
 }
 
-impl Keyed for SimBuild {
-    fn key(&self) -> &str {
+impl Identified for SimBuild {
+    fn id(&self) -> &str {
         &self.uuid
     }
 }
