@@ -387,6 +387,8 @@ async fn an_ambiguous_trigger_the_provider_never_lists_is_sent_at_most_twice_and
     const PER_PROVIDER: usize = 4;
     /// The documented default of `timings.max_unconfirmed_sends`.
     const MAX_SENDS: usize = 2;
+    /// `timings.reconcile_grace` in the test gateway's configuration (`support`).
+    const RECONCILE_GRACE: Duration = Duration::from_secs(2);
     let mut lanes = Vec::new();
     let mut extra_toml = String::new();
     for i in 0..PER_PROVIDER * 2 {
@@ -479,14 +481,24 @@ async fn an_ambiguous_trigger_the_provider_never_lists_is_sent_at_most_twice_and
         if posts.len() > 1 && events < posts.len() - 1 {
             problems.push(format!("{context}: a resend was not reported as possible_duplicate"));
         }
-        // A full grace of looking is several reads (one every `reconcile_grace / 6`); one read
-        // and a resend is the "re-sends at once" of defect 1.
+        // Each resend waits a full grace of looking after the previous send: a resend sooner,
+        // or without a look in between, is the "re-sends at once" of defect 1. Counting looks
+        // instead depends on the rate budget and the machine: the Codeship lanes share one
+        // account's 10 requests a second with the blind lanes' failing lists, so on a busy CI
+        // machine one look, begun after the grace, can be all a silent lane gets (seen once in
+        // CI, with the 300-trigger chaos test running beside it).
         let hasty = posts
             .windows(2)
-            .filter(|w| requests[w[0]..w[1]].iter().filter(|r| is_lane_read(r, lane, None)).count() < 2)
+            .filter(|w| {
+                let looks = requests[w[0]..w[1]].iter().filter(|r| is_lane_read(r, lane, None)).count();
+                let gap = (requests[w[1]].received_at - requests[w[0]].received_at).to_std().unwrap_or_default();
+                looks == 0 || gap < RECONCILE_GRACE
+            })
             .count();
         if hasty > 0 {
-            problems.push(format!("{context}: {hasty} resend(s) after fewer than two looks for the build"));
+            problems.push(format!(
+                "{context}: {hasty} resend(s) without a look for the build or within {RECONCILE_GRACE:?} of the send"
+            ));
         }
         if state != "error" {
             problems.push(format!("{context}: expected `error` saying builds may exist at the provider ({message})"));
