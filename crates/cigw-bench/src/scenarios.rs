@@ -337,18 +337,26 @@ async fn fan_out(ctx: &mut Ctx, own_accounts: bool) -> anyhow::Result<()> {
             "ms": m100,
             "gateway_cpu_us_per_dispatch": gateway_cpu,
             // 100 dispatches' gateway CPU spread over every core: no schedule sends them sooner.
-            "gateway_cpu_floor_ms": (gateway_cpu * 100.0 / cores / 100.0).round() / 10.0,
+            "gateway_cpu_floor_ms": tenths(gateway_cpu * 100.0 / cores / 1000.0),
         }),
-        Some(
-            json!({"one_target_ms": m1, "ratio": if m1 > 0.0 { (m100 / m1 * 10.0).round() / 10.0 } else { f64::NAN },
+        Some(json!({"one_target_ms": m1, "ratio": times(m100, m1),
                    "bare_http_one_ms": bare_one, "bare_http_100_ms": bare_hundred,
-                   "bare_http_ratio": if bare_one > 0.0 { (bare_hundred / bare_one * 10.0).round() / 10.0 } else { f64::NAN }}),
-        ),
+                   "bare_http_ratio": times(bare_hundred, bare_one)})),
         Some("within 3x of one target"),
     );
     gw.proc.stop(Duration::from_secs(5)).await;
     stand_in.proc.stop(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// `x` rounded to a tenth.
+fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// How many times `one` fits in `many`, to a tenth (NaN when `one` is not positive).
+fn times(many: f64, one: f64) -> f64 {
+    if one > 0.0 { tenths(many / one) } else { f64::NAN }
 }
 
 /// The floor under the fan-out figure on this machine: the same trigger requests sent straight
@@ -361,7 +369,7 @@ async fn bare_fan_out(ctx: &Ctx, stand_in: &StandIn) -> anyhow::Result<(f64, f64
         .get("providers.circleci.sandbox.base_url")
         .ok_or_else(|| anyhow::anyhow!("the stand-in names no CircleCI simulator"))?;
     let url = format!("{base}/project/{}/pipeline", cigw_sim::sandbox::CIRCLECI_PROJECT);
-    let mut medians = [Vec::new(), Vec::new()];
+    let mut samples = [Vec::new(), Vec::new()];
     for round in 0..5 {
         for (slot, n) in [(0usize, 1usize), (1, 100)] {
             let ids: Vec<String> = (0..n).map(|i| format!("bare-{round}-{n}-{i}")).collect();
@@ -381,13 +389,13 @@ async fn bare_fan_out(ctx: &Ctx, stand_in: &StandIn) -> anyhow::Result<(f64, f64
             }
             let arrivals = stand_in.arrivals(ctx).await?;
             let last = ids.iter().filter_map(|id| arrivals.get(id)).max().copied().unwrap_or(at);
-            medians[slot].push(((last - at) as f64 / 1000.0).max(0.0));
+            samples[slot].push(((last - at) as f64 / 1000.0).max(0.0));
         }
     }
-    for m in &mut medians {
+    for m in &mut samples {
         m.sort_by(|a, b| a.total_cmp(b));
     }
-    Ok((percentile(&medians[0], 50.0), percentile(&medians[1], 50.0)))
+    Ok((percentile(&samples[0], 50.0), percentile(&samples[1], 50.0)))
 }
 
 const TERMINAL: [&str; 5] = ["succeeded", "failed", "error", "canceled", "skipped"];
@@ -469,14 +477,14 @@ pub(crate) async fn calls_per_run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let Counts { total, triggers, by_kind } = stand_in.counts(ctx).await?;
         let per_run = (total - triggers) as f64 / RUNS as f64;
         let by_kind: serde_json::Map<String, Value> =
-            by_kind.into_iter().map(|(k, n)| (k, json!((n as f64 / RUNS as f64 * 10.0).round() / 10.0))).collect();
+            by_kind.into_iter().map(|(k, n)| (k, json!(tenths(n as f64 / RUNS as f64)))).collect();
         ctx.report.add(
             &format!("provider_calls_per_run_{}", if callbacks { "callbacks" } else { "polling" }),
             &format!(
                 "provider calls per run after the trigger, 10-min build, {}",
                 if callbacks { "with callbacks" } else { "polling only" }
             ),
-            json!({"calls": (per_run * 10.0).round() / 10.0, "per_run_by_kind": by_kind}),
+            json!({"calls": tenths(per_run), "per_run_by_kind": by_kind}),
             Some(json!({"official Codefresh CLI (polls every 5 s)": 120})),
             Some(if callbacks { "<= 5" } else { "<= 15" }),
         );
@@ -522,7 +530,7 @@ pub(crate) async fn memory(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.report.add(
         "rss_in_flight",
         &format!("RSS of cigw serve tracking {} non-terminal runs", ctx.in_flight),
-        json!({"mb": mb(rss), "all_dispatched_after_s": (dispatched_after.as_secs_f64() * 10.0).round() / 10.0}),
+        json!({"mb": mb(rss), "all_dispatched_after_s": tenths(dispatched_after.as_secs_f64())}),
         None,
         Some("<= 100 MB"),
     );
@@ -597,5 +605,5 @@ pub(crate) async fn store_commits(ctx: &mut Ctx, postgres: Option<String>) -> an
 }
 
 fn mb(bytes: u64) -> f64 {
-    (bytes as f64 / 1_048_576.0 * 10.0).round() / 10.0
+    tenths(bytes as f64 / 1_048_576.0)
 }

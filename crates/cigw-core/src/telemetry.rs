@@ -11,8 +11,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init() {
     let filter = EnvFilter::try_from_env("CIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CIGW_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    // Colours only for a person at a terminal: escape codes in a log file or a collector are noise
-    // (and formatting them is a tenth of the cost of each line).
+    // Colours only for a person at a terminal: escape codes in a log file or a collector are noise.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let result = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };

@@ -263,13 +263,10 @@ async fn pipelines_are_numbered_per_project_and_list_only_their_own_workflows() 
     assert_eq!(status, 201, "{other}");
     let second = s.trigger(json!({"branch": "main"})).await;
     s.advance(10);
-    let numbers: Vec<Value> = {
-        let mut n = Vec::new();
-        for id in [&first, other["id"].as_str().unwrap(), &second] {
-            n.push(s.get(&format!("/pipeline/{id}")).await.1["number"].clone());
-        }
-        n
-    };
+    let mut numbers = Vec::new();
+    for id in [&first, other["id"].as_str().unwrap(), &second] {
+        numbers.push(s.get(&format!("/pipeline/{id}")).await.1["number"].clone());
+    }
     assert_eq!(numbers, [json!(1), json!(1), json!(2)]);
     for id in [&first, &second] {
         let items = workflows_of(&s, id).await;

@@ -113,7 +113,8 @@ pub(crate) struct State {
     pub(crate) projects: Vec<SimProject>,
     /// In creation order.
     pub(crate) pipelines: Ledger<SimPipeline>,
-    /// In creation order.
+    /// In creation order; added only through [`State::add_workflow`], which keeps the two
+    /// indexes below.
     pub(crate) workflows: Ledger<SimWorkflow>,
     /// Positions in `workflows` by pipeline id, oldest first.
     workflows_of: HashMap<String, Vec<usize>>,
@@ -132,11 +133,6 @@ impl State {
         let n = self.numbers.entry(project_slug.to_string()).or_default();
         *n += 1;
         *n
-    }
-
-    /// Store a pipeline.
-    pub(crate) fn add_pipeline(&mut self, pipeline: SimPipeline) {
-        self.pipelines.push(pipeline);
     }
 
     /// Store a workflow.

@@ -279,7 +279,7 @@ fn create_pipeline(s: &Shared, project: &SimProject, new: NewPipeline) -> SimPip
             });
         }
     }
-    state.add_pipeline(pipeline.clone());
+    state.pipelines.push(pipeline.clone());
     pipeline
 }
 
