@@ -116,7 +116,7 @@ impl ProviderAccount for CircleciAccount {
         Some(Arc::new(FollowOnly(CircleciFollower::new(target_name, self.client.clone()))))
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", account = %self.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", account = %self.name))]
     async fn check_online(&self) -> Result<()> {
         let _: (serde_json::Value, _) = self.client.get("get current user", Request::get(&["me"])).await?;
         Ok(())

@@ -36,14 +36,14 @@ impl Follow for CircleciFollower {
         format!("{} (removed target; following its pipelines only)", self.name)
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, attempt = run.attempt, follow_only = true))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, attempt = run.attempt, follow_only = true))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         // Without the project slug the web link cannot be rebuilt: keep the one recorded at dispatch.
         let setup_grace = self.client.config().setup_grace;
         pipeline_status(&self.client, run, setup_grace, |_| run.url.clone()).await
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, follow_only = true))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, follow_only = true))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         cancel_pipeline(&self.client, run).await
     }

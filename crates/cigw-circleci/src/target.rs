@@ -260,7 +260,7 @@ impl CiTarget for CircleciTarget {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %spec.run_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name, run_id = %spec.run_id))]
     async fn trigger(&self, spec: &TriggerSpec) -> Result<TriggerOutcome> {
         let git_ref = &spec.git_ref;
         git_ref.validate().map_err(|message| Error::InvalidRequest { message })?;
@@ -303,21 +303,21 @@ impl CiTarget for CircleciTarget {
             return Ok(TriggerOutcome::NothingToRun { message: m.message });
         }
         let created: PipelineCreation = answer.json("trigger pipeline")?;
-        tracing::info!(pipeline = %created.id, number = ?created.number, "pipeline created");
+        tracing::debug!(pipeline = %created.id, number = ?created.number, "pipeline created");
         Ok(TriggerOutcome::Started(self.run_ref(created.id, created.number, 1, Value::Null)))
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, attempt = run.attempt))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, attempt = run.attempt))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         pipeline_status(&self.client, run, self.setup_grace, |number| self.pipeline_url(number)).await
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         cancel_pipeline(&self.client, run).await
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id))]
     async fn rerun(&self, run: &ProviderRunRef, options: RerunOptions) -> Result<TriggerOutcome> {
         let (pipeline, _) = self.pipeline(&run.id).await?;
         let (workflows, _) = self.workflows(&run.id).await?;
@@ -364,7 +364,7 @@ impl CiTarget for CircleciTarget {
         )))
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, ?decision))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name, run_id = %run.id, ?decision))]
     async fn approve(&self, run: &ProviderRunRef, decision: Decision) -> Result<()> {
         let (workflows, _) = self.workflows(&run.id).await?;
         let held: Vec<&Workflow> =
@@ -403,7 +403,7 @@ impl CiTarget for CircleciTarget {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "circleci", target = %self.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "circleci", target = %self.name))]
     async fn find_recent(&self, query: &RecentQuery) -> Result<Vec<RunCandidate>> {
         let [vcs, org, project] = self.slug.segments();
         let mut request = Request::get(&["project", vcs, org, project, "pipeline"]);

@@ -35,12 +35,12 @@ impl Follow for CodefreshFollower {
         format!("{} (removed target; following its builds only)", self.name)
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id, follow_only = true))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id, follow_only = true))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         build_status(&self.client, run).await
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id, follow_only = true))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id, follow_only = true))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         terminate_build(&self.client, run).await
     }

@@ -255,7 +255,7 @@ impl CiTarget for CodefreshTarget {
         Capabilities { echoes_run_id, ..CAPABILITIES }
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, run_id = %spec.run_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name, run_id = %spec.run_id))]
     async fn trigger(&self, spec: &TriggerSpec) -> Result<TriggerOutcome> {
         if spec.git_ref.tag.is_some() {
             return Err(Error::Unsupported { operation: "tag" });
@@ -275,21 +275,21 @@ impl CiTarget for CodefreshTarget {
             }
         };
         let id = build_id(&answer, "the run request")?;
-        tracing::info!(build = %id, "Codefresh build started");
+        tracing::debug!(build = %id, "Codefresh build started");
         Ok(TriggerOutcome::Started(self.run_ref(id)))
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         build_status(&self.client, run).await
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         terminate_build(&self.client, run).await
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
     async fn rerun(&self, run: &ProviderRunRef, options: RerunOptions) -> Result<TriggerOutcome> {
         if options.failed_only {
             return Err(Error::Unsupported { operation: "rerun_failed_only" });
@@ -303,7 +303,7 @@ impl CiTarget for CodefreshTarget {
         Ok(TriggerOutcome::Started(self.run_ref(id)))
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name, build = %run.id))]
     async fn approve(&self, run: &ProviderRunRef, decision: Decision) -> Result<()> {
         let verb = match decision {
             Decision::Approve => "approve",
@@ -315,7 +315,7 @@ impl CiTarget for CodefreshTarget {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(provider = "codefresh", target = %self.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = "codefresh", target = %self.name))]
     async fn find_recent(&self, query: &RecentQuery) -> Result<Vec<RunCandidate>> {
         if query.tag.is_some() {
             // Codefresh targets never build tags through cigw.

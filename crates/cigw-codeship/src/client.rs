@@ -156,7 +156,7 @@ impl Client {
     }
 
     /// `POST /auth` with HTTP basic auth.
-    #[tracing::instrument(name = "codeship.auth", skip(self), fields(provider = "codeship"))]
+    #[tracing::instrument(name = "codeship.auth", level = "debug", skip(self), fields(provider = "codeship"))]
     async fn exchange(&self) -> Result<Token> {
         let request = Request::post(&["auth"]).json(serde_json::json!({})).credential(&self.auth.login);
         // The exchange is rare and every call waits for it: it takes the priority of a trigger.

@@ -271,7 +271,7 @@ impl CiTarget for CodeshipTarget {
         }
     }
 
-    #[tracing::instrument(skip(self, spec), fields(provider = "codeship", target = %self.name, run_id = %spec.run_id))]
+    #[tracing::instrument(level = "debug", skip(self, spec), fields(provider = "codeship", target = %self.name, run_id = %spec.run_id))]
     async fn trigger(&self, spec: &TriggerSpec) -> Result<TriggerOutcome> {
         if !spec.parameters.is_empty() {
             return Err(Error::InvalidRequest { message: "Codeship builds take no parameters".into() });
@@ -292,11 +292,11 @@ impl CiTarget for CodeshipTarget {
         let sent_at = self.client.now();
         let request = Request::post(&["projects", &self.project_uuid, "builds"]).json(body).write_ahead();
         self.client.send(CallKind::StartsBuild, "codeship.create_build", request).await?;
-        tracing::info!(provider = "codeship", target = %self.name, "build accepted (202, no id); correlate with find_recent");
+        tracing::debug!(provider = "codeship", target = %self.name, "build accepted (202, no id); correlate with find_recent");
         Ok(TriggerOutcome::AcceptedWithoutId { sent_at })
     }
 
-    #[tracing::instrument(skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id, attempt = run.attempt))]
+    #[tracing::instrument(level = "debug", skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id, attempt = run.attempt))]
     async fn status(&self, run: &ProviderRunRef) -> Result<RunStatus> {
         Self::check_run_id(run)?;
         match self.listed_build(&run.id).await {
@@ -310,7 +310,7 @@ impl CiTarget for CodeshipTarget {
         Ok(self.run_status(&build, run))
     }
 
-    #[tracing::instrument(skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id))]
+    #[tracing::instrument(level = "debug", skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id))]
     async fn cancel(&self, run: &ProviderRunRef) -> Result<()> {
         Self::check_run_id(run)?;
         match self.post_build_action(&run.id, "stop", CallKind::Idempotent).await {
@@ -325,7 +325,7 @@ impl CiTarget for CodeshipTarget {
         }
     }
 
-    #[tracing::instrument(skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id, attempt = run.attempt))]
+    #[tracing::instrument(level = "debug", skip(self, run), fields(provider = "codeship", target = %self.name, run = %run.id, attempt = run.attempt))]
     async fn rerun(&self, run: &ProviderRunRef, options: RerunOptions) -> Result<TriggerOutcome> {
         if options.failed_only {
             return Err(Error::Unsupported { operation: "rerun only the failed parts" });
@@ -364,7 +364,7 @@ impl CiTarget for CodeshipTarget {
         Err(Error::Unsupported { operation: "approve" })
     }
 
-    #[tracing::instrument(skip(self, query), fields(provider = "codeship", target = %self.name))]
+    #[tracing::instrument(level = "debug", skip(self, query), fields(provider = "codeship", target = %self.name))]
     async fn find_recent(&self, query: &RecentQuery) -> Result<Vec<RunCandidate>> {
         if query.tag.is_some() {
             return Ok(Vec::new());

@@ -15,7 +15,8 @@ use tracing::Instrument;
 use crate::metrics::{record_provider_call, within_provider_call};
 
 /// A target whose provider calls are counted, timed and traced (span `provider_call` with
-/// provider, target, operation, run id or provider id, and attempt). Wraps every configured
+/// provider, target, operation, and a run's provider id and attempt; the engine's span around
+/// it names the run). Wraps every configured
 /// target, so the engine and the API are measured at this one place.
 #[derive(Debug)]
 pub struct InstrumentedTarget {
@@ -97,7 +98,6 @@ impl CiTarget for InstrumentedTarget {
             provider = self.inner.kind().as_str(),
             target = %self.name,
             operation = "trigger",
-            run_id = %spec.run_id,
         );
         self.observe("trigger", span, self.inner.trigger(spec)).await
     }

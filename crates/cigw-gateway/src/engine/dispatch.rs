@@ -161,6 +161,14 @@ impl Engine {
                 | DispatchOutcome::NothingToRun { .. }
         );
         let unconfirmed = matches!(outcome, DispatchOutcome::Unconfirmed { .. });
+        // The run's one INFO line on its way out (the adapters log their calls at DEBUG).
+        match &outcome {
+            DispatchOutcome::Started { run_ref, .. } => tracing::info!(provider_id = %run_ref.id, "dispatched"),
+            DispatchOutcome::Unconfirmed { .. } => tracing::info!("dispatched; the provider gave no id, correlating"),
+            DispatchOutcome::NothingToRun { message } => tracing::info!(message, "dispatched; nothing to run"),
+            DispatchOutcome::Refused { message } => tracing::warn!(message, "not dispatched; the run ends in error"),
+            _ => {}
+        }
         self.record(&run, outcome).await?;
         if reached {
             crate::metrics::record_dispatched(run.provider, run.created_at, self.state.now());

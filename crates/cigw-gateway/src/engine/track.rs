@@ -67,8 +67,13 @@ impl Engine {
             Ok(status) => {
                 let next = (!status.state.is_terminal()).then(|| self.next_poll_for(&run, now));
                 let update = self.state.store.apply_status(&run.id, &self.owner, &status, next).await?;
-                if let Some(from) = update.moved_from {
-                    tracing::info!(run_id = run.id, from = %from, to = %update.run.state, "run state changed");
+                // The run's end at INFO; the steps on the way (also in its events) at DEBUG.
+                match update.moved_from {
+                    Some(from) if update.run.state.is_terminal() => {
+                        tracing::info!(from = %from, to = %update.run.state, "run ended");
+                    }
+                    Some(from) => tracing::debug!(from = %from, to = %update.run.state, "run state changed"),
+                    None => {}
                 }
                 update.run
             }
