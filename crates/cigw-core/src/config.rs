@@ -353,6 +353,10 @@ pub struct Timings {
     /// attempts that provably sent nothing) before it ends in `error`; counted from its creation.
     #[serde(with = "humantime_serde")]
     pub dispatch_deadline: Duration,
+    /// How long the oldest run due for dispatch may wait before intake slows down to let the
+    /// dispatchers catch up (each new trigger is answered a little later; none is refused).
+    #[serde(with = "humantime_serde")]
+    pub backlog_age_limit: Duration,
 }
 
 impl Default for Timings {
@@ -369,6 +373,7 @@ impl Default for Timings {
             prune_interval: Duration::from_secs(3600),
             max_unconfirmed_sends: 2,
             dispatch_deadline: Duration::from_secs(3600),
+            backlog_age_limit: Duration::from_secs(1),
         }
     }
 }

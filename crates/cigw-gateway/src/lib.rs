@@ -18,6 +18,7 @@ mod links;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
+pub mod pacing;
 pub mod router;
 pub mod schedules;
 pub mod serve;

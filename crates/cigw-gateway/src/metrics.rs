@@ -12,6 +12,8 @@
 //! | `cigw_provider_call_duration_seconds` | histogram | `provider`, `operation` |
 //! | `cigw_provider_retries_total` | counter | `provider`, `operation`, `reason` |
 //! | `cigw_dispatch_lag_seconds` | histogram | `provider` |
+//! | `cigw_dispatch_backlog_age_seconds` | gauge | |
+//! | `cigw_intake_paced_total` | counter | |
 //! | `cigw_runs` | gauge | `state` |
 //! | `cigw_runs_unconfirmed` | gauge | |
 //! | `cigw_unconfirmed_total` | counter | `outcome` |
@@ -52,6 +54,10 @@ pub mod names {
     pub const PROVIDER_RETRIES: &str = "cigw_provider_retries_total";
     /// Time from a run's creation to the provider accepting it.
     pub const DISPATCH_LAG: &str = "cigw_dispatch_lag_seconds";
+    /// How long the oldest run due for dispatch and not yet claimed has waited.
+    pub const BACKLOG_AGE: &str = "cigw_dispatch_backlog_age_seconds";
+    /// Triggers answered later because dispatch was behind (see `pacing.rs`).
+    pub const INTAKE_PACED: &str = "cigw_intake_paced_total";
     /// Runs per state (read from the store at each scrape).
     pub const RUNS: &str = "cigw_runs";
     /// Runs accepted by a provider that gave no id and not yet matched with a build.
@@ -152,6 +158,8 @@ fn describe() {
     describe_histogram!(names::PROVIDER_CALL_DURATION, metrics::Unit::Seconds, "Provider call latency");
     describe_counter!(names::PROVIDER_RETRIES, "Retries inside provider calls by the error that caused them");
     describe_histogram!(names::DISPATCH_LAG, metrics::Unit::Seconds, "Run creation to provider acceptance");
+    describe_gauge!(names::BACKLOG_AGE, metrics::Unit::Seconds, "Wait of the oldest run due for dispatch");
+    describe_counter!(names::INTAKE_PACED, "Triggers answered later because dispatch was behind");
     describe_gauge!(names::RUNS, "Runs per state");
     describe_gauge!(names::RUNS_UNCONFIRMED, "Runs accepted without a provider id and not yet matched");
     describe_counter!(names::UNCONFIRMED, "Runs accepted without a provider id, correlated, or expired");
@@ -187,6 +195,16 @@ pub fn record_hook_request(hook: &str, outcome: &'static str) {
 pub fn record_dispatched(provider: ProviderKind, created_at: DateTime<Utc>, now: DateTime<Utc>) {
     let lag = (now - created_at).to_std().unwrap_or(Duration::ZERO);
     histogram!(names::DISPATCH_LAG, "provider" => provider.as_str()).record(lag.as_secs_f64());
+}
+
+/// The oldest run due for dispatch has waited `age` (zero: none waits).
+pub fn record_backlog_age(age: Duration) {
+    gauge!(names::BACKLOG_AGE).set(age.as_secs_f64());
+}
+
+/// A trigger was answered later because dispatch was behind.
+pub fn record_intake_paced() {
+    counter!(names::INTAKE_PACED).increment(1);
 }
 
 /// A pending run was superseded by a newer run of its target and branch.

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::instrumented::InstrumentedTarget;
 use crate::metrics::Metrics;
+use crate::pacing::BacklogAge;
 
 /// Shared state of one gateway process. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The open `/v1/events` streams of this process, per token (capped by `[server]`).
     pub event_streams: Arc<StreamSlots>,
+    /// How long the oldest run due for dispatch has waited, as the engine last measured it;
+    /// intake slows down while it is over the limit (`pacing.rs`).
+    pub backlog_age: Arc<BacklogAge>,
     /// A time the clock is pinned to (tests and simulations of signed timestamps), else none.
     pinned_clock: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
@@ -156,6 +160,7 @@ impl AppState {
             streams: StreamSettings::default(),
             metrics: Metrics::global(),
             event_streams: Arc::default(),
+            backlog_age: Arc::default(),
             pinned_clock: Arc::default(),
         }
     }

@@ -342,3 +342,50 @@ async fn the_run_gauges_count_every_run_without_reading_pages_of_runs() {
     assert_eq!(sum(&text, "cigw_runs", &[("state", "error")]), 1.0, "{text}");
     assert_eq!(sum(&text, "cigw_runs_unconfirmed", &[]), (RUNS - 1) as f64, "an ended run is not waiting: {text}");
 }
+
+#[tokio::test]
+async fn intake_yields_while_dispatch_is_behind_and_stops_once_it_has_caught_up() {
+    let w = world(|s| s.timings.backlog_age_limit = Duration::from_millis(200)).await;
+    // The dispatchers are stuck (the engine is not ticked); only the backlog is measured.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let measuring = tokio::spawn(cigw_gateway::pacing::measure(w.state.clone(), stopped));
+    let waiting = w.trigger(&["app"]).await;
+    let mut age = Duration::ZERO;
+    for _ in 0..500 {
+        age = w.state.backlog_age.get();
+        if age > Duration::from_millis(400) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(age > Duration::from_millis(400), "the unsent run's wait was never measured: {age:?}");
+    let text = w.scrape().await;
+    assert!(sum(&text, "cigw_dispatch_backlog_age_seconds", &[]) > 0.4, "{text}");
+    let paced = |text: &str| sum(text, "cigw_intake_paced_total", &[]);
+    let before = paced(&text);
+
+    // Held back a little, then stored and answered like any other trigger.
+    let held = w.trigger(&["app"]).await;
+    assert_eq!(w.state.store.get_run(&held[0]).await.unwrap().state, RunState::Pending);
+    let after_one = paced(&w.scrape().await);
+    assert_eq!(after_one, before + 1.0);
+
+    // The dispatchers catch up: nothing waits, the age drops to zero and intake goes on unpaced.
+    assert_eq!(w.engine.tick().await, 2);
+    for id in waiting.iter().chain(&held) {
+        assert_ne!(w.state.store.get_run(id).await.unwrap().state, RunState::Pending);
+    }
+    for _ in 0..500 {
+        if w.state.backlog_age.get().is_zero() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(w.state.backlog_age.get(), Duration::ZERO);
+    w.trigger(&["app"]).await;
+    let text = w.scrape().await;
+    assert_eq!(paced(&text), after_one, "{text}");
+    assert_eq!(sum(&text, "cigw_dispatch_backlog_age_seconds", &[]), 0.0, "{text}");
+    stop.send_replace(true);
+    measuring.await.unwrap();
+}

@@ -308,6 +308,17 @@ impl<D: Driver> Store for D {
         Ok(counts)
     }
 
+    async fn oldest_due_dispatch(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        let now = trunc(now);
+        self.run(Access::Read, move |tx| {
+            Box::pin(async move {
+                let row = tx.fetch_optional(query::oldest_due_dispatch(now)).await?;
+                row.map(|r| r.time("next_dispatch_at")).transpose()
+            })
+        })
+        .await
+    }
+
     async fn count_unconfirmed_runs(&self) -> StoreResult<u64> {
         self.run(Access::Read, |tx| {
             Box::pin(async move { Ok(tx.fetch_one(query::count_unconfirmed()).await?.int("n")? as u64) })

@@ -952,6 +952,8 @@ pub enum HotQuery {
     CountRunsByState,
     /// [`crate::Store::count_unconfirmed_runs`].
     CountUnconfirmed,
+    /// [`crate::Store::oldest_due_dispatch`].
+    OldestDueDispatch,
     /// [`crate::Store::claim_outbox`].
     ClaimOutbox,
     /// [`crate::Store::count_outbox`] of pending rows.

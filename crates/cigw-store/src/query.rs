@@ -94,6 +94,18 @@ pub(crate) fn count_unconfirmed() -> Stmt {
     Stmt::new(format!("SELECT COUNT(*) AS n FROM runs WHERE state NOT IN {TERMINAL_SQL} AND unconfirmed"))
 }
 
+/// `oldest_due_dispatch`: the due time of the oldest unclaimed run due for dispatch, in the
+/// dispatch claim's own terms (the first row its index scan would take).
+pub(crate) fn oldest_due_dispatch(now: DateTime<Utc>) -> Stmt {
+    let sql = format!(
+        "SELECT next_dispatch_at FROM runs
+         WHERE next_dispatch_at IS NOT NULL AND next_dispatch_at <= $1 AND state NOT IN {TERMINAL_SQL}
+           AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $1)
+         ORDER BY next_dispatch_at LIMIT 1"
+    );
+    Stmt::new(sql).bind(now)
+}
+
 /// `list_outbox`: rows matching `filter`, newest first, before the cursor id. With a status the
 /// `(status, id)` index serves it; with a run the `(run_id, ...)` one; otherwise the primary key.
 pub(crate) fn list_outbox(filter: &OutboxFilter, before: Option<i64>, limit: i64) -> Stmt {
@@ -135,6 +147,7 @@ pub(crate) fn hot_query(tx: &dyn crate::sql::Tx, query: &crate::model::HotQuery)
         HotQuery::TokenByHash => token_by_hash("0"),
         HotQuery::CountRunsByState => count_runs_by_state(),
         HotQuery::CountUnconfirmed => count_unconfirmed(),
+        HotQuery::OldestDueDispatch => oldest_due_dispatch(Utc::now()),
         HotQuery::ClaimOutbox => crate::statements::outbox_claim_stmt(tx, "explain", Utc::now(), Utc::now(), 1),
         HotQuery::CountOutboxPending => count_outbox(OutboxStatus::Pending),
     })

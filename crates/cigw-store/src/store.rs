@@ -213,6 +213,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// state: cheap enough for every scrape, whatever the retention.
     async fn count_runs_by_state(&self) -> StoreResult<Vec<(RunState, u64)>>;
 
+    /// When the oldest run that is due for dispatch and held by no claimer became due: how far
+    /// the dispatchers of every replica are behind (`None` when nothing waits). Reads the due
+    /// runs' index from its oldest entry, past the runs being dispatched right now.
+    async fn oldest_due_dispatch(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
+
     /// How many unfinished runs were accepted without a provider id and are not yet matched
     /// with a build (from the unfinished runs' index alone).
     async fn count_unconfirmed_runs(&self) -> StoreResult<u64>;

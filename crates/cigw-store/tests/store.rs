@@ -140,6 +140,7 @@ both_backends!(
     secrets_stay_out_of_errors_and_debug,
     frequent_queries_use_indexes,
     run_gauges_are_exact_without_scanning,
+    the_oldest_due_dispatch_is_the_oldest_unclaimed_one,
     secret_values_are_dropped_once_sent,
     possibly_sent_dispatches_are_counted_and_never_canceled_blind,
     refreshes_coalesce_against_the_last_read,

@@ -58,7 +58,8 @@ impl Engine {
     /// and release this process's leases so another replica (or the next start) picks the runs up.
     ///
     /// Each claimed run is handled in its own task, so one slow provider call never holds up the
-    /// others; at most `MAX_IN_FLIGHT` runs are handled at once.
+    /// others; at most `MAX_IN_FLIGHT` runs are handled at once. Meanwhile the age of the
+    /// dispatch backlog is measured for intake's pacing (`pacing.rs`).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut wakeups = self.state.store.wakeups();
         let timings = &self.state.settings.timings;
@@ -66,6 +67,7 @@ impl Engine {
         // Not at once: start-up (and the first `/readyz`) never waits behind a prune.
         let mut next_prune = tokio::time::Instant::now() + timings.prune_interval.min(FIRST_PRUNE_AFTER);
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        let measuring = tokio::spawn(crate::pacing::measure(self.state.clone(), shutdown.clone()));
         while !*shutdown.borrow() {
             if tokio::time::Instant::now() >= next_prune {
                 self.prune().await;
@@ -95,6 +97,7 @@ impl Engine {
             }
         }
         while in_flight.join_next().await.is_some() {}
+        let _ = measuring.await;
         match self.state.store.release_leases(&self.owner).await {
             Ok(n) => tracing::info!(released = n, "engine stopped; leases released"),
             Err(e) => tracing::warn!(error = %e, "engine stopped; releasing leases failed"),

@@ -279,6 +279,7 @@ async fn take_in(
 ) -> Result<(CreateOutcome, TriggerAccepted), IntakeError> {
     let Submission { source, request: req, body: raw } = submission;
     let planned = check::plan(state, requester, &req)?;
+    crate::pacing::yield_to_dispatch(state).await;
     let body: Value = serde_json::from_str(raw.get()).map_err(internal)?;
     drop(raw);
 

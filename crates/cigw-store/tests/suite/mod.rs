@@ -1349,6 +1349,38 @@ pub async fn frequent_queries_use_indexes(ctx: Ctx) {
     assert!(uses_index(&p, "runs_active") && !scans_table(&p, "runs"), "runs per state: {p}");
     let p = plan(&ctx, HotQuery::CountUnconfirmed).await;
     assert!(uses_index(&p, "runs_active") && !scans_table(&p, "runs"), "unconfirmed runs: {p}");
+    let p = plan(&ctx, HotQuery::OldestDueDispatch).await;
+    assert!(uses_index(&p, "runs_due_dispatch") && !scans_table(&p, "runs"), "oldest due dispatch: {p}");
+}
+
+/// How far dispatch is behind: the oldest due run no claimer holds; runs due later, runs being
+/// dispatched and runs already sent do not count, and a lease that ran out counts again.
+pub async fn the_oldest_due_dispatch_is_the_oldest_unclaimed_one(ctx: Ctx) {
+    let s = &ctx.store;
+    assert_eq!(s.oldest_due_dispatch(t(100)).await.unwrap(), None, "nothing waits");
+    let mut early = new_trigger(&["a", "b"], t(0));
+    early.runs[1].dispatch_at = t(3);
+    create(s, early).await;
+    create(s, new_trigger(&["c"], t(5))).await;
+    create(s, new_trigger(&["d"], t(50))).await;
+    assert_eq!(s.oldest_due_dispatch(t(1)).await.unwrap(), Some(t(0)));
+    // The claim takes the oldest (due at 0): the next one waits from 3.
+    let claimed = s.claim_dispatch("d1", t(10), t(20), 1).await.unwrap();
+    assert_eq!(claimed[0].next_dispatch_at, Some(t(0)));
+    assert_eq!(s.oldest_due_dispatch(t(10)).await.unwrap(), Some(t(3)));
+    // Sent: it no longer waits. The other two claimed and sent too: only the one due at 50
+    // is left, not yet due at 10.
+    let started = |b: &str| DispatchOutcome::Started { run_ref: ProviderRunRef::new(b), next_poll_at: t(60) };
+    s.record_dispatch(&claimed[0].id, "d1", started("b1"), t(11)).await.unwrap();
+    for run in s.claim_dispatch("d1", t(12), t(20), 2).await.unwrap() {
+        assert_eq!(s.oldest_due_dispatch(t(12)).await.unwrap(), None, "claimed runs are under way");
+        s.record_dispatch(&run.id, "d1", started(&run.id), t(13)).await.unwrap();
+    }
+    assert_eq!(s.oldest_due_dispatch(t(13)).await.unwrap(), None);
+    // Claimed by a claimer that died: waiting again once its lease ran out.
+    s.claim_dispatch("gone", t(51), t(60), 1).await.unwrap();
+    assert_eq!(s.oldest_due_dispatch(t(55)).await.unwrap(), None);
+    assert_eq!(s.oldest_due_dispatch(t(60)).await.unwrap(), Some(t(50)));
 }
 
 pub async fn run_gauges_are_exact_without_scanning(ctx: Ctx) {
