@@ -6,62 +6,25 @@
 //!
 //! Its own test binary: it installs the process-wide subscriber.
 
-use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cigw_sim::sandbox::SandboxProviders;
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 mod sandbox_support;
-use sandbox_support::{get_json, post_json, serve_sandbox};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use sandbox_support::{capture_logs, get_json, post_json, quick_flow_overrides, serve_sandbox};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_info_a_run_logs_its_dispatch_and_its_end_and_nothing_between() {
-    let captured = Captured::default();
     // What `cigw serve` installs by default (`CIGW_LOG` unset), as JSON lines to read back.
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(captured.clone())
-        .init();
+    let captured = capture_logs("info");
 
     let providers = SandboxProviders::start(60.0, Duration::from_secs(3)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let admin = cigw_gateway::auth::generate_token();
-    let mut overrides = providers.base_url_overrides();
-    overrides.extend([
-        ("database.url".to_string(), format!("sqlite://{}", dir.path().join("info.db").display())),
-        ("auth.admin_token".to_string(), admin.clone()),
-        ("timings.poll_initial".to_string(), "50ms".to_string()),
-        ("timings.poll_max".to_string(), "200ms".to_string()),
-        ("timings.sweep_interval".to_string(), "50ms".to_string()),
-        ("providers.circleci.sandbox.setup_grace".to_string(), "2s".to_string()),
-    ]);
+    let overrides = quick_flow_overrides(&providers, dir.path(), &admin);
     let served = serve_sandbox(listener, &overrides).await;
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
@@ -83,7 +46,7 @@ async fn at_info_a_run_logs_its_dispatch_and_its_end_and_nothing_between() {
     served.shut_down().await;
     drop(providers);
 
-    let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
+    let logs = captured.text();
     let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     // The adapters account for their calls at debug: on a flow without faults they say nothing.
     let adapters: Vec<&Value> = lines

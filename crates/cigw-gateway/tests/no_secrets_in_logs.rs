@@ -4,17 +4,14 @@
 //!
 //! Its own test binary: it installs the process-wide subscriber.
 
-use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cigw_sim::receiver::{NotificationReceiver, SANDBOX_NOTIFICATION_SECRET};
 use cigw_sim::sandbox::{CIRCLECI_WEBHOOK_SECRET, SandboxProviders};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 mod sandbox_support;
-use sandbox_support::{get_json, post_json, serve_sandbox};
+use sandbox_support::{capture_logs, get_json, post_json, quick_flow_overrides, serve_sandbox};
 
 /// The sandbox's provider credentials (config/sandbox.toml).
 const CIRCLECI_TOKEN: &str = "sim-circleci-token";
@@ -27,36 +24,10 @@ const HOOK_SECRET: &str = "sandbox-github-secret";
 /// A signature no secret made.
 const FORGED_SIGNATURE: &str = "sha256=0badc0de0badc0de0badc0de0badc0de0badc0de0badc0de0badc0de0badc0d";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_flow_at_debug_level_logs_no_secret() {
-    let captured = Captured::default();
     // The production JSON format (CIGW_LOG_FORMAT=json), with span fields, at debug for every crate.
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(captured.clone())
-        .init();
+    let captured = capture_logs("debug");
 
     let providers = SandboxProviders::start(60.0, Duration::from_secs(3)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -66,16 +37,8 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
     let admin = cigw_gateway::auth::generate_token();
     // The sandbox's notification goes to a receiver that checks its signature.
     let receiver = NotificationReceiver::start(&[SANDBOX_NOTIFICATION_SECRET]).await.unwrap();
-    let mut overrides = providers.base_url_overrides();
-    overrides.extend([
-        ("notifications.sandbox-receiver.url".to_string(), format!("{}/events", receiver.url())),
-        ("database.url".to_string(), format!("sqlite://{}", dir.path().join("flow.db").display())),
-        ("auth.admin_token".to_string(), admin.clone()),
-        ("timings.poll_initial".to_string(), "50ms".to_string()),
-        ("timings.poll_max".to_string(), "200ms".to_string()),
-        ("timings.sweep_interval".to_string(), "50ms".to_string()),
-        ("providers.circleci.sandbox.setup_grace".to_string(), "2s".to_string()),
-    ]);
+    let mut overrides = quick_flow_overrides(&providers, dir.path(), &admin);
+    overrides.push(("notifications.sandbox-receiver.url".to_string(), format!("{}/events", receiver.url())));
     let served = serve_sandbox(listener, &overrides).await;
 
     let base = format!("http://{addr}");
@@ -160,7 +123,7 @@ async fn a_full_flow_at_debug_level_logs_no_secret() {
     served.shut_down().await;
     drop(providers);
 
-    let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
+    let logs = captured.text();
     // The capture is real: provider calls and requests were logged with their spans.
     assert!(logs.contains("\"provider_call\""), "provider call spans are logged");
     assert!(logs.contains("\"operation\":\"trigger\"") && logs.contains("\"run_id\""), "span fields are logged");

@@ -65,3 +65,64 @@ pub(crate) async fn post_json(http: &reqwest::Client, url: &str, token: &str, bo
 pub(crate) async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
     http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }
+
+/// Everything the process-wide subscriber [`capture_logs`] installs writes, kept to be read back.
+#[derive(Clone, Default)]
+pub(crate) struct CapturedLogs(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// What was written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().clone()).expect("log lines are UTF-8")
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Install the production JSON log format (`CIGW_LOG_FORMAT=json`, span fields included) at
+/// `filter` as the process-wide subscriber, writing into the returned capture. Once per test
+/// binary.
+pub(crate) fn capture_logs(filter: &str) -> CapturedLogs {
+    let captured = CapturedLogs::default();
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(captured.clone())
+        .init();
+    captured
+}
+
+/// The overrides of a quick flow against `providers`: a database in `dir`, `admin` as the
+/// admin token, status reads every 50–200 ms and a 2 s CircleCI setup grace.
+pub(crate) fn quick_flow_overrides(
+    providers: &cigw_sim::sandbox::SandboxProviders,
+    dir: &std::path::Path,
+    admin: &str,
+) -> Vec<(String, String)> {
+    let mut overrides = providers.base_url_overrides();
+    overrides.extend([
+        ("database.url".to_string(), format!("sqlite://{}", dir.join("flow.db").display())),
+        ("auth.admin_token".to_string(), admin.to_string()),
+        ("timings.poll_initial".to_string(), "50ms".to_string()),
+        ("timings.poll_max".to_string(), "200ms".to_string()),
+        ("timings.sweep_interval".to_string(), "50ms".to_string()),
+        ("providers.circleci.sandbox.setup_grace".to_string(), "2s".to_string()),
+    ]);
+    overrides
+}
