@@ -230,15 +230,25 @@ impl Claim {
         format!(
             "UPDATE runs SET lease_owner = {owner}, lease_until = {lease}, updated_at = {now}{also_set}
              WHERE id IN (
-                SELECT id FROM runs
-                WHERE {due}
-                  AND state NOT IN {TERMINAL_SQL}
-                  AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {now})
-                ORDER BY {order_by}, id LIMIT {limit} {lock})
+                SELECT id FROM runs WHERE {waiting} ORDER BY {order_by}, id LIMIT {limit} {lock})
              RETURNING *",
             also_set = self.also_set.replace("{now}", now),
-            due = self.due.replace("{now}", now),
+            waiting = self.waiting(now),
             order_by = self.order_by,
+        )
+    }
+
+    /// The due time of the oldest run this claim would take first. Parameter: $1 now.
+    pub(crate) fn oldest_sql(&self) -> String {
+        let order_by = self.order_by;
+        format!("SELECT {order_by} FROM runs WHERE {} ORDER BY {order_by} LIMIT 1", self.waiting("$1"))
+    }
+
+    /// What makes a run claimable at `now` (a placeholder): due, unfinished, its lease free.
+    fn waiting(&self, now: &str) -> String {
+        format!(
+            "{due} AND state NOT IN {TERMINAL_SQL} AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {now})",
+            due = self.due.replace("{now}", now)
         )
     }
 }

@@ -97,13 +97,7 @@ pub(crate) fn count_unconfirmed() -> Stmt {
 /// `oldest_due_dispatch`: the due time of the oldest unclaimed run due for dispatch, in the
 /// dispatch claim's own terms (the first row its index scan would take).
 pub(crate) fn oldest_due_dispatch(now: DateTime<Utc>) -> Stmt {
-    let sql = format!(
-        "SELECT next_dispatch_at FROM runs
-         WHERE next_dispatch_at IS NOT NULL AND next_dispatch_at <= $1 AND state NOT IN {TERMINAL_SQL}
-           AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $1)
-         ORDER BY next_dispatch_at LIMIT 1"
-    );
-    Stmt::new(sql).bind(now)
+    Stmt::new(crate::columns::DISPATCH_CLAIM.oldest_sql()).bind(now)
 }
 
 /// `list_outbox`: rows matching `filter`, newest first, before the cursor id. With a status the
