@@ -18,7 +18,7 @@ use crate::state::AppState;
 /// on at this cost per request rather than stopping.
 pub const MAX_WAIT: Duration = Duration::from_secs(1);
 /// How often the engine reads the backlog's age.
-pub const MEASURE_EVERY: Duration = Duration::from_millis(100);
+const MEASURE_EVERY: Duration = Duration::from_millis(100);
 
 /// The last measured age of the dispatch backlog, shared by the engine and intake.
 #[derive(Debug, Default)]
@@ -56,16 +56,20 @@ pub async fn yield_to_dispatch(state: &AppState) {
     }
 }
 
-/// Measure the backlog's age every [`MEASURE_EVERY`] until `shutdown` turns true (the engine
-/// runs this). A failed read keeps the last age: intake is neither stopped nor let loose by a
-/// store that hiccups.
+/// Measure the backlog's age every [`MEASURE_EVERY`] until `shutdown` turns true or its sender
+/// is gone (the engine runs this). A failed read keeps the last age: intake is neither stopped
+/// nor let loose by a store that hiccups.
 pub async fn measure(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(MEASURE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*shutdown.borrow() {
         tokio::select! {
             _ = every.tick() => {}
-            _ = shutdown.changed() => continue,
+            changed = shutdown.changed() => match changed {
+                Ok(()) => continue,
+                // No one can ask for a stop any more: one turn of this loop per wake-up would spin.
+                Err(_) => return,
+            },
         }
         let now = state.now();
         match state.store.oldest_due_dispatch(now).await {

@@ -389,3 +389,44 @@ async fn intake_yields_while_dispatch_is_behind_and_stops_once_it_has_caught_up(
     stop.send_replace(true);
     measuring.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_backlog_measurement_ends_when_its_stop_signal_is_gone() {
+    let w = world(|_| {}).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let measuring = tokio::spawn(cigw_gateway::pacing::measure(w.state.clone(), stopped));
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(10), measuring)
+        .await
+        .expect("the measurement ended (it would spin on a closed channel)")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_while_held_back_has_stored_nothing() {
+    let w = world(|s| s.timings.backlog_age_limit = Duration::from_millis(200)).await;
+    let stored = |w: &World| {
+        let filter = cigw_store::RunFilter { limit: 100, ..Default::default() };
+        let store = w.state.store.clone();
+        async move { store.list_runs(&filter, None).await.unwrap().runs.len() }
+    };
+    // Dispatch a minute behind: each trigger is held back the most (a second).
+    w.state.backlog_age.set(Duration::from_secs(60));
+    let body = json!({"targets": ["app"], "ref": {"branch": "main"}});
+    let given_up =
+        tokio::time::timeout(Duration::from_millis(100), w.call(Method::POST, "/v1/triggers", Some(ADMIN), Some(body)))
+            .await;
+    assert!(given_up.is_err(), "answered within 100 ms while held back: {given_up:?}");
+    // A bad request is refused without being held back: checking comes first.
+    let paced = |text: &str| sum(text, "cigw_intake_paced_total", &[]);
+    let before = paced(&w.scrape().await);
+    let (status, _) =
+        w.call(Method::POST, "/v1/triggers", Some(ADMIN), Some(json!({"targets": ["nope"], "ref": {}}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(paced(&w.scrape().await), before);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(stored(&w).await, 0, "the trigger given up on was never stored");
+    // A caller that waits gets its 202.
+    assert_eq!(w.trigger(&["app"]).await.len(), 1);
+    assert_eq!(stored(&w).await, 1);
+}
