@@ -16,8 +16,8 @@ use crate::metrics::{record_provider_call, within_provider_call};
 
 /// A target whose provider calls are counted, timed and traced (span `provider_call` with
 /// provider, target, operation, and a run's provider id and attempt; the engine's span around
-/// it names the run). Wraps every configured
-/// target, so the engine and the API are measured at this one place.
+/// it names the run). Wraps every configured target, so the engine and the API are measured at
+/// this one place.
 #[derive(Debug)]
 pub struct InstrumentedTarget {
     name: String,

@@ -1,8 +1,8 @@
-//! What the engine writes to the log for a run at the default level: two lines, `dispatched` and `run ended`
-//! (and `build correlated` between them where the provider answers without an id), with the run
-//! named by its span. Every step is an event of the run; at
-//! thousands of runs a second, a line per step and per adapter call cost about a tenth of the
-//! throughput (docs/benchmarks.md), so those are at debug.
+//! What the engine writes to the log for a run at the default level: two lines, `dispatched`
+//! and `run ended` (and `build correlated` between them where the provider answers without an
+//! id), with the run named by its span. Every step is an event of the run; at thousands of runs
+//! a second, a line per step and per adapter call cost about a tenth of the throughput
+//! (docs/benchmarks.md), so those are at debug.
 //!
 //! Its own test binary: it installs the process-wide subscriber.
 
